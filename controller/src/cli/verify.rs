@@ -1,0 +1,173 @@
+//! `countersign verify`: exit codes and JSON for terminals and CI.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+
+use super::registry_args::{RegistryArgs, runtime};
+use crate::{
+    keys::PublicKey,
+    reference::ImageRef,
+    registry::RegistryError,
+    verify::{KeySet, NamedKey, Outcome, Policy, Verification, verify_image},
+};
+
+/// Exit codes, one per verdict (documented in the README and in `--help`).
+pub mod exit {
+    pub const VERIFIED: u8 = 0;
+    /// Bad input: a key file, a reference, a flag.
+    pub const USAGE: u8 = 1;
+    /// No signatures at all (cosign uses 10 too).
+    pub const UNSIGNED: u8 = 10;
+    /// Signatures, none valid for the keys (cosign's "no matching signatures" is 12 too).
+    pub const INVALID: u8 = 12;
+    /// The registry could not be asked: unknown, not a verdict.
+    pub const ERROR: u8 = 13;
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 verified, 10 unsigned, 12 invalid (signatures, none valid), \
+13 registry error (no verdict), 1 bad input. With several images, the highest code wins."
+)]
+pub struct VerifyArgs {
+    /// Images to verify (by tag or digest).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Public key (PEM) that may have signed; repeat for several.
+    #[arg(long = "key", required = true, value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// Distinct keys that must have signed.
+    #[arg(long, default_value_t = 1)]
+    pub threshold: usize,
+    /// `text` (one line per image) or `json` (an object; an array for several images).
+    #[arg(long, short, default_value = "text")]
+    pub output: Output,
+    /// Give up on an image after this many seconds (its verdict is then an error).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+pub fn verify(args: &VerifyArgs) -> ExitCode {
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("countersign verify: {e:#}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
+    let keys = KeySet::new(load_keys(&args.keys)?, args.threshold);
+    let images = args
+        .images
+        .iter()
+        .map(|i| ImageRef::parse(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = Policy {
+        keys,
+        signature_repository: args.registry.signature_repository()?,
+    };
+    let client = args.registry.client()?;
+    let deadline = Duration::from_secs(args.timeout);
+    let results: Vec<Verification> = runtime()?.block_on(async {
+        let each = images.iter().map(|image| async {
+            tokio::time::timeout(deadline, verify_image(&client, image, &policy))
+                .await
+                .unwrap_or_else(|_| timed_out(image))
+        });
+        futures::future::join_all(each).await
+    });
+    print(&results, args.output)?;
+    Ok(results
+        .iter()
+        .map(|v| exit_code(&v.outcome))
+        .max()
+        .unwrap_or(exit::VERIFIED))
+}
+
+fn timed_out(image: &ImageRef) -> Verification {
+    Verification::unresolved(
+        image,
+        RegistryError::Timeout {
+            registry: image.registry().to_string(),
+        },
+    )
+}
+
+/// Reads each `--key`; the key is named after its file (`ci-2026.pub` is `ci-2026`).
+pub fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<NamedKey>> {
+    paths
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading key {}", path.display()))?;
+            let key =
+                PublicKey::from_pem(&pem).with_context(|| format!("key {}", path.display()))?;
+            let name = path.file_stem().map_or_else(
+                || path.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            );
+            Ok(NamedKey { name, key })
+        })
+        .collect()
+}
+
+pub fn exit_code(outcome: &Outcome) -> u8 {
+    match outcome {
+        Outcome::Verified { .. } => exit::VERIFIED,
+        Outcome::Unsigned => exit::UNSIGNED,
+        Outcome::Invalid { .. } => exit::INVALID,
+        Outcome::Error { .. } => exit::ERROR,
+    }
+}
+
+fn print(results: &[Verification], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json if results.len() == 1 => {
+            println!("{}", serde_json::to_string_pretty(&results[0])?)
+        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(results)?),
+        Output::Text => results.iter().for_each(print_text),
+    }
+    Ok(())
+}
+
+fn print_text(v: &Verification) {
+    let at = v
+        .digest
+        .as_ref()
+        .map(|d| format!("@{d}"))
+        .unwrap_or_default();
+    match &v.outcome {
+        Outcome::Verified { keys } => {
+            let how: Vec<String> = v
+                .signatures
+                .iter()
+                .filter_map(|s| {
+                    s.key
+                        .as_ref()
+                        .map(|k| format!("{k} ({:?})", s.format).to_lowercase())
+                })
+                .collect();
+            println!(
+                "Verified {}{at}: {} [{}]",
+                v.image,
+                keys.join(", "),
+                how.join(", ")
+            );
+        }
+        Outcome::Unsigned => eprintln!("Unsigned {}{at}: no signatures found", v.image),
+        Outcome::Invalid { reason } => eprintln!("Invalid {}{at}: {reason}", v.image),
+        Outcome::Error { reason, .. } => eprintln!("Error {}{at}: {reason}", v.image),
+    }
+}

@@ -1,0 +1,138 @@
+//! The Kubernetes API of countersign (group `countersign.dev`, version `v1alpha1`).
+//!
+//! - [`TrustRoot`]: which keys may sign which images, and how strictly;
+//! - [`KeyRotation`]: moves a TrustRoot from one key to another through a dual-acceptance window.
+//!
+//! The types carry their own schema: doc comments become the descriptions `kubectl explain`
+//! shows, and CEL rules (`x-kubernetes-validations`) let the apiserver refuse what is obviously
+//! wrong with a message that names the field. What CEL cannot check (a PEM that parses, …) is
+//! checked by [`TrustRoot::validate`], which also repeats the CEL checks so that objects read
+//! from Git can be refused before they are applied.
+//!
+//! The generated YAML is committed under `crds/` (one file per CRD, see [`files`]); the test
+//! `controller/tests/crds_up_to_date.rs` fails when it is stale.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+mod duration;
+pub mod glob;
+mod keyrotation;
+mod selector;
+mod trustroot;
+mod validate;
+
+pub use duration::{DURATION_REGEX, parse_duration};
+pub use glob::Glob;
+pub use keyrotation::{
+    KeyRotation, KeyRotationPhase, KeyRotationSpec, KeyRotationStatus, MAX_STRAGGLERS,
+    RetirementPolicy, RotationProgress, RotationWindow, Straggler,
+};
+pub use trustroot::{
+    KeyState, KeyStatus, Mode, ObjectKeyRef, SweepSummary, TrustRoot, TrustRootKey, TrustRootSpec,
+    TrustRootStatus, WorkloadCounts,
+};
+pub use validate::{KeySource, ValidatedKey, ValidatedSpec};
+
+/// The API group of every countersign resource.
+pub const GROUP: &str = "countersign.dev";
+/// The one API version served so far.
+pub const VERSION: &str = "v1alpha1";
+
+/// A problem with one field of an object, e.g. `spec.keys[1].publicKey: not a PEM public key`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FieldError {
+    /// Where the problem is, as the apiserver spells field paths (`spec.keys[1].publicKey`).
+    pub path: String,
+    /// What is wrong there, as a sentence fragment.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem `message` at the field `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// All CustomResourceDefinitions of countersign, in a stable order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![TrustRoot::crd(), KeyRotation::crd()]
+}
+
+/// One CRD as a YAML document (no `---` separator).
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(crd)
+}
+
+/// All CRDs as one multi-document YAML stream, as `countersign crds` prints it.
+pub fn all_to_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string_multiple(&all())
+}
+
+/// A generated file of the `crds/` folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrdFile {
+    /// `<group>_<plural>.yaml`, the name kubebuilder-style projects use.
+    pub name: String,
+    /// The YAML document with a header saying how to regenerate it.
+    pub contents: String,
+}
+
+/// What `crds/` must hold: one file per CRD.
+pub fn files() -> Result<Vec<CrdFile>, serde_saphyr::SerializeError> {
+    all()
+        .iter()
+        .map(|crd| {
+            Ok(CrdFile {
+                name: format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural),
+                contents: format!("{}{}", FILE_HEADER, to_yaml(crd)?),
+            })
+        })
+        .collect()
+}
+
+/// The first lines of every generated file.
+pub const FILE_HEADER: &str = "# Generated from controller/src/crd by `cargo run -p countersign -- crds --write crds/`.\n\
+     # Do not edit: change the Rust types and regenerate.\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_crd_is_cluster_scoped_in_our_group() {
+        for crd in all() {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.scope, "Cluster");
+            assert_eq!(crd.spec.versions.len(), 1);
+            assert_eq!(crd.spec.versions[0].name, VERSION);
+        }
+    }
+
+    #[test]
+    fn files_are_named_after_group_and_plural() {
+        let names: Vec<String> = files()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "countersign.dev_trustroots.yaml",
+                "countersign.dev_keyrotations.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_stream_holds_every_crd() {
+        let yaml = all_to_yaml().unwrap_or_default();
+        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 2);
+    }
+}

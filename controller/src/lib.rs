@@ -1,0 +1,24 @@
+//! countersign keeps a Kubernetes cluster honest about the images it runs.
+//!
+//! The library holds everything; `main.rs` only parses the command line. The pieces, from the
+//! bottom up:
+//!
+//! - [`reference`]: image references and digests, as cosign names them;
+//! - [`keys`]: public keys (PEM, fingerprints) and cosign's encrypted private key format;
+//! - [`formats`]: the bytes cosign writes (simple-signing payloads, DSSE, Sigstore bundles, OCI
+//!   manifests), parsed and built without I/O;
+//! - [`registry`]: the one place that talks to registries (oci-client), with limits and an error
+//!   type that keeps "not there" apart from "could not ask";
+//! - [`verify`]: the verification engine, fetch then a pure evaluation against a key set;
+//! - [`sign`]: writes signatures in cosign v2 (`.sig` tag) and v3 (bundle referrer) form;
+//! - [`crd`]: the Kubernetes API types (TrustRoot, …);
+//! - [`cli`]: the `countersign` subcommands.
+
+pub mod cli;
+pub mod crd;
+pub mod formats;
+pub mod keys;
+pub mod reference;
+pub mod registry;
+pub mod sign;
+pub mod verify;

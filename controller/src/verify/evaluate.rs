@@ -1,0 +1,268 @@
+//! Deciding: every signature against every key, then the verdict. Pure, so it is tested
+//! exhaustively without a registry.
+
+use std::collections::BTreeSet;
+
+use super::{Candidate, Fetched, Outcome, SignatureCheck, SignatureFormat};
+use crate::{
+    formats::{
+        FormatError,
+        bundle::Bundle,
+        decode_base64,
+        dsse::{COSIGN_SIGN_PREDICATE, Statement, pae},
+        simple_signing::Payload,
+    },
+    keys::PublicKey,
+    reference::Digest,
+    registry::RegistryError,
+};
+
+/// A key with the name it has in a trust root (or the file it came from, on the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedKey {
+    pub name: String,
+    pub key: PublicKey,
+}
+
+/// The keys accepted right now, and how many distinct ones must have signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    pub keys: Vec<NamedKey>,
+    pub threshold: usize,
+}
+
+impl KeySet {
+    pub fn new(keys: Vec<NamedKey>, threshold: usize) -> Self {
+        Self {
+            keys,
+            threshold: threshold.max(1),
+        }
+    }
+
+    /// The first key that verifies `signature` over `message`, trying the hinted key first.
+    fn verifying_key(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+        hint: Option<&str>,
+    ) -> Option<&NamedKey> {
+        let hinted = self
+            .keys
+            .iter()
+            .filter(|k| hint.is_some_and(|h| k.key.hint() == h));
+        let others = self
+            .keys
+            .iter()
+            .filter(|k| hint.is_none_or(|h| k.key.hint() != h));
+        hinted
+            .chain(others)
+            .find(|k| k.key.verify(message, signature).is_ok())
+    }
+}
+
+/// Checks every fetched signature and decides the outcome.
+pub fn evaluate(
+    digest: &Digest,
+    fetched: &Fetched,
+    keys: &KeySet,
+) -> (Outcome, Vec<SignatureCheck>) {
+    let candidates = fetched
+        .legacy
+        .iter()
+        .flatten()
+        .chain(fetched.bundles.iter().flatten());
+    let checks: Vec<SignatureCheck> = candidates.filter_map(|c| check(digest, c, keys)).collect();
+    let outcome = decide(&checks, fetched, keys);
+    (outcome, checks)
+}
+
+fn decide(checks: &[SignatureCheck], fetched: &Fetched, keys: &KeySet) -> Outcome {
+    let signed_by: BTreeSet<&str> = checks.iter().filter_map(|c| c.key.as_deref()).collect();
+    if signed_by.len() >= keys.threshold {
+        return Outcome::Verified {
+            keys: signed_by.into_iter().map(str::to_string).collect(),
+        };
+    }
+    // Short of the threshold, what we could not read might have made the difference.
+    if let Some(error) = [&fetched.legacy, &fetched.bundles]
+        .into_iter()
+        .find_map(|r| r.as_ref().err())
+    {
+        return Outcome::Error {
+            reason: error.to_string(),
+            error: error.clone(),
+        };
+    }
+    if checks.is_empty() {
+        return Outcome::Unsigned;
+    }
+    Outcome::Invalid {
+        reason: invalid_reason(checks, &signed_by, keys.threshold),
+    }
+}
+
+fn invalid_reason(
+    checks: &[SignatureCheck],
+    signed_by: &BTreeSet<&str>,
+    threshold: usize,
+) -> String {
+    if !signed_by.is_empty() {
+        let names: Vec<&str> = signed_by.iter().copied().collect();
+        return format!(
+            "signed by {} of the {threshold} distinct keys required ({})",
+            signed_by.len(),
+            names.join(", ")
+        );
+    }
+    let reasons: BTreeSet<&str> = checks
+        .iter()
+        .filter_map(|c| c.rejected.as_deref())
+        .collect();
+    let noun = if checks.len() == 1 {
+        "signature"
+    } else {
+        "signatures"
+    };
+    format!(
+        "{} {noun}, none valid: {}",
+        checks.len(),
+        reasons.into_iter().collect::<Vec<_>>().join("; ")
+    )
+}
+
+/// One candidate against the key set. `None` for bundles that are attestations rather than
+/// signatures: they are not counted either way.
+fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<SignatureCheck> {
+    let (format, source, result) = match candidate {
+        Candidate::Legacy {
+            layer,
+            payload,
+            signature,
+        } => (
+            SignatureFormat::Legacy,
+            layer,
+            check_legacy(digest, payload, signature, keys),
+        ),
+        Candidate::Bundle { manifest, bundle } => {
+            let result = check_bundle(digest, bundle, keys)?;
+            (SignatureFormat::Bundle, manifest, result)
+        }
+        Candidate::Rejected {
+            format,
+            source,
+            reason,
+        } => (*format, source, Err(reason.clone())),
+    };
+    Some(match result {
+        Ok(key) => SignatureCheck {
+            format,
+            source: source.clone(),
+            key: Some(key.name.clone()),
+            fingerprint: Some(key.key.fingerprint()),
+            rejected: None,
+        },
+        Err(reason) => SignatureCheck {
+            format,
+            source: source.clone(),
+            key: None,
+            fingerprint: None,
+            rejected: Some(reason),
+        },
+    })
+}
+
+const NO_KEY: &str = "no trusted key verifies it";
+
+fn check_legacy<'k>(
+    digest: &Digest,
+    payload: &[u8],
+    signature: &str,
+    keys: &'k KeySet,
+) -> Result<&'k NamedKey, String> {
+    let signature = decode_base64("signature annotation", signature).map_err(|e| e.to_string())?;
+    let key = keys
+        .verifying_key(payload, &signature, None)
+        .ok_or(NO_KEY)?;
+    let payload = Payload::parse(payload).map_err(|e| e.to_string())?;
+    if payload.signed_digest() != digest.as_str() {
+        return Err(format!(
+            "the signed payload names {}, not this image (a signature copied from another image?)",
+            payload.signed_digest()
+        ));
+    }
+    Ok(key)
+}
+
+/// `None` when the bundle is a well-formed attestation (another predicate type).
+fn check_bundle<'k>(
+    digest: &Digest,
+    bundle: &[u8],
+    keys: &'k KeySet,
+) -> Option<Result<&'k NamedKey, String>> {
+    let parsed = match parse_bundle(bundle) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    if parsed.statement.predicate_type != COSIGN_SIGN_PREDICATE {
+        return None;
+    }
+    Some(verify_bundle(digest, &parsed, keys))
+}
+
+struct ParsedBundle {
+    hint: Option<String>,
+    signed: Vec<u8>,
+    signatures: Vec<Vec<u8>>,
+    statement: Statement,
+}
+
+fn parse_bundle(bytes: &[u8]) -> Result<ParsedBundle, FormatError> {
+    let bundle = Bundle::parse(bytes)?;
+    let envelope = bundle.envelope()?;
+    let payload = envelope.payload_bytes()?;
+    let statement = Statement::parse(&payload)?;
+    let signatures = envelope
+        .signatures
+        .iter()
+        .map(|s| decode_base64("DSSE signature", &s.sig))
+        .collect::<Result<_, _>>()?;
+    Ok(ParsedBundle {
+        hint: bundle
+            .verification_material
+            .public_key
+            .as_ref()
+            .map(|k| k.hint.clone()),
+        signed: pae(&envelope.payload_type, &payload),
+        signatures,
+        statement,
+    })
+}
+
+fn verify_bundle<'k>(
+    digest: &Digest,
+    bundle: &ParsedBundle,
+    keys: &'k KeySet,
+) -> Result<&'k NamedKey, String> {
+    let key = bundle
+        .signatures
+        .iter()
+        .find_map(|sig| keys.verifying_key(&bundle.signed, sig, bundle.hint.as_deref()))
+        .ok_or(NO_KEY)?;
+    if !bundle.statement.names_digest(digest) {
+        return Err(format!(
+            "the signed statement names {}, not this image",
+            bundle.statement.subject_digests().join(", ")
+        ));
+    }
+    Ok(key)
+}
+
+impl Outcome {
+    /// For tests and the CLI: an error outcome from a registry error.
+    pub fn from_registry_error(error: RegistryError) -> Self {
+        Self::Error {
+            reason: error.to_string(),
+            error,
+        }
+    }
+}

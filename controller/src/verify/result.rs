@@ -1,0 +1,114 @@
+//! What a verification says, in a shape the CLI prints as JSON and the controller writes down.
+
+use serde::Serialize;
+
+use crate::{
+    reference::{Digest, ImageRef},
+    registry::RegistryError,
+};
+
+/// The verdict for one image digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "camelCase")]
+pub enum Outcome {
+    /// Signed by at least `threshold` distinct keys of the key set (named here).
+    Verified { keys: Vec<String> },
+    /// No signatures at all, in either format.
+    Unsigned,
+    /// Signatures exist but not enough of them are valid for the key set; `reason` sums up why.
+    Invalid { reason: String },
+    /// The registry could not be asked: the answer is unknown, never a verdict.
+    Error {
+        reason: String,
+        #[serde(skip)]
+        error: RegistryError,
+    },
+}
+
+impl Outcome {
+    /// A stable, low-cardinality name: metrics labels, annotations, exit codes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Verified { .. } => "Verified",
+            Self::Unsigned => "Unsigned",
+            Self::Invalid { .. } => "Invalid",
+            Self::Error { .. } => "Error",
+        }
+    }
+}
+
+/// The two places cosign keeps image signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SignatureFormat {
+    /// cosign v2 (and v3 `--new-bundle-format=false`): a layer of the `sha256-<hex>.sig` image.
+    Legacy,
+    /// cosign v3: a Sigstore bundle stored as an OCI referrer.
+    Bundle,
+}
+
+/// One signature found, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureCheck {
+    pub format: SignatureFormat,
+    /// The layer digest (legacy) or referrer manifest digest (bundle) it came from.
+    pub source: String,
+    /// The key that verified it, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The verifying key's fingerprint (hex SHA-256 of its DER SubjectPublicKeyInfo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Why it was rejected, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
+impl SignatureCheck {
+    pub fn is_valid(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+/// The full answer for one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub signatures: Vec<SignatureCheck>,
+}
+
+impl Verification {
+    /// The tag could not be resolved to a digest.
+    pub fn unresolved(image: &ImageRef, error: RegistryError) -> Self {
+        let outcome = match error {
+            // A tag that does not exist is the user's problem to fix, not a registry hiccup,
+            // but it is still no verdict about a signature.
+            RegistryError::NotFound => Outcome::Error {
+                reason: format!("{image}: tag not found"),
+                error,
+            },
+            error => Outcome::Error {
+                reason: format!("{image}: {error}"),
+                error,
+            },
+        };
+        Self {
+            image: image.to_string(),
+            digest: None,
+            outcome,
+            signatures: Vec::new(),
+        }
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}

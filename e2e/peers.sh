@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Builds the real programs the tests and the demo run against, at pinned versions, through the Go
+# module proxy, and caches them outside the work tree by name and version. Safe to run again: a
+# peer whose binary is already cached is not rebuilt.
+#
+#   e2e/peers.sh [registries|cosign|cluster|all]...   build (default: all)
+#   e2e/peers.sh path NAME                           print the cached binary's path
+#
+# Cache: ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/peers/<name>-<version>/
+set -euo pipefail
+
+COSIGN3_VERSION=v3.1.2
+COSIGN2_VERSION=v2.6.4
+CRANE_VERSION=v0.21.9
+DISTRIBUTION_VERSION=v3.1.2
+KUBE_VERSION=1.36.3
+ETCD_VERSION=v3.6.14
+KWOK_VERSION=v0.8.0
+
+CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
+PEERS="$CACHE/peers"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
+
+log() { printf '[peers] %s\n' "$*" >&2; }
+
+# dir NAME VERSION: the cache folder of one peer.
+dir() { printf '%s/%s-%s' "$PEERS" "$1" "$2"; }
+
+# have NAME VERSION BINARY...: true when every binary is cached.
+have() {
+  local d; d=$(dir "$1" "$2"); shift 2
+  for b in "$@"; do [ -x "$d/$b" ] || return 1; done
+}
+
+# go_install NAME VERSION MODULE_PATH BINARY [extra env]: `go install` into the peer's cache folder.
+go_install() {
+  local name=$1 version=$2 pkg=$3 bin=$4; shift 4
+  have "$name" "$version" "$bin" && return 0
+  local d; d=$(dir "$name" "$version"); mkdir -p "$d"
+  log "building $name $version"
+  local start=$SECONDS
+  env GOBIN="$d.tmp" "$@" go install -ldflags="-s -w" "$pkg@$version"
+  mv "$d.tmp/$bin" "$d/$bin" && rmdir "$d.tmp" 2>/dev/null || true
+  log "built $name $version in $((SECONDS - start))s"
+}
+
+build_cosign() {
+  go_install cosign "$COSIGN3_VERSION" github.com/sigstore/cosign/v3/cmd/cosign cosign
+  go_install cosign "$COSIGN2_VERSION" github.com/sigstore/cosign/v2/cmd/cosign cosign
+}
+
+# zot is refused by the module proxy here (403), so the registry with the OCI referrers API is
+# go-containerregistry's registry (the one `crane registry serve` runs) with its own
+# WithReferrersSupport option switched on: upstream code, started by a five-line main of ours.
+build_referrers_registry() {
+  have ggcr-referrers "$CRANE_VERSION" ggcr-referrers && return 0
+  local d; d=$(dir ggcr-referrers "$CRANE_VERSION"); mkdir -p "$d"
+  local w; w=$(mktemp -d)
+  log "building ggcr-referrers $CRANE_VERSION"
+  (
+    cd "$w"
+    go mod init local/ggcrreferrers >/dev/null 2>&1
+    cat >main.go <<'GO'
+// Serves go-containerregistry's registry with the OCI 1.1 referrers API on: ggcr-referrers ADDR
+package main
+
+import (
+	"log"
+	"net/http"
+	"os"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+func main() {
+	log.Fatal(http.ListenAndServe(os.Args[1], registry.New(registry.WithReferrersSupport(true))))
+}
+GO
+    go get "github.com/google/go-containerregistry@$CRANE_VERSION" >/dev/null
+    go build -ldflags "-s -w" -o "$d/ggcr-referrers" .
+  )
+  rm -rf "$w"
+}
+
+build_registries() {
+  go_install crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane crane
+  build_referrers_registry
+  go_install distribution "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry registry
+}
+
+# Kubernetes' own go.mod replaces its staging modules with local paths, so `go install` refuses it;
+# a throw-away wrapper module pins each staging module to its published v0.<minor>.<patch> tag.
+build_kubernetes() {
+  have kubernetes "$KUBE_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl && return 0
+  local d; d=$(dir kubernetes "$KUBE_VERSION"); mkdir -p "$d"
+  local staging="0.${KUBE_VERSION#1.}" minor; minor=$(cut -d. -f2 <<<"$KUBE_VERSION")
+  local w; w=$(mktemp -d)
+  log "building kubernetes $KUBE_VERSION"
+  local start=$SECONDS
+  (
+    cd "$w"
+    go mod init local/k8speers >/dev/null 2>&1
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+    for m in $(awk '$2=="=>" && $3 ~ /^\.\/staging\// {print $1}' "$gomod"); do
+      go mod edit -replace="$m=$m@v$staging"
+    done
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$KUBE_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-controller-manager@v$KUBE_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-scheduler@v$KUBE_VERSION" \
+      "k8s.io/kubernetes/cmd/kubectl@v$KUBE_VERSION" >/dev/null
+    local ld="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION"
+    ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+    ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
+    ld+=" -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
+    go build -ldflags "$ld" -o "$d/" k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+      k8s.io/kubernetes/cmd/kubectl
+  )
+  rm -rf "$w"
+  log "built kubernetes $KUBE_VERSION in $((SECONDS - start))s"
+}
+
+# etcd's server module replaces its siblings with ../ paths; as a dependency of a wrapper module
+# those replaces are ignored and the tagged siblings are used.
+build_etcd() {
+  have etcd "$ETCD_VERSION" etcd && return 0
+  local d; d=$(dir etcd "$ETCD_VERSION"); mkdir -p "$d"
+  local w; w=$(mktemp -d)
+  log "building etcd $ETCD_VERSION"
+  (
+    cd "$w"
+    go mod init local/etcdpeer >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+    go build -ldflags "-s -w" -o "$d/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$w"
+}
+
+build_cluster() {
+  build_etcd
+  go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok
+  build_kubernetes
+}
+
+# path NAME: the binary tests and scripts run.
+path() {
+  case "$1" in
+    cosign | cosign3) echo "$(dir cosign "$COSIGN3_VERSION")/cosign" ;;
+    cosign2) echo "$(dir cosign "$COSIGN2_VERSION")/cosign" ;;
+    crane) echo "$(dir crane "$CRANE_VERSION")/crane" ;;
+    ggcr-referrers) echo "$(dir ggcr-referrers "$CRANE_VERSION")/ggcr-referrers" ;;
+    distribution) echo "$(dir distribution "$DISTRIBUTION_VERSION")/registry" ;;
+    etcd) echo "$(dir etcd "$ETCD_VERSION")/etcd" ;;
+    kwok) echo "$(dir kwok "$KWOK_VERSION")/kwok" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$(dir kubernetes "$KUBE_VERSION")/$1" ;;
+    *) log "unknown peer $1"; return 2 ;;
+  esac
+}
+
+# env: export lines naming every peer, for tests (COUNTERSIGN_PEER_<NAME>=path).
+print_env() {
+  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    local var; var="COUNTERSIGN_PEER_$(tr 'a-z-' 'A-Z_' <<<"$p")"
+    echo "export $var=$(path "$p")"
+  done
+}
+
+main() {
+  [ $# -gt 0 ] || set -- all
+  case "$1" in
+    path) path "$2"; return ;;
+    env) print_env; return ;;
+  esac
+  for what in "$@"; do
+    case "$what" in
+      registries) build_registries ;;
+      cosign) build_cosign ;;
+      cluster) build_cluster ;;
+      all) build_registries; build_cosign; build_cluster ;;
+      *) log "unknown target $what"; return 2 ;;
+    esac
+  done
+}
+
+main "$@"

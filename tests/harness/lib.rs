@@ -1,0 +1,39 @@
+//! The test harness: finds the real peers that `e2e/peers.sh` built and starts them on 127.0.0.1
+//! with ephemeral ports. Nothing here imitates a peer.
+
+pub mod cluster;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's top folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The path of a peer binary built by `e2e/peers.sh` (`cosign3`, `cosign2`, `crane`,
+/// `ggcr-referrers`, `distribution`, `etcd`, `kwok`, `kube-apiserver`, …). Taken from
+/// `COUNTERSIGN_PEER_<NAME>` when set, otherwise asked of the script. Panics with the command to
+/// run when the peer has not been built: a test must never silently skip its real peer.
+pub fn peer_path(name: &str) -> PathBuf {
+    let var = format!("COUNTERSIGN_PEER_{}", name.to_uppercase().replace('-', "_"));
+    let path = match std::env::var_os(&var) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let out = std::process::Command::new("bash")
+                .arg(repo_root().join("e2e/peers.sh"))
+                .args(["path", name])
+                .output()
+                .expect("run e2e/peers.sh");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+    };
+    assert!(
+        path.is_file(),
+        "peer {name} not built at {}: run e2e/peers.sh",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,1 @@
+//! Signers × verifiers × registries, against real cosign v2 and v3 and real registries.
