@@ -57,6 +57,15 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a component may take to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The processes, by the names their logs carry.
+const COMPONENTS: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
 /// What to start. `Default` is one fake node with room for 10,000 pods in a fresh temporary dir.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -166,13 +175,10 @@ impl LocalCluster {
         kwok?;
 
         self.nodes = create_nodes(&self.client(), options).await?;
-        let kwok_index = self.components.len() - 1;
-        wait_nodes_ready(
-            &self.client(),
-            &self.nodes,
-            &mut self.components[kwok_index],
-        )
-        .await?;
+        let client = self.client();
+        // kwok, pushed last, is the component whose log explains a node that never gets Ready.
+        let kwok = self.components.last_mut().context("kwok is running")?;
+        wait_nodes_ready(&client, &self.nodes, kwok).await?;
         eprintln!(
             "[cluster] ready in {:.1}s (etcd {:.1}s, kube-apiserver {:.1}s) at {}; dir {}",
             started.elapsed().as_secs_f64(),
@@ -233,8 +239,11 @@ impl LocalCluster {
         &self.nodes
     }
 
-    /// Stops every process and removes a temporary dir (what dropping the cluster does).
-    pub fn stop(self) {}
+    /// Stops every process and removes a temporary dir: dropping the cluster does it (see `Drop`),
+    /// this only says so at the call site.
+    pub fn stop(self) {
+        drop(self);
+    }
 }
 
 impl Drop for LocalCluster {
@@ -299,14 +308,7 @@ fn prepare_dir(requested: Option<&Path>) -> Result<(PathBuf, bool)> {
     match requested {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-            // A previous run's etcd data and certificates would resurrect its objects and keys.
-            for stale in ["etcd", "apiserver-certs", "kcm-certs", "scheduler-certs"] {
-                let path = dir.join(stale);
-                if path.exists() {
-                    std::fs::remove_dir_all(&path)
-                        .with_context(|| format!("clear {}", path.display()))?;
-                }
-            }
+            clear_previous_run(dir)?;
             let dir =
                 std::fs::canonicalize(dir).with_context(|| format!("resolve {}", dir.display()))?;
             Ok((dir, false))
@@ -321,6 +323,24 @@ fn prepare_dir(requested: Option<&Path>) -> Result<(PathBuf, bool)> {
             Ok((dir, true))
         }
     }
+}
+
+/// Removes what a previous cluster left in `dir`: its etcd data and certificates would resurrect
+/// its objects and keys, and its logs would mix with the new ones in error messages.
+fn clear_previous_run(dir: &Path) -> Result<()> {
+    for stale in ["etcd", "apiserver-certs", "kcm-certs", "scheduler-certs"] {
+        let path = dir.join(stale);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("clear {}", path.display()))?;
+        }
+    }
+    for component in COMPONENTS {
+        let log = dir.join(format!("{component}.log"));
+        if log.exists() {
+            std::fs::remove_file(&log).with_context(|| format!("clear {}", log.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Files every component shares: the static token file and the service-account key pair.
@@ -435,6 +455,9 @@ impl Component {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 let lines: Vec<&str> = text.lines().collect();
+                if lines.is_empty() {
+                    return "(empty)".to_owned();
+                }
                 lines[lines.len().saturating_sub(LINES)..].join("\n")
             }
             Err(e) => format!("(could not read {}: {e})", self.log.display()),
@@ -492,7 +515,6 @@ impl Drop for Component {
         if self.exited().is_some() {
             return;
         }
-        let t = Instant::now();
         let pid = i32::try_from(self.child.id()).map(Pid::from_raw);
         if let Ok(pid) = pid
             && kill(pid, Signal::SIGTERM).is_ok()
@@ -500,7 +522,6 @@ impl Drop for Component {
             let deadline = Instant::now() + STOP_GRACE;
             while Instant::now() < deadline {
                 if self.exited().is_some() {
-                    eprintln!("DEBUG {} stopped in {:?}", self.name, t.elapsed());
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));

@@ -2,6 +2,10 @@
 //! with ephemeral ports. Nothing here imitates a peer.
 
 pub mod cluster;
+pub mod cosign;
+pub mod faults;
+pub mod images;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 
@@ -36,4 +40,35 @@ pub fn peer_path(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A scratch folder removed when dropped (kept when COUNTERSIGN_KEEP_SCRATCH=1, to debug).
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("countersign-{prefix}-"))
+        .tempdir()
+        .expect("scratch dir");
+    if std::env::var_os("COUNTERSIGN_KEEP_SCRATCH").is_some() {
+        dir.disable_cleanup(true);
+    }
+    dir
+}
+
+/// The `countersign` binary of this checkout, built once per test process (debug profile).
+pub fn countersign_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-q", "-p", "countersign", "--bin", "countersign"])
+                .current_dir(repo_root())
+                .status()
+                .expect("cargo build countersign");
+            assert!(status.success(), "building countersign failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), PathBuf::from);
+            target.join("debug/countersign")
+        })
+        .clone()
 }

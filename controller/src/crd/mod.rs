@@ -59,9 +59,53 @@ impl FieldError {
     }
 }
 
-/// All CustomResourceDefinitions of countersign, in a stable order.
+/// All CustomResourceDefinitions of countersign, in a stable order, as `crds/` holds them.
+/// Prefer these to `TrustRoot::crd()`: their descriptions are unwrapped for `kubectl explain`.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![TrustRoot::crd(), KeyRotation::crd()]
+        .into_iter()
+        .map(unwrap_descriptions)
+        .collect()
+}
+
+/// Doc comments are wrapped at ~100 columns, and `kubectl explain` would keep those breaks on
+/// top of its own wrapping; so single newlines become spaces, blank lines (paragraphs) stay.
+fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    unwrap_descriptions_in(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
+}
+
+fn unwrap_descriptions_in(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = unwrap_text(text);
+                    }
+                    _ => unwrap_descriptions_in(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions_in),
+        _ => {}
+    }
+}
+
+fn unwrap_text(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// One CRD as a YAML document (no `---` separator).
@@ -128,6 +172,37 @@ mod tests {
                 "countersign.dev_keyrotations.yaml"
             ]
         );
+    }
+
+    #[test]
+    fn descriptions_are_unwrapped_but_keep_paragraphs() {
+        assert_eq!(
+            unwrap_text("one\ntwo\n\nthree\n four"),
+            "one two\n\nthree four"
+        );
+        let yaml = all_to_yaml().unwrap_or_default();
+        assert!(yaml.contains("`registry.example.com/payments/**` governs"));
+        let crd = &all()[0];
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref());
+        let images = schema
+            .and_then(|s| {
+                s.properties
+                    .as_ref()?
+                    .get("spec")?
+                    .properties
+                    .as_ref()?
+                    .get("images")
+            })
+            .and_then(|p| p.description.as_deref())
+            .unwrap_or_default();
+        assert!(
+            images.starts_with("Globs of the image repositories"),
+            "{images}"
+        );
+        assert!(!images.contains('\n'), "{images}");
     }
 
     #[test]

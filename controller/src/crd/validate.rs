@@ -4,7 +4,10 @@
 //! The CEL checks are repeated on purpose: a TrustRoot read from Git is validated here before
 //! it is applied, and so is one written before the CRD had a rule.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, btree_map::Entry},
+    time::Duration,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -164,19 +167,20 @@ fn check_keys(keys: &[TrustRootKey], errors: &mut Vec<FieldError>) -> Vec<Valida
     let mut validated = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let at = format!("spec.keys[{i}]");
-        if let Some(first) = first_index
-            .insert(&key.name, i)
-            .filter(|_| !key.name.is_empty())
-        {
-            errors.push(FieldError::new(
+        match first_index.entry(&key.name) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+            // An empty name is reported by check_key_name already.
+            Entry::Occupied(first) if !key.name.is_empty() => errors.push(FieldError::new(
                 format!("{at}.name"),
                 format!(
-                    "duplicate key name {:?} (also spec.keys[{first}])",
-                    key.name
+                    "duplicate key name {:?} (also spec.keys[{}])",
+                    key.name,
+                    first.get()
                 ),
-            ));
-            // Keep pointing later duplicates at the first one.
-            first_index.insert(&key.name, first);
+            )),
+            Entry::Occupied(_) => {}
         }
         if let Some(key) = check_key(key, &at, errors) {
             validated.push(key);

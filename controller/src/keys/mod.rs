@@ -7,7 +7,7 @@ mod private;
 mod public;
 
 pub use private::{SigningKey, generate_key_pair};
-pub use public::PublicKey;
+pub use public::{PublicKey, SignatureError, check_signature_encoding};
 
 /// Everything that can go wrong reading or using a key. Messages name the problem; callers add
 /// which file or object the key came from.

@@ -88,3 +88,11 @@ pub enum SignatureError {
     #[error("signature does not match")]
     Mismatch,
 }
+
+/// Whether `signature` is an ASN.1 DER ECDSA signature at all, so that a garbled one is
+/// reported as such rather than as "no key matches".
+pub fn check_signature_encoding(signature: &[u8]) -> Result<(), SignatureError> {
+    Signature::from_der(signature)
+        .map(|_| ())
+        .map_err(|_| SignatureError::Encoding)
+}

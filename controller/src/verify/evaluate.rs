@@ -12,7 +12,7 @@ use crate::{
         dsse::{COSIGN_SIGN_PREDICATE, Statement, pae},
         simple_signing::Payload,
     },
-    keys::PublicKey,
+    keys::{PublicKey, check_signature_encoding},
     reference::Digest,
     registry::RegistryError,
 };
@@ -180,6 +180,7 @@ fn check_legacy<'k>(
     keys: &'k KeySet,
 ) -> Result<&'k NamedKey, String> {
     let signature = decode_base64("signature annotation", signature).map_err(|e| e.to_string())?;
+    check_signature_encoding(&signature).map_err(|e| e.to_string())?;
     let key = keys
         .verifying_key(payload, &signature, None)
         .ok_or(NO_KEY)?;
@@ -243,6 +244,13 @@ fn verify_bundle<'k>(
     bundle: &ParsedBundle,
     keys: &'k KeySet,
 ) -> Result<&'k NamedKey, String> {
+    if let Some(e) = bundle
+        .signatures
+        .iter()
+        .find_map(|s| check_signature_encoding(s).err())
+    {
+        return Err(e.to_string());
+    }
     let key = bundle
         .signatures
         .iter()
