@@ -35,16 +35,10 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
     .await;
 
     let deployed = Instant::now();
-    create(
-        Api::<Deployment>::namespaced(client.clone(), NS),
-        deployment(),
-    )
-    .await;
+    create(Api::<Deployment>::namespaced(client.clone(), NS), deployment()).await;
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
     eventually("a ReplicaSet owned by Deployment web", || async {
-        let list = replicasets
-            .list(&ListParams::default().labels("app=web"))
-            .await?;
+        let list = replicasets.list(&ListParams::default().labels("app=web")).await?;
         let owned = list.items.iter().any(|rs| {
             rs.metadata
                 .owner_references
@@ -73,10 +67,7 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
         Ok(running)
     })
     .await;
-    eprintln!(
-        "deployment running in {:.1}s",
-        deployed.elapsed().as_secs_f64()
-    );
+    eprintln!("deployment running in {:.1}s", deployed.elapsed().as_secs_f64());
     for pod in &running {
         assert_eq!(
             image_ids(pod),
@@ -102,10 +93,7 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
     check_rbac(&cluster).await;
     let stopping = Instant::now();
     cluster.stop();
-    eprintln!(
-        "cluster stopped in {:.1}s",
-        stopping.elapsed().as_secs_f64()
-    );
+    eprintln!("cluster stopped in {:.1}s", stopping.elapsed().as_secs_f64());
 }
 
 /// A ServiceAccount without a binding is forbidden to list pods; with a Role bound, it may.

@@ -44,21 +44,12 @@ impl Signer {
             Signer::Cosign2 => keys.cosign2.sign(&keys.private, image, false),
             Signer::Cosign3Legacy => keys.cosign3.sign(&keys.private, image, true),
             Signer::Cosign3Bundle => keys.cosign3.sign(&keys.private, image, false),
-            Signer::CountersignLegacy => countersign(&[
-                "sign",
-                "--format",
-                "legacy",
-                "--key",
-                keys.private_str(),
-                image,
-            ]),
+            Signer::CountersignLegacy => {
+                countersign(&["sign", "--format", "legacy", "--key", keys.private_str(), image])
+            }
             Signer::CountersignBundle => countersign(&["sign", "--key", keys.private_str(), image]),
         };
-        assert!(
-            run.success,
-            "{self:?} failed to sign {image}: {}",
-            run.stderr
-        );
+        assert!(run.success, "{self:?} failed to sign {image}: {}", run.stderr);
     }
 }
 
@@ -93,11 +84,7 @@ fn every_signer_with_every_verifier_on_both_kinds_of_registry() {
                 let want = expected(signer, verifier);
                 table.push(format!(
                     "{kind:?} | {signer:?} | {verifier:?} | {}",
-                    if run.success {
-                        "verified"
-                    } else {
-                        "not verified"
-                    }
+                    if run.success { "verified" } else { "not verified" }
                 ));
                 if run.success != want {
                     mismatches.push(format!(
@@ -108,10 +95,7 @@ fn every_signer_with_every_verifier_on_both_kinds_of_registry() {
             }
         }
     }
-    println!(
-        "registry | signer | verifier | result\n{}",
-        table.join("\n")
-    );
+    println!("registry | signer | verifier | result\n{}", table.join("\n"));
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n---\n"));
 }
 
@@ -227,13 +211,8 @@ fn countersign_legacy_signature_images_are_byte_identical_in_layout_to_cosign_v2
     let a = format!("{}:a", registry.repo("bytes"));
     let digest = push_image(&a, "bytes");
     Signer::Cosign2.sign(&keys, &a);
-    let sig_tag = format!(
-        "{}:{}.sig",
-        registry.repo("bytes"),
-        digest.replace(':', "-")
-    );
-    let theirs: serde_json::Value =
-        serde_json::from_str(&crane(&["manifest", &sig_tag])).expect("json");
+    let sig_tag = format!("{}:{}.sig", registry.repo("bytes"), digest.replace(':', "-"));
+    let theirs: serde_json::Value = serde_json::from_str(&crane(&["manifest", &sig_tag])).expect("json");
     crane(&[
         "delete",
         &format!(
@@ -243,17 +222,13 @@ fn countersign_legacy_signature_images_are_byte_identical_in_layout_to_cosign_v2
         ),
     ]);
     Signer::CountersignLegacy.sign(&keys, &a);
-    let ours: serde_json::Value =
-        serde_json::from_str(&crane(&["manifest", &sig_tag])).expect("json");
+    let ours: serde_json::Value = serde_json::from_str(&crane(&["manifest", &sig_tag])).expect("json");
     assert_eq!(ours["config"], theirs["config"], "config blob differs");
     assert_eq!(
         ours["layers"][0]["digest"], theirs["layers"][0]["digest"],
         "payload differs"
     );
-    assert_eq!(
-        ours["layers"][0]["mediaType"],
-        theirs["layers"][0]["mediaType"]
-    );
+    assert_eq!(ours["layers"][0]["mediaType"], theirs["layers"][0]["mediaType"]);
     assert_eq!(ours["mediaType"], theirs["mediaType"]);
 }
 
@@ -261,10 +236,7 @@ fn countersign_legacy_signature_images_are_byte_identical_in_layout_to_cosign_v2
 fn cosign_generated_keys_sign_with_countersign_and_our_keys_sign_with_cosign() {
     let registry = Registry::start(RegistryKind::Referrers);
     let dir = countersign_tests::scratch_dir("ourkeys");
-    let made = countersign_in(
-        dir.path(),
-        &["generate-key-pair", "--output-key-prefix", "ours"],
-    );
+    let made = countersign_in(dir.path(), &["generate-key-pair", "--output-key-prefix", "ours"]);
     assert!(made.success, "{}", made.stderr);
     let (private, public) = (dir.path().join("ours.key"), dir.path().join("ours.pub"));
     let cosign3 = Cosign::new(CosignVersion::V3);

@@ -12,12 +12,14 @@
 //! - [`verify`]: the verification engine, fetch then a pure evaluation against a key set;
 //! - [`sign`]: writes signatures in cosign v2 (`.sig` tag) and v3 (bundle referrer) form;
 //! - [`crd`]: the Kubernetes API types (TrustRoot, …);
+//! - [`operator`]: `countersign run`, the controller;
 //! - [`cli`]: the `countersign` subcommands.
 
 pub mod cli;
 pub mod crd;
 pub mod formats;
 pub mod keys;
+pub mod operator;
 pub mod reference;
 pub mod registry;
 pub mod sign;

@@ -31,10 +31,7 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         use sha2::Digest as _;
-        Self(format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(bytes))
-        ))
+        Self(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
     }
 
     pub fn as_str(&self) -> &str {
@@ -232,10 +229,7 @@ mod tests {
     fn at_digest_drops_the_tag() {
         let r = ImageRef::parse("localhost:5000/app:v1").unwrap();
         let d = Digest::of(b"x");
-        assert_eq!(
-            r.at_digest(&d).to_string(),
-            format!("localhost:5000/app@{d}")
-        );
+        assert_eq!(r.at_digest(&d).to_string(), format!("localhost:5000/app@{d}"));
     }
 
     #[test]
@@ -249,11 +243,7 @@ mod tests {
         ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in [
-            "registry.example.com",
-            "10.0.0.1:5000",
-            "localhost.example.com",
-        ] {
+        for h in ["registry.example.com", "10.0.0.1:5000", "localhost.example.com"] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }

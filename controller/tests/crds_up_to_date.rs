@@ -3,8 +3,7 @@
 
 use std::{fs, path::PathBuf};
 
-const REGENERATE: &str =
-    "run `cargo run -p countersign -- crds --write crds/` and commit the result";
+const REGENERATE: &str = "run `cargo run -p countersign -- crds --write crds/` and commit the result";
 
 fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")

@@ -46,10 +46,7 @@ struct Scratch {
 
 impl Scratch {
     fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "countersign-keys-cosign-{test}-{}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("countersign-keys-cosign-{test}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         for sub in ["home", "tuf"] {
             fs::create_dir_all(dir.join(sub)).expect("create scratch dir");
@@ -130,8 +127,8 @@ fn reads_a_key_cosign_generated(cosign_name: &str) {
 
     let private_pem = scratch.read("cosign.key");
     assert!(private_pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"));
-    let key = SigningKey::from_encrypted_pem(&private_pem, PASSWORD.as_bytes())
-        .expect("we decrypt cosign's key");
+    let key =
+        SigningKey::from_encrypted_pem(&private_pem, PASSWORD.as_bytes()).expect("we decrypt cosign's key");
     assert_eq!(key.public_key().to_pem(), scratch.read("cosign.pub"));
 
     let wrong = SigningKey::from_encrypted_pem(&private_pem, b"wrong");
@@ -171,10 +168,7 @@ fn cosign_reads_a_key_we_generated() {
         assert_eq!(String::from_utf8_lossy(&output.stdout), public_pem);
 
         let output = cosign_public_key(&scratch, cosign_name, "ours.key", "wrong");
-        assert!(
-            !output.status.success(),
-            "{cosign_name} took a wrong password"
-        );
+        assert!(!output.status.success(), "{cosign_name} took a wrong password");
     }
 }
 
@@ -216,17 +210,11 @@ fn generate_key_pair_takes_passwords_where_cosign_does() {
     let scratch = Scratch::new("passwords");
 
     // An empty COSIGN_PASSWORD is a password, not a missing one.
-    let output = scratch.countersign(
-        &["generate-key-pair", "--output-key-prefix", "empty"],
-        Some(""),
-    );
+    let output = scratch.countersign(&["generate-key-pair", "--output-key-prefix", "empty"], Some(""));
     assert_success("countersign generate-key-pair", &output);
     let output = cosign_public_key(&scratch, "cosign3", "empty.key", "");
     assert_success("cosign3 public-key", &output);
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        scratch.read("empty.pub")
-    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), scratch.read("empty.pub"));
 
     // Without COSIGN_PASSWORD and with stdin not a terminal, all of stdin is the password.
     let mut child = scratch

@@ -139,14 +139,8 @@ impl LocalCluster {
         self.components.push(etcd);
         let etcd_ready = started.elapsed();
 
-        let apiserver = start_apiserver(
-            &bins.apiserver,
-            &self.dir,
-            &files,
-            &etcd_url,
-            &self.admin_token,
-        )
-        .await?;
+        let apiserver =
+            start_apiserver(&bins.apiserver, &self.dir, &files, &etcd_url, &self.admin_token).await?;
         self.apiserver_url = apiserver.url.clone();
         self.kubeconfig = apiserver.kubeconfig.clone();
         self.kube_config = Some(apiserver.config.clone());
@@ -197,8 +191,7 @@ impl LocalCluster {
 
     /// A client authenticated as the admin.
     pub fn client(&self) -> kube::Client {
-        kube::Client::try_from(self.config())
-            .expect("the config was already used to reach the API server")
+        kube::Client::try_from(self.config()).expect("the config was already used to reach the API server")
     }
 
     /// A client that presents `token` (e.g. a ServiceAccount token from a TokenRequest) instead of
@@ -214,9 +207,7 @@ impl LocalCluster {
 
     /// The admin's client configuration.
     pub fn config(&self) -> kube::Config {
-        self.kube_config
-            .clone()
-            .expect("a started cluster has a config")
+        self.kube_config.clone().expect("a started cluster has a config")
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -261,10 +252,7 @@ impl Drop for LocalCluster {
         } else {
             eprintln!("[cluster] kept {}", self.dir.display());
         }
-        eprintln!(
-            "[cluster] stopped in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("[cluster] stopped in {:.1}s", started.elapsed().as_secs_f64());
     }
 }
 
@@ -309,8 +297,7 @@ fn prepare_dir(requested: Option<&Path>) -> Result<(PathBuf, bool)> {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             clear_previous_run(dir)?;
-            let dir =
-                std::fs::canonicalize(dir).with_context(|| format!("resolve {}", dir.display()))?;
+            let dir = std::fs::canonicalize(dir).with_context(|| format!("resolve {}", dir.display()))?;
             Ok((dir, false))
         }
         None => {
@@ -480,12 +467,7 @@ impl Component {
     }
 
     /// Polls `probe` until it succeeds, failing when the process exits or `timeout` passes.
-    async fn wait_until<F, Fut>(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        mut probe: F,
-    ) -> Result<()>
+    async fn wait_until<F, Fut>(&mut self, what: &str, timeout: Duration, mut probe: F) -> Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<()>>,
@@ -500,9 +482,7 @@ impl Component {
                 Err(e) => format!("{e:#}"),
             };
             if Instant::now() >= deadline {
-                return Err(self.failure(&format!(
-                    "not {what} after {timeout:?} (last probe: {last})"
-                )));
+                return Err(self.failure(&format!("not {what} after {timeout:?} (last probe: {last})")));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -539,11 +519,7 @@ impl Drop for Component {
 /// Starts a component on fresh ports, once more on fresh ports when it lost a port race.
 /// `ports` is how many ports it needs; `spawn` starts it on them; `ready` waits for it and
 /// returns what the caller needs to know about it (its URL, say).
-async fn start_with_retry<S, R, Fut, T>(
-    ports: usize,
-    mut spawn: S,
-    mut ready: R,
-) -> Result<(Component, T)>
+async fn start_with_retry<S, R, Fut, T>(ports: usize, mut spawn: S, mut ready: R) -> Result<(Component, T)>
 where
     S: FnMut(&[u16]) -> Result<Component>,
     R: FnMut(Component, Vec<u16>) -> Fut,
@@ -552,16 +528,12 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let chosen = (0..ports)
-            .map(|_| free_port())
-            .collect::<Result<Vec<_>>>()?;
+        let chosen = (0..ports).map(|_| free_port()).collect::<Result<Vec<_>>>()?;
         let component = spawn(&chosen)?;
         let (mut component, outcome) = ready(component, chosen).await;
         match outcome {
             Ok(value) => return Ok((component, value)),
-            Err(e)
-                if attempt == 1 && component.exited().is_some() && component.lost_port_race() =>
-            {
+            Err(e) if attempt == 1 && component.exited().is_some() && component.lost_port_race() => {
                 eprintln!(
                     "[cluster] {} lost a port race; retrying on other ports",
                     component.name
@@ -618,8 +590,7 @@ async fn start_etcd(binary: &Path, dir: &Path) -> Result<(Component, String)> {
         },
         |component, ports| async move {
             let url = format!("http://127.0.0.1:{}", ports[0]);
-            let (component, outcome) =
-                wait_http(component, url.clone(), "/health", ETCD_TIMEOUT).await;
+            let (component, outcome) = wait_http(component, url.clone(), "/health", ETCD_TIMEOUT).await;
             (component, outcome.map(|()| url))
         },
     )
@@ -679,8 +650,7 @@ async fn start_apiserver(
         },
         |mut component, ports| async move {
             let url = format!("https://127.0.0.1:{}", ports[0]);
-            let outcome =
-                wait_apiserver(&mut component, &url, cert_dir, kubeconfig, admin_token).await;
+            let outcome = wait_apiserver(&mut component, &url, cert_dir, kubeconfig, admin_token).await;
             (component, outcome.map(|config| (url, config)))
         },
     )
@@ -725,12 +695,7 @@ async fn wait_apiserver(
 }
 
 /// Writes the admin kubeconfig and loads it the way any kube client would.
-async fn write_kubeconfig(
-    path: &Path,
-    url: &str,
-    cert: &Path,
-    token: &str,
-) -> Result<kube::Config> {
+async fn write_kubeconfig(path: &Path, url: &str, cert: &Path, token: &str) -> Result<kube::Config> {
     use base64::Engine;
 
     let pem = std::fs::read_to_string(cert).with_context(|| format!("read {}", cert.display()))?;
@@ -756,8 +721,7 @@ current-context: countersign-local
 "
     );
     write_private(path, text.as_bytes())?;
-    let kubeconfig =
-        Kubeconfig::read_from(path).with_context(|| format!("read {}", path.display()))?;
+    let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("read {}", path.display()))?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("load {}", path.display()))
@@ -827,8 +791,8 @@ async fn start_controller_manager(binary: &Path, ctx: &ClientContext<'_>) -> Res
 fn write_ca_file(kubeconfig: &Path, out: &Path) -> Result<()> {
     use base64::Engine;
 
-    let config = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("read {}", kubeconfig.display()))?;
+    let config =
+        Kubeconfig::read_from(kubeconfig).with_context(|| format!("read {}", kubeconfig.display()))?;
     let data = config
         .clusters
         .first()
@@ -980,18 +944,11 @@ async fn create_nodes(client: &kube::Client, options: &ClusterOptions) -> Result
 }
 
 /// Waits until kwok has made every node Ready (kwok's log is the one that explains a failure).
-async fn wait_nodes_ready(
-    client: &kube::Client,
-    names: &[String],
-    kwok: &mut Component,
-) -> Result<()> {
+async fn wait_nodes_ready(client: &kube::Client, names: &[String], kwok: &mut Component) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     kwok.wait_until("making the nodes Ready", NODE_TIMEOUT, || async {
         for name in names {
-            let node = api
-                .get(name)
-                .await
-                .with_context(|| format!("get node {name}"))?;
+            let node = api.get(name).await.with_context(|| format!("get node {name}"))?;
             let ready = node
                 .status
                 .and_then(|s| s.conditions)

@@ -30,10 +30,7 @@ pub struct Rules(Arc<Mutex<Vec<(String, Fault)>>>);
 impl Rules {
     /// Requests whose request line contains `path` get `fault` (first matching rule wins).
     pub fn set(&self, path: &str, fault: Fault) {
-        self.0
-            .lock()
-            .expect("rules")
-            .push((path.to_string(), fault));
+        self.0.lock().expect("rules").push((path.to_string(), fault));
     }
 
     pub fn clear(&self) {
@@ -92,14 +89,9 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, rules: Rules) -> std
     let request_line = head.lines().next().unwrap_or_default().to_string();
     match rules.find(&request_line) {
         Some(Fault::Status(code)) => {
-            let retry = if code == 429 {
-                "Retry-After: 1\r\n"
-            } else {
-                ""
-            };
-            let response = format!(
-                "HTTP/1.1 {code} Fault\r\n{retry}Content-Length: 0\r\nConnection: close\r\n\r\n"
-            );
+            let retry = if code == 429 { "Retry-After: 1\r\n" } else { "" };
+            let response =
+                format!("HTTP/1.1 {code} Fault\r\n{retry}Content-Length: 0\r\nConnection: close\r\n\r\n");
             client.write_all(response.as_bytes()).await
         }
         Some(Fault::Stall) => {
@@ -110,9 +102,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, rules: Rules) -> std
         }
         None => {
             let mut server = TcpStream::connect(upstream).await?;
-            server
-                .write_all(with_connection_close(&head).as_bytes())
-                .await?;
+            server.write_all(with_connection_close(&head).as_bytes()).await?;
             tokio::io::copy_bidirectional(&mut client, &mut server)
                 .await
                 .map(|_| ())

@@ -20,13 +20,7 @@ pub fn push_image(reference: &str, content: &str) -> String {
         .status()
         .expect("tar");
     assert!(status.success(), "tar failed");
-    crane(&[
-        "append",
-        "-f",
-        tar.to_str().expect("utf-8"),
-        "-t",
-        reference,
-    ]);
+    crane(&["append", "-f", tar.to_str().expect("utf-8"), "-t", reference]);
     crane(&["digest", reference]).trim().to_string()
 }
 

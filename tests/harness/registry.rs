@@ -89,9 +89,7 @@ impl Registry {
             RegistryKind::Htpasswd => {
                 let config = write_distribution_config(self.dir.path(), &self.host);
                 let mut c = Command::new(peer_path("distribution"));
-                c.args(["serve"])
-                    .arg(config)
-                    .env("OTEL_TRACES_EXPORTER", "none");
+                c.args(["serve"]).arg(config).env("OTEL_TRACES_EXPORTER", "none");
                 c
             }
         };
@@ -114,10 +112,7 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(25));
         }
         let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
-        panic!(
-            "{:?} registry on {} did not start:\n{log}",
-            self.kind, self.host
-        );
+        panic!("{:?} registry on {} did not start:\n{log}", self.kind, self.host);
     }
 
     /// Requests the registry logged (go-containerregistry logs one line per request).

@@ -46,8 +46,7 @@ fn write_files(dir: &Path) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     for file in files {
         let path = dir.join(&file.name);
-        fs::write(&path, file.contents)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        fs::write(&path, file.contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())

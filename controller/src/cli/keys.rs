@@ -47,17 +47,12 @@ fn load_signing_key_with(
     path: &Path,
     password: impl FnOnce() -> anyhow::Result<Zeroizing<Vec<u8>>>,
 ) -> anyhow::Result<SigningKey> {
-    let pem = fs::read_to_string(path)
-        .map_err(|e| anyhow!("reading private key {}: {e}", path.display()))?;
+    let pem = fs::read_to_string(path).map_err(|e| anyhow!("reading private key {}: {e}", path.display()))?;
     let key_error = |e: KeyError| anyhow!("private key {}: {e}", path.display());
     match SigningKey::from_pem(&pem, None) {
         Err(KeyError::PasswordRequired) => {
-            let password = password().map_err(|e| {
-                anyhow!(
-                    "reading the password of private key {}: {e:#}",
-                    path.display()
-                )
-            })?;
+            let password = password()
+                .map_err(|e| anyhow!("reading the password of private key {}: {e:#}", path.display()))?;
             SigningKey::from_pem(&pem, Some(&password)).map_err(key_error)
         }
         other => other.map_err(key_error),
@@ -198,10 +193,8 @@ mod tests {
 
     impl TempDir {
         fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "countersign-cli-keys-{name}-{}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("countersign-cli-keys-{name}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).expect("temp dir");
             Self(dir)

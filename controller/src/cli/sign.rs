@@ -65,10 +65,7 @@ fn run(args: &SignArgs) -> anyhow::Result<()> {
         }
     })?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&signed).context("printing")?
-        );
+        println!("{}", serde_json::to_string_pretty(&signed).context("printing")?);
     } else if signed.written {
         eprintln!(
             "Pushed signature of {}@{} to {}",

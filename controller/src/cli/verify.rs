@@ -109,10 +109,9 @@ pub fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<NamedKey>> {
     paths
         .iter()
         .map(|path| {
-            let pem = std::fs::read_to_string(path)
-                .with_context(|| format!("reading key {}", path.display()))?;
-            let key =
-                PublicKey::from_pem(&pem).with_context(|| format!("key {}", path.display()))?;
+            let pem =
+                std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+            let key = PublicKey::from_pem(&pem).with_context(|| format!("key {}", path.display()))?;
             let name = path.file_stem().map_or_else(
                 || path.display().to_string(),
                 |s| s.to_string_lossy().into_owned(),
@@ -143,11 +142,7 @@ fn print(results: &[Verification], output: Output) -> anyhow::Result<()> {
 }
 
 fn print_text(v: &Verification) {
-    let at = v
-        .digest
-        .as_ref()
-        .map(|d| format!("@{d}"))
-        .unwrap_or_default();
+    let at = v.digest.as_ref().map(|d| format!("@{d}")).unwrap_or_default();
     match &v.outcome {
         Outcome::Verified { keys } => {
             let how: Vec<String> = v

@@ -146,9 +146,7 @@ fn check_syntax(pattern: &str) -> Result<(), String> {
         return Err(format!("{pattern:?} must not contain whitespace"));
     }
     if pattern.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!(
-            "{pattern:?} must be lowercase (image repositories are)"
-        ));
+        return Err(format!("{pattern:?} must be lowercase (image repositories are)"));
     }
     if pattern.contains('@') {
         return Err(format!(

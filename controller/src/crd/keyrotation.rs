@@ -111,9 +111,7 @@ pub struct RotationWindow {
 }
 
 /// When a rotation retires its old key.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum RetirementPolicy {
     /// Only once every governed running workload verifies with the new key.
     #[default]

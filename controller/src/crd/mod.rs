@@ -25,8 +25,8 @@ mod validate;
 pub use duration::{DURATION_REGEX, parse_duration};
 pub use glob::Glob;
 pub use keyrotation::{
-    KeyRotation, KeyRotationPhase, KeyRotationSpec, KeyRotationStatus, MAX_STRAGGLERS,
-    RetirementPolicy, RotationProgress, RotationWindow, Straggler,
+    KeyRotation, KeyRotationPhase, KeyRotationSpec, KeyRotationStatus, MAX_STRAGGLERS, RetirementPolicy,
+    RotationProgress, RotationWindow, Straggler,
 };
 pub use trustroot::{
     KeyState, KeyStatus, Mode, ObjectKeyRef, SweepSummary, TrustRoot, TrustRootKey, TrustRootSpec,
@@ -97,13 +97,7 @@ fn unwrap_descriptions_in(value: &mut serde_json::Value) {
 
 fn unwrap_text(text: &str) -> String {
     text.split("\n\n")
-        .map(|paragraph| {
-            paragraph
-                .split('\n')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("\n\n")
 }
@@ -160,11 +154,7 @@ mod tests {
 
     #[test]
     fn files_are_named_after_group_and_plural() {
-        let names: Vec<String> = files()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
+        let names: Vec<String> = files().unwrap_or_default().into_iter().map(|f| f.name).collect();
         assert_eq!(
             names,
             [
@@ -176,10 +166,7 @@ mod tests {
 
     #[test]
     fn descriptions_are_unwrapped_but_keep_paragraphs() {
-        assert_eq!(
-            unwrap_text("one\ntwo\n\nthree\n four"),
-            "one two\n\nthree four"
-        );
+        assert_eq!(unwrap_text("one\ntwo\n\nthree\n four"), "one two\n\nthree four");
         let yaml = all_to_yaml().unwrap_or_default();
         assert!(yaml.contains("`registry.example.com/payments/**` governs"));
         let crd = &all()[0];
@@ -198,10 +185,7 @@ mod tests {
             })
             .and_then(|p| p.description.as_deref())
             .unwrap_or_default();
-        assert!(
-            images.starts_with("Globs of the image repositories"),
-            "{images}"
-        );
+        assert!(images.starts_with("Globs of the image repositories"), "{images}");
         assert!(!images.contains('\n'), "{images}");
     }
 

@@ -26,10 +26,7 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
             .all(|requirement| requirement_matches(requirement, labels))
 }
 
-fn requirement_matches(
-    requirement: &LabelSelectorRequirement,
-    labels: &BTreeMap<String, String>,
-) -> bool {
+fn requirement_matches(requirement: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
     let value = labels.get(&requirement.key);
     let in_values = || {
         value.is_some_and(|v| {
@@ -60,17 +57,11 @@ pub fn check(selector: &LabelSelector, path: &str, errors: &mut Vec<FieldError>)
         match requirement.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => errors.push(FieldError::new(
                 format!("{at}.values"),
-                format!(
-                    "must not be empty when the operator is {}",
-                    requirement.operator
-                ),
+                format!("must not be empty when the operator is {}", requirement.operator),
             )),
             "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::new(
                 format!("{at}.values"),
-                format!(
-                    "must be empty when the operator is {}",
-                    requirement.operator
-                ),
+                format!("must be empty when the operator is {}", requirement.operator),
             )),
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
             other => errors.push(FieldError::new(
@@ -86,10 +77,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
     }
 
     fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {

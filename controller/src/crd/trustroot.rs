@@ -75,11 +75,7 @@ const GLOB_CHARS_RULE: &str = "self.all(g, g.matches('^[a-z0-9._:/*?-]+$'))";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.threshold <= size(self.keys)")
@@ -208,9 +204,7 @@ pub struct ObjectKeyRef {
 
 /// What a failed verification means for the admission webhook. Verdicts are written in every
 /// mode.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum Mode {
     /// Refuse workloads whose images do not verify.
     Enforce,

@@ -12,8 +12,8 @@ use std::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{
-    FieldError, Glob, Mode, ObjectKeyRef, TrustRoot, TrustRootKey, TrustRootSpec, glob,
-    parse_duration, selector,
+    FieldError, Glob, Mode, ObjectKeyRef, TrustRoot, TrustRootKey, TrustRootSpec, glob, parse_duration,
+    selector,
 };
 use crate::keys::PublicKey;
 
@@ -134,10 +134,7 @@ fn check_images(images: &[String], errors: &mut Vec<FieldError>) -> Vec<Glob> {
     if images.len() > MAX_IMAGES {
         errors.push(FieldError::new(
             "spec.images",
-            format!(
-                "has {} globs; at most {MAX_IMAGES} are allowed",
-                images.len()
-            ),
+            format!("has {} globs; at most {MAX_IMAGES} are allowed", images.len()),
         ));
     }
     let mut globs = Vec::with_capacity(images.len());
@@ -199,8 +196,9 @@ fn check_key(key: &TrustRootKey, at: &str, errors: &mut Vec<FieldError>) -> Opti
                 None
             }
         },
-        (None, Some(r), None) => check_object_ref(r, &format!("{at}.secretRef"), errors)
-            .then(|| KeySource::Secret(r.clone())),
+        (None, Some(r), None) => {
+            check_object_ref(r, &format!("{at}.secretRef"), errors).then(|| KeySource::Secret(r.clone()))
+        }
         (None, None, Some(r)) => check_object_ref(r, &format!("{at}.configMapRef"), errors)
             .then(|| KeySource::ConfigMap(r.clone())),
         _ => {
@@ -296,9 +294,7 @@ fn check_signature_repository(repository: &str, errors: &mut Vec<FieldError>) {
     } else if !repository.contains('/') {
         errors.push(FieldError::new(
             path,
-            format!(
-                "{repository:?} must be <registry>/<path>, e.g. registry.example.com/signatures"
-            ),
+            format!("{repository:?} must be <registry>/<path>, e.g. registry.example.com/signatures"),
         ));
     }
 }

@@ -30,9 +30,7 @@ fn valid() -> TrustRootSpec {
 }
 
 fn indent(text: &str, by: usize) -> String {
-    text.lines()
-        .map(|l| format!("{}{l}\n", " ".repeat(by)))
-        .collect()
+    text.lines().map(|l| format!("{}{l}\n", " ".repeat(by))).collect()
 }
 
 fn errors(spec: &TrustRootSpec) -> Vec<String> {
@@ -95,9 +93,7 @@ fn a_bad_pem_names_the_key() {
     let mut s = valid();
     s.keys.push(TrustRootKey {
         name: "other".into(),
-        public_key: Some(
-            "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n".into(),
-        ),
+        public_key: Some("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n".into()),
         secret_ref: None,
         config_map_ref: None,
     });
@@ -165,10 +161,7 @@ fn key_names_are_unique_and_well_formed() {
 fn threshold_is_between_one_and_the_number_of_keys() {
     let mut s = valid();
     s.threshold = 2;
-    assert_one_error(
-        &s,
-        "spec.threshold: 2 must not exceed the number of keys (1)",
-    );
+    assert_one_error(&s, "spec.threshold: 2 must not exceed the number of keys (1)");
     s.threshold = 0;
     assert_one_error(&s, "spec.threshold: 0 must be at least 1");
     s.threshold = -1;
@@ -193,17 +186,10 @@ fn images_and_keys_must_not_be_empty() {
 #[test]
 fn every_bad_glob_is_reported_at_its_index() {
     let mut s = valid();
-    s.images = vec![
-        "ghcr.io/ok/**".into(),
-        "ghcr.io/app:v1".into(),
-        "Bad Glob".into(),
-    ];
+    s.images = vec!["ghcr.io/ok/**".into(), "ghcr.io/app:v1".into(), "Bad Glob".into()];
     let errors = errors(&s);
     assert_eq!(errors.len(), 2, "{errors:#?}");
-    assert!(
-        errors[0]
-            .starts_with("spec.images[1]: \"ghcr.io/app:v1\" must name repositories without a tag")
-    );
+    assert!(errors[0].starts_with("spec.images[1]: \"ghcr.io/app:v1\" must name repositories without a tag"));
     assert!(errors[1].starts_with("spec.images[2]: \"Bad Glob\" must not contain whitespace"));
 }
 
@@ -217,15 +203,9 @@ fn reverify_interval_is_a_duration_within_bounds() {
     );
 
     s.reverify_interval = "5s".into();
-    assert_one_error(
-        &s,
-        "spec.reverifyInterval: \"5s\" must be between 10s and 24h",
-    );
+    assert_one_error(&s, "spec.reverifyInterval: \"5s\" must be between 10s and 24h");
     s.reverify_interval = "25h".into();
-    assert_one_error(
-        &s,
-        "spec.reverifyInterval: \"25h\" must be between 10s and 24h",
-    );
+    assert_one_error(&s, "spec.reverifyInterval: \"25h\" must be between 10s and 24h");
     s.reverify_interval = "10 minutes".into();
     assert_one_error(
         &s,
@@ -247,10 +227,7 @@ fn signature_repository_is_a_plain_repository() {
         s.signature_repository = Some(bad.into());
         let errors = errors(&s);
         assert_eq!(errors.len(), 1, "{errors:#?}");
-        assert!(
-            errors[0].starts_with("spec.signatureRepository: "),
-            "{errors:#?}"
-        );
+        assert!(errors[0].starts_with("spec.signatureRepository: "), "{errors:#?}");
         assert!(errors[0].contains(expected), "{bad}: {errors:#?}");
     }
 }

@@ -133,10 +133,7 @@ pub fn bundle_layer(manifest: &Manifest) -> Option<&Descriptor> {
 }
 
 /// A parsed bundle whose statement names `digest`; the checks that need no key.
-pub fn statement_for(
-    bundle: &Bundle,
-    digest: &Digest,
-) -> Result<(Vec<u8>, Statement), FormatError> {
+pub fn statement_for(bundle: &Bundle, digest: &Digest) -> Result<(Vec<u8>, Statement), FormatError> {
     let envelope = bundle.envelope()?;
     let payload = envelope.payload_bytes()?;
     let statement = Statement::parse(&payload)?;

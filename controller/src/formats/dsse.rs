@@ -87,8 +87,7 @@ impl Statement {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
-        let s: Self =
-            serde_json::from_slice(bytes).map_err(|e| FormatError::json("in-toto statement", e))?;
+        let s: Self = serde_json::from_slice(bytes).map_err(|e| FormatError::json("in-toto statement", e))?;
         if s.kind != STATEMENT_V1 && s.kind != STATEMENT_V01 {
             return Err(FormatError::invalid(
                 "in-toto statement",
@@ -146,10 +145,9 @@ mod tests {
             r#"{"payloadType":"t","payload":"aGk=","signatures":[{"keyid":"","sig":"AA=="}]}"#,
         )
         .unwrap();
-        let b: Envelope = serde_json::from_str(
-            r#"{"payload":"aGk=","payloadType":"t","signatures":[{"sig":"AA=="}]}"#,
-        )
-        .unwrap();
+        let b: Envelope =
+            serde_json::from_str(r#"{"payload":"aGk=","payloadType":"t","signatures":[{"sig":"AA=="}]}"#)
+                .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.payload_bytes().unwrap(), b"hi");
     }

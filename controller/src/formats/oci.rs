@@ -20,12 +20,7 @@ pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const EMPTY_JSON: &[u8] = b"{}";
 
 /// Every manifest media type we accept when fetching an image or a signature image.
-pub const MANIFEST_TYPES: &[&str] = &[
-    OCI_MANIFEST,
-    OCI_INDEX,
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-];
+pub const MANIFEST_TYPES: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
 
 /// A content descriptor, fields in the order of Go's `v1.Descriptor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +48,7 @@ impl Descriptor {
 
     /// The descriptor's digest, validated.
     pub fn digest(&self) -> Result<Digest, FormatError> {
-        Digest::parse(&self.digest)
-            .map_err(|e| FormatError::invalid("descriptor digest", e.to_string()))
+        Digest::parse(&self.digest).map_err(|e| FormatError::invalid("descriptor digest", e.to_string()))
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
@@ -82,8 +76,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
-        let m: Self =
-            serde_json::from_slice(bytes).map_err(|e| FormatError::json("manifest", e))?;
+        let m: Self = serde_json::from_slice(bytes).map_err(|e| FormatError::json("manifest", e))?;
         if m.schema_version != 2 {
             return Err(FormatError::invalid(
                 "manifest",
@@ -156,10 +149,8 @@ mod tests {
         assert!(Manifest::parse(b"").is_err());
         assert!(Manifest::parse(b"[]").is_err());
         assert!(
-            Manifest::parse(
-                br#"{"schemaVersion":1,"config":{"mediaType":"a","size":1,"digest":"x"}}"#
-            )
-            .is_err()
+            Manifest::parse(br#"{"schemaVersion":1,"config":{"mediaType":"a","size":1,"digest":"x"}}"#)
+                .is_err()
         );
     }
 }

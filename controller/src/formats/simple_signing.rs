@@ -68,8 +68,8 @@ impl Payload {
 
     /// Parses a payload and checks it is a cosign image signature.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
-        let p: Self = serde_json::from_slice(bytes)
-            .map_err(|e| FormatError::json("simple-signing payload", e))?;
+        let p: Self =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::json("simple-signing payload", e))?;
         if p.critical.kind != SIGNATURE_TYPE {
             return Err(FormatError::invalid(
                 "simple-signing payload",

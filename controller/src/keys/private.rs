@@ -178,13 +178,8 @@ fn check_p256(info: &PrivateKeyInfo<'_>) -> Result<(), KeyError> {
     }
     match info.algorithm.parameters_oid() {
         Ok(curve) if curve == NistP256::OID => Ok(()),
-        Ok(curve) => Err(KeyError::Unsupported(format!(
-            "ECDSA {}",
-            algorithm_name(curve)
-        ))),
-        Err(_) => Err(KeyError::PrivatePem(
-            "PKCS#8 EC key without a named curve".into(),
-        )),
+        Ok(curve) => Err(KeyError::Unsupported(format!("ECDSA {}", algorithm_name(curve)))),
+        Err(_) => Err(KeyError::PrivatePem("PKCS#8 EC key without a named curve".into())),
     }
 }
 
@@ -313,11 +308,7 @@ fn scrypt_log_n(params: &ScryptParams) -> Result<u8, KeyError> {
     Ok(log_n)
 }
 
-fn derive_key(
-    password: &[u8],
-    salt: &[u8],
-    log_n: u8,
-) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
+fn derive_key(password: &[u8], salt: &[u8], log_n: u8) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
     let params = scrypt::Params::new(log_n, SCRYPT_R, SCRYPT_P, KEY_LEN)
         .map_err(|e| KeyError::Encrypt(format!("scrypt parameters: {e}")))?;
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
@@ -426,9 +417,7 @@ mod tests {
 
     #[test]
     fn writes_what_cosign_writes() {
-        let pem = SigningKey::generate()
-            .to_encrypted_pem(b"")
-            .expect("encrypts");
+        let pem = SigningKey::generate().to_encrypted_pem(b"").expect("encrypts");
         let (_, body) = decode_pem(&pem).expect("pem");
         let (_, cosign_body) = decode_pem(COSIGN_KEY).expect("pem");
         // Same field order, same parameters, same lengths: only the random bytes differ.
@@ -482,10 +471,7 @@ mod tests {
         let truncated = &COSIGN_KEY[..COSIGN_KEY.len() / 2];
         for bad in ["", "garbage", "-----BEGIN ", truncated] {
             let message = private_message(SigningKey::from_encrypted_pem(bad, b"test"));
-            assert!(
-                message.contains("not a PEM private key"),
-                "{bad:?}: {message}"
-            );
+            assert!(message.contains("not a PEM private key"), "{bad:?}: {message}");
         }
         let not_base64 = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n!!!\n\
                           -----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n";
@@ -511,20 +497,12 @@ mod tests {
 
     #[test]
     fn unbounded_work_factors_are_refused_before_any_work() {
-        for (n, r, p) in [
-            (1u64 << 30, 8, 1),
-            (65536, 1024, 1),
-            (65536, 8, 16),
-            (1024, 8, 1),
-        ] {
+        for (n, r, p) in [(1u64 << 30, 8, 1), (65536, 1024, 1), (65536, 8, 16), (1024, 8, 1)] {
             let hostile = edit_envelope(COSIGN_KEY, |j| {
                 j["kdf"]["params"] = serde_json::json!({"N": n, "r": r, "p": p});
             });
             let message = private_message(SigningKey::from_encrypted_pem(&hostile, b"test"));
-            assert!(
-                message.contains("unsupported scrypt parameters"),
-                "{message}"
-            );
+            assert!(message.contains("unsupported scrypt parameters"), "{message}");
         }
         let negative = edit_envelope(COSIGN_KEY, |j| j["kdf"]["params"]["N"] = (-1).into());
         let message = private_message(SigningKey::from_encrypted_pem(&negative, b"test"));
@@ -548,10 +526,7 @@ mod tests {
     #[test]
     fn encrypted_key_without_password_asks_for_one() {
         let result = SigningKey::from_pem(COSIGN_KEY, None);
-        assert!(
-            matches!(result, Err(KeyError::PasswordRequired)),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(KeyError::PasswordRequired)), "{result:?}");
     }
 
     #[test]

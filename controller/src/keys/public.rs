@@ -52,9 +52,7 @@ impl PublicKey {
 
     /// The key as PEM, as cosign writes `cosign.pub`.
     pub fn to_pem(&self) -> String {
-        self.key
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap_or_default()
+        self.key.to_public_key_pem(LineEnding::LF).unwrap_or_default()
     }
 
     /// Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo: the key's stable identity.

@@ -75,9 +75,7 @@ impl Credentials {
     /// Adds `other`'s registries, keeping ours where both have one.
     pub fn merge(&mut self, other: &Credentials) {
         for (k, v) in &other.by_registry {
-            self.by_registry
-                .entry(k.clone())
-                .or_insert_with(|| v.clone());
+            self.by_registry.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
 
@@ -95,9 +93,7 @@ impl Credentials {
             }
             // An identity token is exchanged like a refresh token; registries that issue them
             // accept it as the password of the `<token>` user.
-            Some(Credential::IdentityToken(token)) => {
-                RegistryAuth::Basic("<token>".into(), token.clone())
-            }
+            Some(Credential::IdentityToken(token)) => RegistryAuth::Basic("<token>".into(), token.clone()),
             None => RegistryAuth::Anonymous,
         }
     }
@@ -172,17 +168,13 @@ mod tests {
     fn bad_documents_are_errors() {
         assert!(Credentials::from_docker_config(b"nope").is_err());
         assert!(Credentials::from_docker_config(br#"{"auths":{"r":{"auth":"!!"}}}"#).is_err());
-        assert!(
-            Credentials::from_docker_config(br#"{"auths":{"r":{"auth":"bm9jb2xvbg=="}}}"#).is_err()
-        );
+        assert!(Credentials::from_docker_config(br#"{"auths":{"r":{"auth":"bm9jb2xvbg=="}}}"#).is_err());
     }
 
     #[test]
     fn debug_never_prints_secrets() {
-        let c = Credentials::from_docker_config(
-            br#"{"auths":{"r":{"username":"u","password":"secret"}}}"#,
-        )
-        .unwrap();
+        let c = Credentials::from_docker_config(br#"{"auths":{"r":{"username":"u","password":"secret"}}}"#)
+            .unwrap();
         assert!(!format!("{c:?}").contains("secret"));
     }
 }

@@ -10,8 +10,8 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use oci_client::{
-    Client, RegistryOperation, client::ClientConfig, client::ClientProtocol,
-    errors::OciDistributionError, secrets::RegistryAuth,
+    Client, RegistryOperation, client::ClientConfig, client::ClientProtocol, errors::OciDistributionError,
+    secrets::RegistryAuth,
 };
 use tokio::sync::Semaphore;
 
@@ -103,11 +103,7 @@ impl RegistryClient {
             .entry(registry.to_string())
             .or_insert_with(|| {
                 let plain_http = is_loopback_host(registry)
-                    || self
-                        .options
-                        .insecure_registries
-                        .iter()
-                        .any(|r| r == registry);
+                    || self.options.insecure_registries.iter().any(|r| r == registry);
                 let limits = &self.options.limits;
                 Arc::new(Client::new(ClientConfig {
                     protocol: if plain_http {
@@ -163,11 +159,7 @@ impl RegistryClient {
         let client = self.client_for(image.registry());
         let auth = self.auth(image);
         let digest = self
-            .call(
-                "resolve",
-                image,
-                client.fetch_manifest_digest(image.oci(), &auth),
-            )
+            .call("resolve", image, client.fetch_manifest_digest(image.oci(), &auth))
             .await?;
         Digest::parse(&digest).map_err(|e| RegistryError::Protocol {
             registry: image.registry().to_string(),
@@ -176,11 +168,7 @@ impl RegistryClient {
     }
 
     /// A manifest's bytes and digest. oci-client checks the bytes against the requested digest.
-    pub async fn manifest(
-        &self,
-        image: &ImageRef,
-        accept: &[&str],
-    ) -> Result<(Bytes, Digest), FetchError> {
+    pub async fn manifest(&self, image: &ImageRef, accept: &[&str]) -> Result<(Bytes, Digest), FetchError> {
         let client = self.client_for(image.registry());
         let auth = self.auth(image);
         let (bytes, digest) = self
@@ -203,34 +191,22 @@ impl RegistryClient {
 
     /// The manifest a descriptor points at, refused before any download when the descriptor
     /// already says it is too large.
-    pub async fn manifest_at(
-        &self,
-        repo: &ImageRef,
-        descriptor: &Descriptor,
-    ) -> Result<Bytes, FetchError> {
+    pub async fn manifest_at(&self, repo: &ImageRef, descriptor: &Descriptor) -> Result<Bytes, FetchError> {
         let digest = descriptor
             .digest()
             .map_err(|e| FetchError::Rejected(e.to_string()))?;
-        if descriptor.size < 0
-            || descriptor.size as u64 > self.options.limits.max_manifest_bytes as u64
-        {
+        if descriptor.size < 0 || descriptor.size as u64 > self.options.limits.max_manifest_bytes as u64 {
             return Err(FetchError::Rejected(format!(
                 "manifest {digest} declares {} bytes, over the {} byte limit",
                 descriptor.size, self.options.limits.max_manifest_bytes
             )));
         }
-        let (bytes, _) = self
-            .manifest(&repo.at_digest(&digest), MANIFEST_TYPES)
-            .await?;
+        let (bytes, _) = self.manifest(&repo.at_digest(&digest), MANIFEST_TYPES).await?;
         Ok(bytes)
     }
 
     /// A blob, streamed with a size cap and checked against its digest.
-    pub async fn blob(
-        &self,
-        repo: &ImageRef,
-        descriptor: &Descriptor,
-    ) -> Result<Bytes, FetchError> {
+    pub async fn blob(&self, repo: &ImageRef, descriptor: &Descriptor) -> Result<Bytes, FetchError> {
         let digest = descriptor
             .digest()
             .map_err(|e| FetchError::Rejected(e.to_string()))?;
@@ -255,9 +231,10 @@ impl RegistryClient {
             }
             Ok(Some(body.freeze()))
         };
-        let body = self.call("blob", repo, read).await?.ok_or_else(|| {
-            FetchError::Rejected(format!("blob {digest} is over the {max} byte limit"))
-        })?;
+        let body = self
+            .call("blob", repo, read)
+            .await?
+            .ok_or_else(|| FetchError::Rejected(format!("blob {digest} is over the {max} byte limit")))?;
         if Digest::of(&body) != digest {
             return Err(FetchError::Rejected(format!(
                 "blob content does not match its digest {digest}"
@@ -268,11 +245,7 @@ impl RegistryClient {
 
     /// The referrers of `digest` in `repo`: the OCI 1.1 referrers API, or the `sha256-<hex>`
     /// fallback tag on registries without it.
-    pub async fn referrers(
-        &self,
-        repo: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Vec<Descriptor>, FetchError> {
+    pub async fn referrers(&self, repo: &ImageRef, digest: &Digest) -> Result<Vec<Descriptor>, FetchError> {
         let subject = repo.at_digest(digest);
         let client = self.client_for(repo.registry());
         let auth = self.auth(repo);
@@ -310,11 +283,7 @@ impl RegistryClient {
     }
 
     /// The index at the referrers fallback tag; empty when the tag does not exist.
-    pub async fn fallback_referrers(
-        &self,
-        repo: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Index, FetchError> {
+    pub async fn fallback_referrers(&self, repo: &ImageRef, digest: &Digest) -> Result<Index, FetchError> {
         let tag = repo.at_tag(&digest.fallback_tag());
         match self.manifest(&tag, &[OCI_INDEX]).await {
             Ok((bytes, _)) => Index::parse(&bytes).map_err(|e| FetchError::Rejected(e.to_string())),

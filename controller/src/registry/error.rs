@@ -54,10 +54,7 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. }
-                | Self::Server { .. }
-                | Self::Timeout { .. }
-                | Self::Unreachable { .. }
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Timeout { .. } | Self::Unreachable { .. }
         )
     }
 
@@ -66,9 +63,7 @@ impl RegistryError {
         let registry = registry.to_string();
         match error {
             OciDistributionError::ImageManifestNotFoundError(_) => Self::NotFound,
-            OciDistributionError::AuthenticationFailure(detail) => {
-                Self::Unauthorized { registry, detail }
-            }
+            OciDistributionError::AuthenticationFailure(detail) => Self::Unauthorized { registry, detail },
             OciDistributionError::UnauthorizedError { url } => Self::Unauthorized {
                 registry,
                 detail: format!("401 from {url}"),
@@ -77,9 +72,7 @@ impl RegistryError {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
                 from_error_codes(registry, &codes, &url)
             }
-            OciDistributionError::ServerError { code, url, .. } => {
-                from_status(registry, code, &url)
-            }
+            OciDistributionError::ServerError { code, url, .. } => from_status(registry, code, &url),
             OciDistributionError::RequestError(e) => from_reqwest(registry, &e),
             other => Self::Protocol {
                 registry,
@@ -119,10 +112,7 @@ fn from_error_codes(registry: String, codes: &[&OciErrorCode], url: &str) -> Reg
     if !codes.is_empty() && codes.iter().all(|c| not_found(&c)) {
         return RegistryError::NotFound;
     }
-    if codes
-        .iter()
-        .any(|c| matches!(c, C::Unauthorized | C::Denied))
-    {
+    if codes.iter().any(|c| matches!(c, C::Unauthorized | C::Denied)) {
         return RegistryError::Unauthorized {
             registry,
             detail: format!("denied by {url}"),

@@ -4,10 +4,7 @@ use super::{SignError, SignRequest, Signed};
 use crate::{
     formats::{
         bundle::{BUNDLE_V03, Bundle, referrer_manifest},
-        dsse::{
-            COSIGN_SIGN_PREDICATE, Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, Statement,
-            pae,
-        },
+        dsse::{COSIGN_SIGN_PREDICATE, Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE, Statement, pae},
         encode_base64,
         oci::{Descriptor, EMPTY_JSON, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST},
     },
@@ -16,10 +13,7 @@ use crate::{
 };
 
 /// Pushes a Sigstore bundle signing `request.image` as a referrer of its digest.
-pub async fn sign_bundle(
-    client: &RegistryClient,
-    request: &SignRequest<'_>,
-) -> Result<Signed, SignError> {
+pub async fn sign_bundle(client: &RegistryClient, request: &SignRequest<'_>) -> Result<Signed, SignError> {
     let image = request.image;
     let digest = client
         .resolve(image)
@@ -42,12 +36,7 @@ pub async fn sign_bundle(
     let created = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let manifest = referrer_manifest(
-        &bundle,
-        subject,
-        COSIGN_SIGN_PREDICATE,
-        &created.to_string(),
-    );
+    let manifest = referrer_manifest(&bundle, subject, COSIGN_SIGN_PREDICATE, &created.to_string());
     let manifest_bytes = manifest.to_bytes();
     let manifest_digest = Digest::of(&manifest_bytes);
     let at = repo.at_digest(&manifest_digest);
@@ -118,8 +107,7 @@ fn manifest_media_type(bytes: &[u8]) -> String {
     }
     match serde_json::from_slice::<Probe>(bytes) {
         Ok(Probe {
-            media_type: Some(m),
-            ..
+            media_type: Some(m), ..
         }) if !m.is_empty() => m,
         Ok(Probe {
             manifests: Some(_), ..

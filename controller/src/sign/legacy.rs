@@ -13,10 +13,7 @@ use crate::{
 };
 
 /// Appends a signature layer to the image's `.sig` tag, as `cosign sign` v2 does.
-pub async fn sign_legacy(
-    client: &RegistryClient,
-    request: &SignRequest<'_>,
-) -> Result<Signed, SignError> {
+pub async fn sign_legacy(client: &RegistryClient, request: &SignRequest<'_>) -> Result<Signed, SignError> {
     let image = request.image;
     let digest = client
         .resolve(image)
@@ -47,8 +44,7 @@ pub async fn sign_legacy(
         .await
         .map_err(|e| SignError::registry(repo, e))?;
     let mut layer = Descriptor::of(MEDIA_TYPE, &payload);
-    layer.annotations =
-        Some([(SIGNATURE_ANNOTATION.to_string(), encode_base64(&signature))].into());
+    layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), encode_base64(&signature))].into());
     manifest.layers.push(layer);
     let config = signature_image_config(&manifest.layers);
     client
@@ -123,10 +119,7 @@ fn signature_image_config(layers: &[Descriptor]) -> Vec<u8> {
     go_json(&Config {
         architecture: "",
         created: ZERO_TIME,
-        history: layers
-            .iter()
-            .map(|_| History { created: ZERO_TIME })
-            .collect(),
+        history: layers.iter().map(|_| History { created: ZERO_TIME }).collect(),
         os: "",
         rootfs: RootFs {
             kind: "layers",
@@ -143,8 +136,7 @@ mod tests {
     #[test]
     fn config_matches_go_containerregistry() {
         let layer = Descriptor::of(MEDIA_TYPE, b"p");
-        let config =
-            String::from_utf8(signature_image_config(std::slice::from_ref(&layer))).unwrap();
+        let config = String::from_utf8(signature_image_config(std::slice::from_ref(&layer))).unwrap();
         assert_eq!(
             config,
             format!(

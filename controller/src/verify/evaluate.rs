@@ -40,12 +40,7 @@ impl KeySet {
     }
 
     /// The first key that verifies `signature` over `message`, trying the hinted key first.
-    fn verifying_key(
-        &self,
-        message: &[u8],
-        signature: &[u8],
-        hint: Option<&str>,
-    ) -> Option<&NamedKey> {
+    fn verifying_key(&self, message: &[u8], signature: &[u8], hint: Option<&str>) -> Option<&NamedKey> {
         let hinted = self
             .keys
             .iter()
@@ -61,17 +56,8 @@ impl KeySet {
 }
 
 /// Checks every fetched signature and decides the outcome.
-pub fn evaluate(
-    digest: &Digest,
-    fetched: &Fetched,
-    keys: &KeySet,
-) -> (Outcome, Vec<SignatureCheck>) {
-    let candidates = fetched
-        .legacy
-        .iter()
-        .flatten()
-        .chain(fetched.bundles.iter().flatten());
-    let checks: Vec<SignatureCheck> = candidates.filter_map(|c| check(digest, c, keys)).collect();
+pub fn evaluate(digest: &Digest, fetched: &Fetched, keys: &KeySet) -> (Outcome, Vec<SignatureCheck>) {
+    let checks: Vec<SignatureCheck> = fetched.candidates().filter_map(|c| check(digest, c, keys)).collect();
     let outcome = decide(&checks, fetched, keys);
     (outcome, checks)
 }
@@ -84,10 +70,7 @@ fn decide(checks: &[SignatureCheck], fetched: &Fetched, keys: &KeySet) -> Outcom
         };
     }
     // Short of the threshold, what we could not read might have made the difference.
-    if let Some(error) = [&fetched.legacy, &fetched.bundles]
-        .into_iter()
-        .find_map(|r| r.as_ref().err())
-    {
+    if let Some(error) = fetched.error() {
         return Outcome::Error {
             reason: error.to_string(),
             error: error.clone(),
@@ -101,11 +84,7 @@ fn decide(checks: &[SignatureCheck], fetched: &Fetched, keys: &KeySet) -> Outcom
     }
 }
 
-fn invalid_reason(
-    checks: &[SignatureCheck],
-    signed_by: &BTreeSet<&str>,
-    threshold: usize,
-) -> String {
+fn invalid_reason(checks: &[SignatureCheck], signed_by: &BTreeSet<&str>, threshold: usize) -> String {
     if !signed_by.is_empty() {
         let names: Vec<&str> = signed_by.iter().copied().collect();
         return format!(
@@ -114,10 +93,7 @@ fn invalid_reason(
             names.join(", ")
         );
     }
-    let reasons: BTreeSet<&str> = checks
-        .iter()
-        .filter_map(|c| c.rejected.as_deref())
-        .collect();
+    let reasons: BTreeSet<&str> = checks.iter().filter_map(|c| c.rejected.as_deref()).collect();
     let noun = if checks.len() == 1 {
         "signature"
     } else {
@@ -181,9 +157,7 @@ fn check_legacy<'k>(
 ) -> Result<&'k NamedKey, String> {
     let signature = decode_base64("signature annotation", signature).map_err(|e| e.to_string())?;
     check_signature_encoding(&signature).map_err(|e| e.to_string())?;
-    let key = keys
-        .verifying_key(payload, &signature, None)
-        .ok_or(NO_KEY)?;
+    let key = keys.verifying_key(payload, &signature, None).ok_or(NO_KEY)?;
     let payload = Payload::parse(payload).map_err(|e| e.to_string())?;
     if payload.signed_digest() != digest.as_str() {
         return Err(format!(

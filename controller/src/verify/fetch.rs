@@ -42,37 +42,69 @@ pub enum Candidate {
 /// Everything found for one digest, per format; an `Err` means that format could not be read.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    pub legacy: Result<Vec<Candidate>, RegistryError>,
-    pub bundles: Result<Vec<Candidate>, RegistryError>,
+    pub legacy: Result<Found, RegistryError>,
+    pub bundles: Result<Found, RegistryError>,
 }
+
+/// The signatures of one format, and a revision that changes whenever they may have: the `.sig`
+/// manifest digest, or the list of referrer digests. Comparing revisions is how a cache
+/// re-checks with one small request instead of downloading everything again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Found {
+    pub revision: String,
+    pub candidates: Vec<Candidate>,
+}
+
+impl Fetched {
+    /// Every candidate of both formats that could be read.
+    pub fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        let legacy = self.legacy.iter().flat_map(|f| f.candidates.iter());
+        legacy.chain(self.bundles.iter().flat_map(|f| f.candidates.iter()))
+    }
+
+    /// The first error of either format.
+    pub fn error(&self) -> Option<&RegistryError> {
+        [&self.legacy, &self.bundles]
+            .into_iter()
+            .find_map(|r| r.as_ref().err())
+    }
+}
+
+/// The revision of a format with nothing in it.
+pub const ABSENT: &str = "absent";
 
 /// Where signatures come from. The registry client implements it; unit tests use fixtures.
 pub trait SignatureSource: Sync {
     /// The digest a tag points at.
-    fn resolve(
-        &self,
-        image: &ImageRef,
-    ) -> impl Future<Output = Result<Digest, RegistryError>> + Send;
+    fn resolve(&self, image: &ImageRef) -> impl Future<Output = Result<Digest, RegistryError>> + Send;
     /// The layers of `sha256-<hex>.sig` in `repo`; empty when the tag does not exist.
     fn legacy_signatures(
         &self,
         repo: &ImageRef,
         digest: &Digest,
-    ) -> impl Future<Output = Result<Vec<Candidate>, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<Found, RegistryError>> + Send;
     /// Sigstore bundles among the referrers of `digest` in `repo`.
     fn bundle_signatures(
         &self,
         repo: &ImageRef,
         digest: &Digest,
-    ) -> impl Future<Output = Result<Vec<Candidate>, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<Found, RegistryError>> + Send;
+    /// The legacy revision alone (one HEAD request).
+    fn legacy_revision(
+        &self,
+        repo: &ImageRef,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<String, RegistryError>> + Send;
+    /// The bundle revision alone (one referrers listing).
+    fn bundle_revision(
+        &self,
+        repo: &ImageRef,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<String, RegistryError>> + Send;
 }
 
 /// Both formats, looked up at the same time.
-pub async fn fetch_signatures<S: SignatureSource>(
-    source: &S,
-    repo: &ImageRef,
-    digest: &Digest,
-) -> Fetched {
+pub async fn fetch_signatures<S: SignatureSource>(source: &S, repo: &ImageRef, digest: &Digest) -> Fetched {
     let (legacy, bundles) = tokio::join!(
         source.legacy_signatures(repo, digest),
         source.bundle_signatures(repo, digest)
@@ -80,11 +112,7 @@ pub async fn fetch_signatures<S: SignatureSource>(
     Fetched { legacy, bundles }
 }
 
-fn rejected(
-    format: SignatureFormat,
-    source: impl Into<String>,
-    reason: impl Into<String>,
-) -> Candidate {
+fn rejected(format: SignatureFormat, source: impl Into<String>, reason: impl Into<String>) -> Candidate {
     Candidate::Rejected {
         format,
         source: source.into(),
@@ -110,77 +138,97 @@ impl SignatureSource for RegistryClient {
         RegistryClient::resolve(self, image).await
     }
 
-    async fn legacy_signatures(
-        &self,
-        repo: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Vec<Candidate>, RegistryError> {
+    async fn legacy_signatures(&self, repo: &ImageRef, digest: &Digest) -> Result<Found, RegistryError> {
         let format = SignatureFormat::Legacy;
         let tag = digest.signature_tag();
-        let manifest = match self
-            .manifest(&repo.at_tag(&tag), &[OCI_MANIFEST, DOCKER_MANIFEST])
-            .await
-        {
-            Ok((bytes, _)) => bytes,
-            Err(FetchError::Registry(RegistryError::NotFound)) => return Ok(Vec::new()),
+        let found = |revision: String, candidates| Found { revision, candidates };
+        let accept = [OCI_MANIFEST, DOCKER_MANIFEST];
+        let (manifest, revision) = match self.manifest(&repo.at_tag(&tag), &accept).await {
+            Ok((bytes, manifest_digest)) => (bytes, manifest_digest.to_string()),
+            Err(FetchError::Registry(RegistryError::NotFound)) => {
+                return Ok(found(ABSENT.into(), Vec::new()));
+            }
             Err(FetchError::Registry(e)) => return Err(e),
-            Err(FetchError::Rejected(reason)) => return Ok(vec![rejected(format, tag, reason)]),
+            Err(FetchError::Rejected(reason)) => {
+                return Ok(found(reason.clone(), vec![rejected(format, tag, reason)]));
+            }
         };
         let manifest = match Manifest::parse(&manifest) {
             Ok(m) => m,
-            Err(e) => return Ok(vec![rejected(format, tag, e.to_string())]),
+            Err(e) => return Ok(found(revision, vec![rejected(format, tag, e.to_string())])),
         };
         let max = self.limits().max_signatures;
         if manifest.layers.len() > max {
-            let reason = format!(
-                "{} layers, more than the {max} accepted",
-                manifest.layers.len()
-            );
-            return Ok(vec![rejected(format, tag, reason)]);
+            let reason = format!("{} layers, more than the {max} accepted", manifest.layers.len());
+            return Ok(found(revision, vec![rejected(format, tag, reason)]));
         }
-        stream::iter(manifest.layers)
+        let candidates = stream::iter(manifest.layers)
             .map(|layer| async move {
-                or_rejected(
-                    format,
-                    &layer.digest.clone(),
-                    self.legacy_layer(repo, layer).await,
-                )
+                let source = layer.digest.clone();
+                or_rejected(format, &source, self.legacy_layer(repo, layer).await)
             })
             .buffered(FETCH_CONCURRENCY)
             .try_collect()
-            .await
+            .await?;
+        Ok(found(revision, candidates))
     }
 
-    async fn bundle_signatures(
-        &self,
-        repo: &ImageRef,
-        digest: &Digest,
-    ) -> Result<Vec<Candidate>, RegistryError> {
+    async fn bundle_signatures(&self, repo: &ImageRef, digest: &Digest) -> Result<Found, RegistryError> {
         let format = SignatureFormat::Bundle;
         let referrers = match self.referrers(repo, digest).await {
             Ok(r) => r,
             Err(FetchError::Registry(e)) => return Err(e),
             Err(FetchError::Rejected(reason)) => {
-                return Ok(vec![rejected(format, digest.fallback_tag(), reason)]);
+                let candidates = vec![rejected(format, digest.fallback_tag(), reason.clone())];
+                return Ok(Found {
+                    revision: reason,
+                    candidates,
+                });
             }
         };
-        let candidates: Vec<Descriptor> = referrers
-            .into_iter()
-            .filter(may_be_image_signature)
-            .collect();
-        let found: Vec<Option<Candidate>> = stream::iter(candidates)
+        let revision = referrers_revision(&referrers);
+        let signatures: Vec<Descriptor> = referrers.into_iter().filter(may_be_image_signature).collect();
+        let found: Vec<Option<Candidate>> = stream::iter(signatures)
             .map(|referrer| async move {
                 match self.bundle_referrer(repo, &referrer).await {
-                    Ok(None) => Ok(None),
-                    Ok(Some(c)) => Ok(Some(c)),
+                    Ok(candidate) => Ok(candidate),
                     Err(e) => or_rejected(format, &referrer.digest, Err(e)).map(Some),
                 }
             })
             .buffered(FETCH_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(found.into_iter().flatten().collect())
+        Ok(Found {
+            revision,
+            candidates: found.into_iter().flatten().collect(),
+        })
     }
+
+    async fn legacy_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
+        match self.resolve(&repo.at_tag(&digest.signature_tag())).await {
+            Ok(d) => Ok(d.to_string()),
+            Err(RegistryError::NotFound) => Ok(ABSENT.into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn bundle_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
+        match self.referrers(repo, digest).await {
+            Ok(referrers) => Ok(referrers_revision(&referrers)),
+            Err(FetchError::Registry(e)) => Err(e),
+            Err(FetchError::Rejected(reason)) => Ok(reason),
+        }
+    }
+}
+
+/// The referrer digests, sorted: what changes when a bundle is added or removed.
+fn referrers_revision(referrers: &[Descriptor]) -> String {
+    let mut digests: Vec<&str> = referrers.iter().map(|d| d.digest.as_str()).collect();
+    if digests.is_empty() {
+        return ABSENT.into();
+    }
+    digests.sort_unstable();
+    digests.join(",")
 }
 
 /// Skips referrers whose index entry says they are bundles of another predicate type
@@ -197,11 +245,7 @@ fn may_be_image_signature(referrer: &Descriptor) -> bool {
 }
 
 impl RegistryClient {
-    async fn legacy_layer(
-        &self,
-        repo: &ImageRef,
-        layer: Descriptor,
-    ) -> Result<Candidate, FetchError> {
+    async fn legacy_layer(&self, repo: &ImageRef, layer: Descriptor) -> Result<Candidate, FetchError> {
         let Some(signature) = layer.annotation(SIGNATURE_ANNOTATION).map(str::to_string) else {
             return Err(FetchError::Rejected(format!(
                 "layer has no {SIGNATURE_ANNOTATION} annotation"

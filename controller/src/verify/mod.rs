@@ -5,12 +5,14 @@
 //! every signature against the keys and decides the [`Outcome`]. The controller, the CLI and the
 //! benchmarks all go through [`verify_image`].
 
+mod cache;
 mod evaluate;
 mod fetch;
 mod result;
 
+pub use cache::{SignatureCache, Signatures};
 pub use evaluate::{KeySet, NamedKey, evaluate};
-pub use fetch::{Candidate, Fetched, SignatureSource, fetch_signatures};
+pub use fetch::{ABSENT, Candidate, Fetched, Found, SignatureSource, fetch_signatures};
 pub use result::{Outcome, SignatureCheck, SignatureFormat, Verification};
 
 use crate::reference::ImageRef;
@@ -24,11 +26,7 @@ pub struct Policy {
 }
 
 /// Verifies `image` (a digest reference, or a tag resolved first) against `policy`.
-pub async fn verify_image<S: SignatureSource>(
-    source: &S,
-    image: &ImageRef,
-    policy: &Policy,
-) -> Verification {
+pub async fn verify_image<S: SignatureSource>(source: &S, image: &ImageRef, policy: &Policy) -> Verification {
     let digest = match image.digest() {
         Some(d) => d,
         None => match source.resolve(image).await {

@@ -1,0 +1,218 @@
+//! The signature cache the controller verifies through.
+//!
+//! Keyed by signature repository and digest, it keeps what was *found* (the candidates), not a
+//! verdict: verdicts are recomputed in memory for each key set, so a key removed from a trust root
+//! is reflected without a single registry request. Re-checking an entry costs one small request
+//! per format (a HEAD of the `.sig` tag, a referrers listing) and downloads nothing when the
+//! revision is unchanged. Concurrent requests for one entry share one fetch, and a failed refresh
+//! keeps the last good answer, marked with the error, so a registry hiccup never becomes a verdict.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+
+use super::{Fetched, SignatureSource, fetch_signatures};
+use crate::{
+    reference::{Digest, ImageRef},
+    registry::RegistryError,
+};
+
+/// A full download is forced at least this often, whatever the revisions say, so that a format
+/// that was not re-checked (see [`formats_to_check`]) is seen eventually.
+const MAX_WITHOUT_FULL_FETCH: Duration = Duration::from_secs(6 * 3600);
+
+/// What the cache knows about one digest.
+#[derive(Debug, Clone)]
+pub struct Signatures {
+    /// The last answer that could be read (after a failed first fetch: the failure itself).
+    pub fetched: Fetched,
+    /// When `fetched` was last confirmed current.
+    pub checked_at: Instant,
+    /// Set when the latest refresh failed: `fetched` is then the last good answer, stale.
+    pub error: Option<RegistryError>,
+    fetched_at: Instant,
+}
+
+impl Signatures {
+    /// Whether `fetched` is known to be current.
+    pub fn is_stale(&self) -> bool {
+        self.error.is_some() || self.fetched.error().is_some()
+    }
+}
+
+type Key = (String, Digest);
+type Pending = Shared<BoxFuture<'static, Arc<Signatures>>>;
+
+pub struct SignatureCache<S> {
+    source: Arc<S>,
+    entries: Mutex<HashMap<Key, Arc<Signatures>>>,
+    pending: Mutex<HashMap<Key, Pending>>,
+}
+
+impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
+    pub fn new(source: Arc<S>) -> Self {
+        Self {
+            source,
+            entries: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn source(&self) -> &Arc<S> {
+        &self.source
+    }
+
+    /// The signatures of `digest` in `repo`, confirmed within `max_age`.
+    pub async fn get(&self, repo: &ImageRef, digest: &Digest, max_age: Duration) -> Arc<Signatures> {
+        let key = (repo.repository_name(), digest.clone());
+        let previous = lock(&self.entries).get(&key).cloned();
+        if let Some(entry) = &previous {
+            if entry.error.is_none() && entry.checked_at.elapsed() < max_age {
+                return entry.clone();
+            }
+        }
+        let pending = {
+            let mut pending = lock(&self.pending);
+            pending
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    refresh(self.source.clone(), repo.clone(), digest.clone(), previous)
+                        .boxed()
+                        .shared()
+                })
+                .clone()
+        };
+        let fresh = pending.await;
+        lock(&self.pending).remove(&key);
+        lock(&self.entries).insert(key, fresh.clone());
+        fresh
+    }
+
+    /// What is cached, however old, without asking the registry.
+    pub fn peek(&self, repo: &ImageRef, digest: &Digest) -> Option<Arc<Signatures>> {
+        lock(&self.entries)
+            .get(&(repo.repository_name(), digest.clone()))
+            .cloned()
+    }
+
+    /// Forgets digests no longer in use (`keep` says which to keep).
+    pub fn retain(&self, mut keep: impl FnMut(&str, &Digest) -> bool) {
+        lock(&self.entries).retain(|(repo, digest), _| keep(repo, digest));
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Re-checks an entry cheaply when there is a good one, downloads everything otherwise.
+async fn refresh<S: SignatureSource>(
+    source: Arc<S>,
+    repo: ImageRef,
+    digest: Digest,
+    previous: Option<Arc<Signatures>>,
+) -> Arc<Signatures> {
+    let now = Instant::now();
+    let good =
+        previous.filter(|p| p.fetched.error().is_none() && p.fetched_at.elapsed() < MAX_WITHOUT_FULL_FETCH);
+    if let Some(good) = good {
+        match unchanged(source.as_ref(), &repo, &digest, &good.fetched).await {
+            Ok(true) => {
+                return Arc::new(Signatures {
+                    checked_at: now,
+                    error: None,
+                    ..(*good).clone()
+                });
+            }
+            Ok(false) => {}
+            Err(error) => {
+                return Arc::new(Signatures {
+                    error: Some(error),
+                    ..(*good).clone()
+                });
+            }
+        }
+        return full_fetch(source.as_ref(), &repo, &digest, Some(&good)).await;
+    }
+    full_fetch(source.as_ref(), &repo, &digest, None).await
+}
+
+async fn full_fetch<S: SignatureSource>(
+    source: &S,
+    repo: &ImageRef,
+    digest: &Digest,
+    good: Option<&Signatures>,
+) -> Arc<Signatures> {
+    let fetched = fetch_signatures(source, repo, digest).await;
+    let now = Instant::now();
+    match (fetched.error().cloned(), good) {
+        // Keep the last good answer rather than a half-read new one.
+        (Some(error), Some(good)) => Arc::new(Signatures {
+            error: Some(error),
+            ..good.clone()
+        }),
+        (error, _) => Arc::new(Signatures {
+            fetched,
+            checked_at: now,
+            error,
+            fetched_at: now,
+        }),
+    }
+}
+
+/// Whether the revisions of the formats worth re-checking are what they were.
+async fn unchanged<S: SignatureSource>(
+    source: &S,
+    repo: &ImageRef,
+    digest: &Digest,
+    fetched: &Fetched,
+) -> Result<bool, RegistryError> {
+    let (check_legacy, check_bundles) = formats_to_check(fetched);
+    if check_legacy {
+        let was = fetched
+            .legacy
+            .as_ref()
+            .map(|f| f.revision.as_str())
+            .unwrap_or_default();
+        if source.legacy_revision(repo, digest).await? != was {
+            return Ok(false);
+        }
+    }
+    if check_bundles {
+        let was = fetched
+            .bundles
+            .as_ref()
+            .map(|f| f.revision.as_str())
+            .unwrap_or_default();
+        if source.bundle_revision(repo, digest).await? != was {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The formats that had signatures; both when neither had any (a signature may appear in either).
+/// Skipping an empty format next to a signed one means a second format's first signature is
+/// seen at the next full fetch rather than at once: it can only add trust, never remove it.
+fn formats_to_check(fetched: &Fetched) -> (bool, bool) {
+    let has = |r: &Result<super::Found, RegistryError>| r.as_ref().is_ok_and(|f| !f.candidates.is_empty());
+    match (has(&fetched.legacy), has(&fetched.bundles)) {
+        (false, false) => (true, true),
+        other => other,
+    }
+}
