@@ -50,28 +50,45 @@ pub struct FaultProxy {
     /// `127.0.0.1:<port>` of the proxy.
     pub host: String,
     pub rules: Rules,
-    _runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl FaultProxy {
     /// Listens on an ephemeral 127.0.0.1 port and forwards to `upstream` (`127.0.0.1:<port>`).
+    /// The proxy runs on a thread of its own, so async and plain tests can both use it.
     pub fn start(upstream: &str) -> FaultProxy {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("proxy runtime");
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind proxy");
-        let host = listener.local_addr().expect("proxy addr").to_string();
-        let rules = Rules::default();
         let upstream: SocketAddr = upstream.parse().expect("upstream address");
-        runtime.spawn(accept_loop(listener, upstream, rules.clone()));
+        let rules = Rules::default();
+        let (bound, bound_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_rules = rules.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+                let _ = bound.send(listener.local_addr().expect("proxy addr").to_string());
+                tokio::select! {
+                    _ = accept_loop(listener, upstream, thread_rules) => {}
+                    _ = stop_rx => {}
+                }
+            });
+        });
+        let host = bound_rx.recv().expect("proxy started");
         FaultProxy {
             host,
             rules,
-            _runtime: runtime,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
     }
 }

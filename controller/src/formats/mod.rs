@@ -46,7 +46,7 @@ pub(crate) fn decode_base64(what: &'static str, s: &str) -> Result<Vec<u8>, Form
         .map_err(|_| FormatError::Base64 { what })
 }
 
-pub(crate) fn encode_base64(bytes: &[u8]) -> String {
+pub fn encode_base64(bytes: &[u8]) -> String {
     use base64::{Engine, prelude::BASE64_STANDARD};
     BASE64_STANDARD.encode(bytes)
 }
