@@ -73,10 +73,11 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
     pub async fn get(&self, repo: &ImageRef, digest: &Digest, max_age: Duration) -> Arc<Signatures> {
         let key = (repo.repository_name(), digest.clone());
         let previous = lock(&self.entries).get(&key).cloned();
-        if let Some(entry) = &previous {
-            if entry.error.is_none() && entry.checked_at.elapsed() < max_age {
-                return entry.clone();
-            }
+        if let Some(entry) = &previous
+            && entry.error.is_none()
+            && entry.checked_at.elapsed() < max_age
+        {
+            return entry.clone();
         }
         let pending = {
             let mut pending = lock(&self.pending);
