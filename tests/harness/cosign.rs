@@ -54,6 +54,10 @@ impl Cosign {
         }
     }
 
+    pub fn binary(&self) -> &Path {
+        &self.bin
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.env("HOME", self.home.path())

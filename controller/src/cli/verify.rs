@@ -142,7 +142,11 @@ fn print(results: &[Verification], output: Output) -> anyhow::Result<()> {
 }
 
 fn print_text(v: &Verification) {
-    let at = v.digest.as_ref().map(|d| format!("@{d}")).unwrap_or_default();
+    // Name the digest that was checked, unless the reference already does.
+    let at = match &v.digest {
+        Some(d) if !v.image.contains('@') => format!("@{d}"),
+        _ => String::new(),
+    };
     match &v.outcome {
         Outcome::Verified { keys } => {
             let how: Vec<String> = v

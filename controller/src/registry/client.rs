@@ -111,6 +111,11 @@ impl RegistryClient {
                     } else {
                         ClientProtocol::Https
                     },
+                    tls_certs_only: if plain_http {
+                        placeholder_root()
+                    } else {
+                        Vec::new()
+                    },
                     read_timeout: Some(limits.request_timeout),
                     connect_timeout: Some(limits.connect_timeout),
                     user_agent: concat!("countersign/", env!("CARGO_PKG_VERSION")),
@@ -361,6 +366,17 @@ impl RegistryClient {
         .await?;
         Ok(Digest::of(bytes))
     }
+}
+
+/// A plain-HTTP client never makes a TLS handshake, yet reqwest loads the whole system trust
+/// store when it is built (some 300 files here: most of a `countersign verify` against a
+/// loopback registry). Handing it one root of its own, which nothing will ever be checked
+/// against, skips that. The certificate is self-signed and its key was never kept.
+fn placeholder_root() -> Vec<oci_client::client::Certificate> {
+    vec![oci_client::client::Certificate {
+        encoding: oci_client::client::CertificateEncoding::Pem,
+        data: include_bytes!("plain_http_placeholder.pem").to_vec(),
+    }]
 }
 
 /// The reference a manifest PUT goes to. A push by digest is addressed as a "tag" spelled like
