@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod crds;
 pub mod keys;
 mod registry_args;
+pub mod run;
 pub mod sign;
 pub mod verify;
 
@@ -29,16 +30,22 @@ enum Command {
     Sign(sign::SignArgs),
     /// Verify an image's cosign signatures against public keys.
     Verify(verify::VerifyArgs),
+    /// Run the operator.
+    Run(run::RunArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    match cli.command {
+        Command::Run(_) => run::init_logging(),
+        _ => init_logging(),
+    }
     match cli.command {
         Command::Crds(args) => crds::print_crds(&args),
         Command::GenerateKeyPair(args) => keys::generate_key_pair(&args),
         Command::Sign(args) => sign::sign(&args),
         Command::Verify(args) => verify::verify(&args),
+        Command::Run(args) => run::run(&args),
     }
 }
 

@@ -1,15 +1,49 @@
-//! `/metrics`, `/healthz`, `/readyz`. (API settled; implementation being written.)
+//! `/metrics`, `/healthz`, `/readyz`: the operator's only HTTP server.
+//!
+//! Plain hyper 1 (HTTP/1.1) rather than a framework: three fixed GET routes need no router, the
+//! callers (Prometheus, the kubelet's probes) speak HTTP/1.1, and hyper is already in the tree
+//! through kube. hyper-util's `GracefulShutdown` finishes in-flight responses on shutdown.
 
 use std::{
+    convert::Infallible,
     future::Future,
+    io,
     net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
-use super::metrics::Metrics;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{ALLOW, CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::net::TcpListener;
+
+use super::metrics::{self, Metrics};
+
+/// A client that opens a connection and sends no request line within this time is dropped: a
+/// slow or stuck client must not hold a connection (and a task) forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, in-flight responses get this long to finish. The whole process has the pod's
+/// `terminationGracePeriodSeconds` (30 s by default) and the lease release still to do.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// After a failed `accept` (typically EMFILE: out of file descriptors), wait before the next
+/// one instead of spinning on the same error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// What the probes report. `ready` turns true once the caches are synced and (for the leader) the
 /// first sweep ran; a standby replica is ready too (it can take over).
@@ -22,15 +56,292 @@ impl Health {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves. Binding errors name the address and the cause, e.g.
+/// `metrics address 0.0.0.0:8080: address in use`.
 pub async fn serve(
-    _addr: SocketAddr,
-    _health: Health,
-    _metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    health: Health,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    shutdown.await;
+    let listener = bind(addr).await?;
+    serve_listener(listener, health, metrics, shutdown).await
+}
+
+/// Binds the metrics address, with an error that says which address and why. Bind to port 0
+/// and read `local_addr()` to get an ephemeral port (tests).
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| bind_error(addr, &e))
+}
+
+fn bind_error(addr: SocketAddr, e: &io::Error) -> io::Error {
+    let cause = match e.kind() {
+        io::ErrorKind::AddrInUse => "address in use".to_owned(),
+        io::ErrorKind::AddrNotAvailable => "no such address on this machine".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".to_owned(),
+        _ => e.to_string(),
+    };
+    io::Error::new(e.kind(), format!("metrics address {addr}: {cause}"))
+}
+
+/// Serves on an already bound listener until `shutdown` resolves, then stops accepting and
+/// gives in-flight responses [`SHUTDOWN_GRACE`] to finish. Idle keep-alive connections are
+/// closed at once.
+pub async fn serve_listener(
+    listener: TcpListener,
+    health: Health,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Per-connection failures (reset before accept, EMFILE) must not stop the
+                    // server that the liveness probe depends on.
+                    tracing::warn!(error = %e, "metrics server: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let (health, metrics) = (health.clone(), Arc::clone(&metrics));
+        let service = service_fn(move |request: Request<Incoming>| {
+            let response = respond(request.method(), request.uri().path(), &health, &metrics);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "metrics server: connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("metrics server: connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
     Ok(())
+}
+
+fn respond(method: &Method, path: &str, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n",
+        );
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            response
+        }
+        // Alive as long as this process answers: restarting would not fix anything a
+        // readiness problem (an API server or registry outage) causes.
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        _ if health.is_ready() => text(StatusCode::OK, "ok\n"),
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+
+    use std::time::Instant;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+        sync::oneshot,
+        task::JoinHandle,
+    };
+
+    use super::*;
+
+    struct Server {
+        addr: SocketAddr,
+        health: Health,
+        metrics: Arc<Metrics>,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<io::Result<()>>,
+    }
+
+    async fn start() -> Server {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (health, metrics) = (Health::default(), Metrics::new());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_listener(
+            listener,
+            health.clone(),
+            Arc::clone(&metrics),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            addr,
+            health,
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// One HTTP/1.1 request over a fresh TCP connection, read to the server's close.
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_as_openmetrics() {
+        let server = start().await;
+        server.metrics.set_workloads_by_verdict(&[("Verified", 3)]);
+        let reply = request(server.addr, "GET", "/metrics").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        assert!(
+            reply
+                .body
+                .contains("countersign_workloads{verdict=\"Verified\"} 3\n"),
+            "{}",
+            reply.body
+        );
+        assert!(reply.body.ends_with("# EOF\n"), "{}", reply.body);
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok_and_readyz_follows_health() {
+        let server = start().await;
+        assert_eq!(request(server.addr, "GET", "/healthz").await.status, 200);
+        let not_ready = request(server.addr, "GET", "/readyz").await;
+        assert_eq!((not_ready.status, not_ready.body.as_str()), (503, "not ready\n"));
+        server.health.set_ready(true);
+        assert_eq!(request(server.addr, "GET", "/readyz").await.status, 200);
+        server.health.set_ready(false);
+        assert_eq!(request(server.addr, "GET", "/readyz").await.status, 503);
+        assert_eq!(request(server.addr, "GET", "/healthz").await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_are_refused() {
+        let server = start().await;
+        assert_eq!(request(server.addr, "GET", "/").await.status, 404);
+        assert_eq!(request(server.addr, "GET", "/metrics/x").await.status, 404);
+        let post = request(server.addr, "POST", "/metrics").await;
+        assert_eq!(post.status, 405);
+        assert_eq!(post.header("allow"), Some("GET, HEAD"));
+        let head = request(server.addr, "HEAD", "/healthz").await;
+        assert_eq!((head.status, head.body.as_str()), (200, ""));
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_graceful_and_prompt_with_an_idle_connection_open() {
+        let server = start().await;
+        // A keep-alive connection that sent one request and then idles, as Prometheus does.
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+
+        let stopping = Instant::now();
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap().unwrap();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            stopping.elapsed()
+        );
+        // The idle connection was closed by the server, and nothing listens any more.
+        assert_eq!(idle.read(&mut buf).await.unwrap_or(0), 0);
+        assert!(TcpStream::connect(server.addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn bind_errors_name_the_address_and_the_cause() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = serve(addr, Health::default(), Metrics::new(), std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(err.to_string(), format!("metrics address {addr}: address in use"));
+    }
 }

@@ -1,13 +1,206 @@
-//! Prometheus metrics. (API settled; implementation being written.)
+//! Prometheus metrics, on a `prometheus-client` [`Registry`] owned by [`Metrics`] (no global
+//! state, so tests and two operators in one process never share counters).
+//!
+//! Every label value is a `&'static str` from a closed set (verdict names, outcome and error
+//! categories, registry operations, event reasons): the type makes an image name or an error
+//! text impossible to pass, which keeps the series count bounded whatever the cluster runs.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `countersign_workloads` | gauge | `verdict` |
+//! | `countersign_verification_duration_seconds` | histogram | |
+//! | `countersign_verifications_total` | counter | `outcome` |
+//! | `countersign_registry_requests_total` | counter | `operation`, `outcome` |
+//! | `countersign_registry_request_duration_seconds` | histogram | `operation` |
+//! | `countersign_reconcile_errors_total` | counter | `category` |
+//! | `countersign_sweep_duration_seconds` | histogram | |
+//! | `countersign_sweep_digests` | gauge | |
+//! | `countersign_events_total` | counter | `reason` |
+//! | `countersign_leader` | gauge | |
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
 
 use crate::registry::RequestObserver;
 
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Time to verify one digest. The fast end is a cache hit or a registry on the same network
+/// (a few ms); one round trip to a remote registry costs 20–300 ms, and a cold verification
+/// takes several (resolve, signature manifest or referrers, payload blobs, maybe a token
+/// exchange), so most land between 50 ms and 2.5 s. 15 s is the per-request timeout of
+/// `registry::Limits`, so the 10/15 s buckets separate "slow" from "timed out", and 30 s bounds
+/// a verification that waited out a `Retry-After`. Thirteen buckets keep one histogram cheap.
+const VERIFICATION_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
+];
+
+/// One registry request: the same range as one round trip, ending at the 15 s request timeout.
+const REGISTRY_REQUEST_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
+
+/// A sweep re-verifies every governed digest: a warm sweep of a small cluster takes well under
+/// a second, a cold sweep of thousands of digests minutes; past 30 minutes it no longer fits
+/// any sensible `reverifyInterval`, which is what the top bucket is there to show.
+const SWEEP_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryRequestLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn registry_request_histogram() -> Histogram {
+    Histogram::new(REGISTRY_REQUEST_BUCKETS)
+}
+
+/// The verdicts of the design, exported as 0 from the start so that a dashboard's ratio and an
+/// alert's `absent()` work before the first sweep (and on a standby replica).
+const VERDICTS: [&str; 4] = ["Verified", "Unsigned", "Failed", "Stale"];
+
 /// Every metric the operator exports. Labels are low-cardinality: verdict names, error
 /// categories, registry operations and outcomes; never image names or error text.
-#[derive(Default)]
-pub struct Metrics {}
+///
+/// Cheap to update from any task (atomics and a short lock per labelled family); share it as
+/// `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    workloads: Family<VerdictLabels, Gauge>,
+    /// Verdicts ever set on `workloads`, so a verdict that no workload has any more drops to 0
+    /// instead of keeping its last count.
+    verdicts_seen: Mutex<BTreeSet<&'static str>>,
+    verification_duration: Histogram,
+    verifications: Family<OutcomeLabels, Counter>,
+    registry_requests: Family<RegistryRequestLabels, Counter>,
+    registry_request_duration: HistogramFamily<OperationLabels>,
+    reconcile_errors: Family<CategoryLabels, Counter>,
+    sweep_duration: Histogram,
+    sweep_digests: Gauge,
+    events: Family<ReasonLabels, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("countersign");
+        let workloads = Family::<VerdictLabels, Gauge>::default();
+        registry.register(
+            "workloads",
+            "Governed workloads by verdict (Verified, Unsigned, Failed, Stale), as of the last sweep",
+            workloads.clone(),
+        );
+        let verification_duration = Histogram::new(VERIFICATION_BUCKETS);
+        registry.register_with_unit(
+            "verification_duration",
+            "Wall time to verify one running digest against its trust roots, registry included",
+            Unit::Seconds,
+            verification_duration.clone(),
+        );
+        let verifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "verifications",
+            "Digest verifications by outcome",
+            verifications.clone(),
+        );
+        let registry_requests = Family::<RegistryRequestLabels, Counter>::default();
+        registry.register(
+            "registry_requests",
+            "Requests to image registries by operation and outcome (ok, or the error category: \
+             not_found, unauthorized, rate_limited, server_error, timeout, unreachable, protocol)",
+            registry_requests.clone(),
+        );
+        let registry_request_duration: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(registry_request_histogram);
+        registry.register_with_unit(
+            "registry_request_duration",
+            "Duration of one request to an image registry, by operation",
+            Unit::Seconds,
+            registry_request_duration.clone(),
+        );
+        let reconcile_errors = Family::<CategoryLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile steps by error category",
+            reconcile_errors.clone(),
+        );
+        let sweep_duration = Histogram::new(SWEEP_BUCKETS);
+        registry.register_with_unit(
+            "sweep_duration",
+            "Wall time of one sweep re-verifying every governed digest",
+            Unit::Seconds,
+            sweep_duration.clone(),
+        );
+        let sweep_digests = Gauge::default();
+        registry.register(
+            "sweep_digests",
+            "Distinct digests checked by the last sweep",
+            sweep_digests.clone(),
+        );
+        let events = Family::<ReasonLabels, Counter>::default();
+        registry.register("events", "Kubernetes Events emitted, by reason", events.clone());
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease and writes verdicts, 0 on a standby",
+            leader.clone(),
+        );
+        for verdict in VERDICTS {
+            workloads.get_or_create(&VerdictLabels { verdict }).set(0);
+        }
+        Self {
+            registry,
+            workloads,
+            verdicts_seen: Mutex::new(VERDICTS.into_iter().collect()),
+            verification_duration,
+            verifications,
+            registry_requests,
+            registry_request_duration,
+            reconcile_errors,
+            sweep_duration,
+            sweep_digests,
+            events,
+            leader,
+        }
+    }
+}
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
@@ -15,27 +208,287 @@ impl Metrics {
     }
 
     /// Workloads by verdict (`Verified`, `Unsigned`, `Failed`, `Stale`, …), set after each sweep.
-    pub fn set_workloads_by_verdict(&self, _counts: &[(&'static str, i64)]) {}
+    /// A verdict set before and absent now is set to 0.
+    pub fn set_workloads_by_verdict(&self, counts: &[(&'static str, i64)]) {
+        let mut seen = self.verdicts_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for verdict in seen.iter() {
+            if !counts.iter().any(|(v, _)| v == verdict) {
+                self.workloads.get_or_create(&VerdictLabels { verdict }).set(0);
+            }
+        }
+        for &(verdict, count) in counts {
+            seen.insert(verdict);
+            self.workloads
+                .get_or_create(&VerdictLabels { verdict })
+                .set(count);
+        }
+    }
 
     /// One digest verified (or failed to): outcome is `Outcome::name()`, elapsed the wall time.
-    pub fn observe_verification(&self, _outcome: &'static str, _elapsed: Duration) {}
+    pub fn observe_verification(&self, outcome: &'static str, elapsed: Duration) {
+        self.verification_duration.observe(elapsed.as_secs_f64());
+        self.verifications.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
 
     /// Counts registry requests by operation and outcome (`ok` or a `RegistryError::category()`).
     pub fn registry_observer(self: &Arc<Self>) -> RequestObserver {
-        Arc::new(|_op, _outcome, _elapsed| {})
+        let metrics = Arc::clone(self);
+        Arc::new(move |operation, outcome, elapsed| {
+            metrics.observe_registry_request(operation, outcome, elapsed)
+        })
+    }
+
+    /// What [`Self::registry_observer`] records for one request.
+    pub fn observe_registry_request(
+        &self,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.registry_requests
+            .get_or_create(&RegistryRequestLabels { operation, outcome })
+            .inc();
+        self.registry_request_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A reconcile step failed; `category` is the error's low-cardinality category.
-    pub fn reconcile_error(&self, _category: &'static str) {}
+    pub fn reconcile_error(&self, category: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&CategoryLabels { category })
+            .inc();
+    }
 
     /// A sweep over every governed digest finished.
-    pub fn sweep_finished(&self, _elapsed: Duration, _digests: usize) {}
+    pub fn sweep_finished(&self, elapsed: Duration, digests: usize) {
+        self.sweep_duration.observe(elapsed.as_secs_f64());
+        self.sweep_digests.set(i64::try_from(digests).unwrap_or(i64::MAX));
+    }
 
     /// Events emitted, by reason (`SignatureDrift`, …).
-    pub fn event_emitted(&self, _reason: &'static str) {}
+    pub fn event_emitted(&self, reason: &'static str) {
+        self.events.get_or_create(&ReasonLabels { reason }).inc();
+    }
 
-    /// The text exposition format served at `/metrics`.
+    /// Whether this replica leads (holds the Lease) right now.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The OpenMetrics text exposition served at `/metrics` (content type [`CONTENT_TYPE`]),
+    /// ending with `# EOF`.
     pub fn encode(&self) -> String {
-        String::new()
+        let mut out = String::with_capacity(8 << 10);
+        // Writing into a String cannot fail, and every label value is a plain str.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample whose name and labels are exactly `series` (e.g.
+    /// `countersign_workloads{verdict="Verified"}`).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+            rest.split(' ').next()?.parse().ok()
+        })
+    }
+
+    fn value(metrics: &Metrics, series: &str) -> f64 {
+        let text = metrics.encode();
+        sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    }
+
+    #[test]
+    fn encodes_openmetrics_with_types_units_and_eof() {
+        let metrics = Metrics::new();
+        // Labelled families appear once they have a series; the verdicts are there from the start.
+        let fresh = metrics.encode();
+        assert!(
+            fresh.contains("countersign_workloads{verdict=\"Failed\"} 0\n"),
+            "{fresh}"
+        );
+        assert!(!fresh.contains("countersign_events"), "{fresh}");
+        metrics.observe_verification("Verified", Duration::from_millis(10));
+        metrics.registry_observer()("manifest", "ok", Duration::from_millis(10));
+        metrics.reconcile_error("kube");
+        metrics.event_emitted("SignatureVerified");
+        let text = metrics.encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for line in [
+            "# TYPE countersign_workloads gauge",
+            "# TYPE countersign_verification_duration_seconds histogram",
+            "# UNIT countersign_verification_duration_seconds seconds",
+            "# TYPE countersign_verifications counter",
+            "# TYPE countersign_registry_requests counter",
+            "# TYPE countersign_registry_request_duration_seconds histogram",
+            "# TYPE countersign_reconcile_errors counter",
+            "# TYPE countersign_sweep_duration_seconds histogram",
+            "# TYPE countersign_sweep_digests gauge",
+            "# TYPE countersign_events counter",
+            "# TYPE countersign_leader gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn workloads_by_verdict_are_set_and_reset_to_zero_when_gone() {
+        let metrics = Metrics::new();
+        metrics.set_workloads_by_verdict(&[("Verified", 7), ("Unsigned", 2), ("Failed", 1)]);
+        assert_eq!(
+            value(&metrics, r#"countersign_workloads{verdict="Verified"}"#),
+            7.0
+        );
+        assert_eq!(
+            value(&metrics, r#"countersign_workloads{verdict="Unsigned"}"#),
+            2.0
+        );
+        assert_eq!(value(&metrics, r#"countersign_workloads{verdict="Failed"}"#), 1.0);
+
+        metrics.set_workloads_by_verdict(&[("Verified", 9), ("Stale", 1)]);
+        assert_eq!(
+            value(&metrics, r#"countersign_workloads{verdict="Verified"}"#),
+            9.0
+        );
+        assert_eq!(value(&metrics, r#"countersign_workloads{verdict="Stale"}"#), 1.0);
+        assert_eq!(
+            value(&metrics, r#"countersign_workloads{verdict="Unsigned"}"#),
+            0.0
+        );
+        assert_eq!(value(&metrics, r#"countersign_workloads{verdict="Failed"}"#), 0.0);
+    }
+
+    #[test]
+    fn verification_histogram_and_outcome_counter() {
+        let metrics = Metrics::new();
+        metrics.observe_verification("verified", Duration::from_millis(3));
+        metrics.observe_verification("verified", Duration::from_millis(400));
+        metrics.observe_verification("unsigned", Duration::from_secs(20));
+        let h = "countersign_verification_duration_seconds";
+        assert_eq!(value(&metrics, &format!("{h}_count")), 3.0);
+        assert!((value(&metrics, &format!("{h}_sum")) - 20.403).abs() < 1e-9);
+        // Buckets are cumulative: 3 ms is under 5 ms; 400 ms under 0.5 s; 20 s only under 30 s.
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="0.005"}}"#)), 1.0);
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="0.25"}}"#)), 1.0);
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="0.5"}}"#)), 2.0);
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="15.0"}}"#)), 2.0);
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="30.0"}}"#)), 3.0);
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="+Inf"}}"#)), 3.0);
+        assert_eq!(
+            value(&metrics, r#"countersign_verifications_total{outcome="verified"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(&metrics, r#"countersign_verifications_total{outcome="unsigned"}"#),
+            1.0
+        );
+    }
+
+    #[test]
+    fn registry_observer_counts_requests_and_times_them_by_operation() {
+        let metrics = Metrics::new();
+        let observe = metrics.registry_observer();
+        observe("manifest", "ok", Duration::from_millis(20));
+        observe("manifest", "ok", Duration::from_millis(30));
+        observe("manifest", "rate_limited", Duration::from_millis(5));
+        observe("blob", "timeout", Duration::from_secs(15));
+        let c = "countersign_registry_requests_total";
+        assert_eq!(
+            value(&metrics, &format!(r#"{c}{{operation="manifest",outcome="ok"}}"#)),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &metrics,
+                &format!(r#"{c}{{operation="manifest",outcome="rate_limited"}}"#)
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&metrics, &format!(r#"{c}{{operation="blob",outcome="timeout"}}"#)),
+            1.0
+        );
+        let h = "countersign_registry_request_duration_seconds";
+        assert_eq!(
+            value(&metrics, &format!(r#"{h}_count{{operation="manifest"}}"#)),
+            3.0
+        );
+        assert_eq!(
+            value(
+                &metrics,
+                &format!(r#"{h}_bucket{{le="0.025",operation="manifest"}}"#)
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(&metrics, &format!(r#"{h}_bucket{{le="15.0",operation="blob"}}"#)),
+            1.0
+        );
+        // The observer keeps the metrics alive on its own (it is handed to the registry client).
+        drop(metrics);
+        observe("manifest", "ok", Duration::ZERO);
+    }
+
+    #[test]
+    fn reconcile_errors_by_category() {
+        let metrics = Metrics::new();
+        metrics.reconcile_error("kube");
+        metrics.reconcile_error("kube");
+        metrics.reconcile_error("invalid_trust_root");
+        let c = "countersign_reconcile_errors_total";
+        assert_eq!(value(&metrics, &format!(r#"{c}{{category="kube"}}"#)), 2.0);
+        assert_eq!(
+            value(&metrics, &format!(r#"{c}{{category="invalid_trust_root"}}"#)),
+            1.0
+        );
+    }
+
+    #[test]
+    fn sweep_duration_and_digests() {
+        let metrics = Metrics::new();
+        metrics.sweep_finished(Duration::from_secs(42), 500);
+        metrics.sweep_finished(Duration::from_millis(800), 510);
+        let h = "countersign_sweep_duration_seconds";
+        assert_eq!(value(&metrics, &format!("{h}_count")), 2.0);
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="1.0"}}"#)), 1.0);
+        assert_eq!(value(&metrics, &format!(r#"{h}_bucket{{le="60.0"}}"#)), 2.0);
+        assert_eq!(value(&metrics, "countersign_sweep_digests"), 510.0);
+    }
+
+    #[test]
+    fn events_by_reason() {
+        let metrics = Metrics::new();
+        metrics.event_emitted("SignatureDrift");
+        metrics.event_emitted("SignatureDrift");
+        metrics.event_emitted("SignatureVerified");
+        assert_eq!(
+            value(&metrics, r#"countersign_events_total{reason="SignatureDrift"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &metrics,
+                r#"countersign_events_total{reason="SignatureVerified"}"#
+            ),
+            1.0
+        );
+    }
+
+    #[test]
+    fn leader_gauge() {
+        let metrics = Metrics::new();
+        assert_eq!(value(&metrics, "countersign_leader"), 0.0);
+        metrics.set_leader(true);
+        assert_eq!(value(&metrics, "countersign_leader"), 1.0);
+        metrics.set_leader(false);
+        assert_eq!(value(&metrics, "countersign_leader"), 0.0);
     }
 }

@@ -57,7 +57,10 @@ impl KeySet {
 
 /// Checks every fetched signature and decides the outcome.
 pub fn evaluate(digest: &Digest, fetched: &Fetched, keys: &KeySet) -> (Outcome, Vec<SignatureCheck>) {
-    let checks: Vec<SignatureCheck> = fetched.candidates().filter_map(|c| check(digest, c, keys)).collect();
+    let checks: Vec<SignatureCheck> = fetched
+        .candidates()
+        .filter_map(|c| check(digest, c, keys))
+        .collect();
     let outcome = decide(&checks, fetched, keys);
     (outcome, checks)
 }

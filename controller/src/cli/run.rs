@@ -1,0 +1,200 @@
+//! `countersign run`: the operator. Flags and the process around it (logging, signals, exit
+//! code); the operator itself is [`crate::operator::run`].
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+
+use crate::operator::{self, Config, leader::LeaseConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease [default: $POD_NAMESPACE, else countersign-system].
+    #[arg(long, value_name = "NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "countersign-controller", value_name = "NAME")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease and in Events [default: $POD_NAME, else the host name
+    /// with a random suffix].
+    #[arg(long, value_name = "ID")]
+    pub identity: Option<String>,
+    /// A kubernetes.io/dockerconfigjson Secret (namespace/name) whose credentials are used for
+    /// every registry, after the pods' own imagePullSecrets.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_secret_ref)]
+    pub registry_credentials_secret: Option<(String, String)>,
+    /// Reach this registry (host[:port]) over plain HTTP. Loopback registries always are.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Digests verified at once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_concurrent_verifications: usize,
+    /// Registry requests in flight at once (per set of registry credentials).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_registry_requests: usize,
+    /// How long a Lease is held without renewal before another replica may take it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_duration: Duration,
+}
+
+fn parse_secret_ref(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not namespace/name")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::crd::parse_duration("--lease-duration", s).map_err(|e| e.message)
+}
+
+/// Logs at `info` unless RUST_LOG says otherwise: an operator's log is read by people after
+/// the fact, so it says what it decided.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,oci_client=error,kube=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(args: &RunArgs) -> ExitCode {
+    match run_operator(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("countersign run: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        // rustls is compiled with two crypto providers in this workspace (kube: ring; reqwest:
+        // aws-lc-rs) and then refuses to pick one by itself.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes (KUBECONFIG, or in-cluster config)")?;
+        tracing::info!(identity = %config.lease.identity, "starting");
+        operator::run(client, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn config(args: &RunArgs) -> anyhow::Result<Config> {
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "countersign-system".into());
+    let identity = match &args.identity {
+        Some(id) => id.clone(),
+        None => default_identity()?,
+    };
+    let lease_duration = args.lease_duration;
+    Ok(Config {
+        metrics_addr: args.metrics_addr,
+        lease: LeaseConfig {
+            namespace,
+            name: args.lease_name.clone(),
+            identity,
+            lease_duration,
+            renew_every: lease_duration / 3,
+        },
+        registry_credentials: args.registry_credentials_secret.clone(),
+        insecure_registries: args.insecure_registry.clone(),
+        concurrency: args.max_concurrent_verifications.max(1),
+        registry_requests: args.max_registry_requests.max(1),
+    })
+}
+
+/// The pod's name (downward API) when in a pod; otherwise the host name and a random suffix, so
+/// two processes on one machine never share an identity.
+fn default_identity() -> anyhow::Result<String> {
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()) {
+        return Ok(pod);
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "countersign".into());
+    let mut suffix = [0u8; 4];
+    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut suffix).context("random identity")?;
+    Ok(format!("{host}-{}", hex::encode(suffix)))
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn defaults_and_secret_refs() {
+        let cli = Cli::try_parse_from(["x", "--identity", "a", "--leader-election-namespace", "ns"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = config(&cli.run).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            (config.lease.namespace.as_str(), config.lease.identity.as_str()),
+            ("ns", "a")
+        );
+        assert_eq!(config.lease.renew_every, Duration::from_secs(5));
+        let with_secret = Cli::try_parse_from(["x", "--registry-credentials-secret", "sys/pull"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            with_secret.run.registry_credentials_secret,
+            Some(("sys".into(), "pull".into()))
+        );
+        assert!(Cli::try_parse_from(["x", "--registry-credentials-secret", "nope"]).is_err());
+    }
+
+    #[test]
+    fn default_identities_differ() {
+        let (a, b) = (default_identity(), default_identity());
+        assert!(a.is_ok() && b.is_ok());
+        if std::env::var("POD_NAME").is_err() {
+            assert_ne!(a.ok(), b.ok());
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The in-memory picture of the cluster, fed by the watches (see `watch.rs`) and read by each
+//! pass. Every entry is reduced to what verification needs: no full Pod or ReplicaSet is kept.
+//!
+//! ```text
+//! pods ──owner──► replicasets ──owner──► deployments      namespaces (labels, for selectors)
+//!      ──owner──► jobs ──owner──► cronjobs                trust_roots (decoded, or why not)
+//!      ──owner──► statefulsets | daemonsets
+//! ```
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+};
+
+use kube::core::error_boundary::InvalidObject;
+use tokio::sync::{Notify, watch};
+
+use super::{
+    pods::PodInfo,
+    workload::{Owner, OwnerMeta, WorkloadKind},
+};
+use crate::crd::TrustRoot;
+
+/// Namespace (empty for cluster-scoped objects) and name.
+pub type Key = (String, String);
+
+/// A map behind a lock, read in place by the passes (no copies of the whole map).
+pub struct Mirror<T> {
+    map: RwLock<HashMap<Key, T>>,
+}
+
+impl<T> Default for Mirror<T> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Mirror<T> {
+    /// Runs `f` on the map. Keep `f` short and synchronous: watches wait for the lock.
+    pub fn read<R>(&self, f: impl FnOnce(&HashMap<Key, T>) -> R) -> R {
+        f(&self.map.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn write<R>(&self, f: impl FnOnce(&mut HashMap<Key, T>) -> R) -> R {
+        f(&mut self.map.write().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.read(HashMap::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What is kept of a workload or an intermediate owner: enough to walk owners and to read the
+/// verdict recorded on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub uid: String,
+    pub owner: Option<Owner>,
+    /// Our own annotations only.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Meta {
+    /// Our annotations are ours to change; any other change may matter.
+    pub fn matters(&self, old: &Self) -> bool {
+        (&self.uid, &self.owner) != (&old.uid, &old.owner)
+    }
+
+    pub fn owner_meta(&self) -> OwnerMeta {
+        OwnerMeta {
+            uid: self.uid.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+/// A TrustRoot as watched: decoded, or the reason it could not be.
+pub type TrustRootEntry = Result<Arc<TrustRoot>, Arc<InvalidObject>>;
+
+/// Everything the watches keep.
+#[derive(Default)]
+pub struct Index {
+    pub pods: Mirror<PodInfo>,
+    pub replicasets: Mirror<Meta>,
+    pub deployments: Mirror<Meta>,
+    pub statefulsets: Mirror<Meta>,
+    pub daemonsets: Mirror<Meta>,
+    pub jobs: Mirror<Meta>,
+    pub cronjobs: Mirror<Meta>,
+    /// Namespace labels, keyed by ("", name).
+    pub namespaces: Mirror<BTreeMap<String, String>>,
+    /// Keyed by ("", name).
+    pub trust_roots: Mirror<TrustRootEntry>,
+    /// Woken whenever something that can change a verdict changed.
+    pub changes: Notify,
+    synced: Synced,
+}
+
+impl Index {
+    /// The mirror of a workload kind's metadata; `None` for pods (kept whole in `pods`).
+    pub fn metas(&self, kind: WorkloadKind) -> Option<&Mirror<Meta>> {
+        Some(match kind {
+            WorkloadKind::Deployment => &self.deployments,
+            WorkloadKind::StatefulSet => &self.statefulsets,
+            WorkloadKind::DaemonSet => &self.daemonsets,
+            WorkloadKind::ReplicaSet => &self.replicasets,
+            WorkloadKind::Job => &self.jobs,
+            WorkloadKind::CronJob => &self.cronjobs,
+            WorkloadKind::Pod => return None,
+        })
+    }
+
+    /// The TrustRoots, sorted by name.
+    pub fn trust_roots(&self) -> Vec<TrustRootEntry> {
+        let mut roots: Vec<(String, TrustRootEntry)> = self.trust_roots.read(|m| {
+            m.iter()
+                .map(|((_, name), entry)| (name.clone(), entry.clone()))
+                .collect()
+        });
+        roots.sort_by(|a, b| a.0.cmp(&b.0));
+        roots.into_iter().map(|(_, e)| e).collect()
+    }
+
+    pub fn synced(&self) -> &Synced {
+        &self.synced
+    }
+}
+
+/// Counts the watches whose first list completed.
+pub struct Synced {
+    count: watch::Sender<usize>,
+}
+
+impl Default for Synced {
+    fn default() -> Self {
+        Self {
+            count: watch::channel(0).0,
+        }
+    }
+}
+
+impl Synced {
+    pub fn add_one(&self) {
+        self.count.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves once `total` watches have listed everything once.
+    pub async fn wait_for(&self, total: usize) {
+        let mut rx = self.count.subscribe();
+        let _ = rx.wait_for(|n| *n >= total).await;
+    }
+}

@@ -1,0 +1,439 @@
+//! The leader's loop: passes over every running workload, each a pipeline of small steps.
+//!
+//! ```text
+//! trust roots ─compile─► roots ─┐
+//! index ─workloads─► workloads ─┴─plan─► planned ─lookup (I/O)─► answers
+//!        ─findings + derive (pure)─► recorded state ─diff (pure)─► patches, events, statuses (I/O)
+//! ```
+//!
+//! A pass runs when something that can change a verdict changed (a pod, an owner, a namespace's
+//! labels, a TrustRoot's spec; debounced), when a TrustRoot's re-verification interval is up,
+//! and shortly after a failed write. Cached signatures make a pass cheap: a TrustRoot change
+//! (a key removed) is re-evaluated in memory, with no registry request at all; only a due sweep
+//! re-checks every governed digest (one small request per format, nothing downloaded when
+//! nothing changed).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{Client, runtime::events::Recorder};
+use serde_json::Value;
+
+use super::{
+    annotations,
+    clients::{RegistryPool, Tag},
+    error::Error,
+    events::{self, Announcement},
+    http::Health,
+    index::Index,
+    lookup::{self, Fetched},
+    metrics::Metrics,
+    objects::ObjectCache,
+    plan::{self, Evaluation, Planned, SignatureKey, TagKey},
+    status::{self, Observed},
+    trust::{CompiledRoot, RootReport, TrustCompiler},
+    verdict::{self, Check, Recorded},
+    workload::WorkloadRef,
+    world, writes,
+};
+use crate::{
+    crd::{SweepSummary, TrustRootStatus, WorkloadCounts},
+    verify::{Outcome, Signatures, evaluate},
+};
+
+/// Changes arriving in a burst (a Deployment's pods) are taken in one pass.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+/// A failed write is retried after this long.
+const RETRY: Duration = Duration::from_secs(5);
+/// Patches and events sent at once.
+const WRITE_CONCURRENCY: usize = 16;
+/// How long unused Secrets and ConfigMaps stay cached.
+const OBJECT_KEEP: Duration = Duration::from_secs(600);
+
+/// What the loop needs from the outside.
+pub struct Parts {
+    pub client: Client,
+    pub index: Arc<Index>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub pool: RegistryPool,
+    pub objects: ObjectCache,
+    /// Digests verified at once.
+    pub concurrency: usize,
+}
+
+/// An evaluation kept while the signatures and the root's keys stay the same.
+struct Memo {
+    signatures: Arc<Signatures>,
+    version: u64,
+    evaluation: Evaluation,
+}
+
+pub struct Reconciler {
+    parts: Parts,
+    compiler: TrustCompiler,
+    /// By workload uid: the state last written (or read back) — what events compare against,
+    /// so that a watch that lags behind our own patch cannot make us announce twice.
+    known: HashMap<String, Recorded>,
+    /// By TrustRoot name: when its last sweep started, and what it found.
+    swept_at: HashMap<String, Instant>,
+    sweeps: HashMap<String, SweepSummary>,
+    /// By TrustRoot name: the status last applied.
+    statuses: HashMap<String, TrustRootStatus>,
+    memo: HashMap<(SignatureKey, String), Memo>,
+    retry: bool,
+}
+
+/// A workload whose annotations or events must be written.
+struct Change {
+    workload: WorkloadRef,
+    patch: Option<Value>,
+    announcements: Vec<Announcement>,
+    /// The state once written; `None` when the annotations are removed.
+    next: Option<Recorded>,
+}
+
+impl Reconciler {
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            parts,
+            compiler: TrustCompiler::default(),
+            known: HashMap::new(),
+            swept_at: HashMap::new(),
+            sweeps: HashMap::new(),
+            statuses: HashMap::new(),
+            memo: HashMap::new(),
+            retry: false,
+        }
+    }
+
+    /// Runs passes until dropped. `health` turns ready after the first one.
+    pub async fn run(mut self, health: Health) {
+        loop {
+            self.pass().await;
+            health.set_ready(true);
+            let wake = self.next_wake();
+            tokio::select! {
+                () = self.parts.index.changes.notified() => tokio::time::sleep(DEBOUNCE).await,
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let sweeps = self
+            .compiler
+            .active()
+            .filter_map(|r| self.swept_at.get(&r.name).map(|t| *t + r.interval));
+        let retry = self.retry.then(|| now + RETRY);
+        sweeps
+            .chain(retry)
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600))
+    }
+
+    /// One pass over every running workload.
+    pub async fn pass(&mut self) {
+        let started = Instant::now();
+        self.retry = false;
+        let objects = self.parts.index.trust_roots();
+        let reports = self.compiler.compile(&objects, &self.parts.objects).await;
+        let roots: Vec<Arc<CompiledRoot>> = reports.iter().filter_map(|r| r.active.clone()).collect();
+        let due: HashSet<String> = roots
+            .iter()
+            .filter(|r| self.swept_at.get(&r.name).is_none_or(|t| started >= *t + r.interval))
+            .map(|r| r.name.clone())
+            .collect();
+        // A due sweep re-checks every digest; otherwise only answers older than the interval.
+        let max_age = |r: &CompiledRoot| {
+            if due.contains(&r.name) {
+                Duration::ZERO
+            } else {
+                r.interval
+            }
+        };
+        let pool = &self.parts.pool;
+        let planned = plan::plan(world::workloads(&self.parts.index), &roots, |ns, secrets| {
+            pool.key(ns, secrets)
+        });
+        let (tags, signatures) = self.lookup(&planned, max_age).await;
+        let now = Timestamp::now();
+        let (changes, counts) = self.assess(&planned, &roots, &tags, &signatures, now);
+        self.write(changes).await;
+        self.finish_sweeps(&due, &planned, &tags, started, now);
+        self.write_statuses(&reports, &counts, now).await;
+        self.forget(&planned, &signatures);
+        if !due.is_empty() {
+            self.parts.metrics.sweep_finished(started.elapsed(), signatures.len());
+        }
+        tracing::debug!(
+            workloads = planned.len(),
+            digests = signatures.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            due = due.len(),
+            "pass finished"
+        );
+    }
+
+    async fn lookup(
+        &self,
+        planned: &[Planned],
+        max_age: impl Fn(&CompiledRoot) -> Duration + Copy,
+    ) -> (HashMap<TagKey, Tag>, HashMap<SignatureKey, Fetched>) {
+        let keys = planned
+            .iter()
+            .filter(|p| !p.images.is_empty())
+            .map(|p| p.credentials.clone())
+            .collect();
+        let verifiers = lookup::verifiers(keys, &self.parts.pool, &self.parts.objects).await;
+        let n = self.parts.concurrency;
+        let tags = lookup::tags(plan::tag_requests(planned, max_age), &verifiers, n).await;
+        let requests = plan::signature_requests(planned, &tags, max_age);
+        let signatures = lookup::signatures(requests, &verifiers, n).await;
+        lookup::prune(&verifiers, &tags, &signatures);
+        let used = verifiers.into_keys().collect();
+        self.parts.pool.retain(&used);
+        (tags, signatures)
+    }
+
+    /// The pure heart of a pass: findings → recorded state → what to write, and the counts.
+    fn assess(
+        &mut self,
+        planned: &[Planned],
+        roots: &[Arc<CompiledRoot>],
+        tags: &HashMap<TagKey, Tag>,
+        signatures: &HashMap<SignatureKey, Fetched>,
+        now: Timestamp,
+    ) -> (Vec<Change>, HashMap<String, WorkloadCounts>) {
+        let since = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let mut counts = HashMap::new();
+        let mut by_verdict: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut changes = Vec::new();
+        for p in planned {
+            let w = &p.workload;
+            let previous = self
+                .known
+                .get(&w.workload.uid)
+                .cloned()
+                .or_else(|| annotations::decode(&w.annotations));
+            if p.images.is_empty() {
+                // Nothing governed any more: our annotations go, silently.
+                if let Some(patch) = annotations::merge_patch(&w.annotations, &BTreeMap::new()) {
+                    changes.push(Change {
+                        workload: w.workload.clone(),
+                        patch: Some(patch),
+                        announcements: Vec::new(),
+                        next: None,
+                    });
+                }
+                continue;
+            }
+            let (findings, checks) = plan::findings(p, tags, |key, root| self.evaluate(key, root, signatures));
+            plan::count(&findings, &mut counts);
+            let next = verdict::derive(&findings, &checks, previous.as_ref(), &since);
+            *by_verdict.entry(bucket(&next)).or_default() += 1;
+            let accepted = |k: &str| accepts(roots, k);
+            let announcements = events::announcements(previous.as_ref(), &next, accepted);
+            let patch = annotations::merge_patch(&w.annotations, &annotations::encode(&next));
+            if patch.is_none() && announcements.is_empty() {
+                self.known.insert(w.workload.uid.clone(), next);
+                continue;
+            }
+            changes.push(Change {
+                workload: w.workload.clone(),
+                patch,
+                announcements,
+                next: Some(next),
+            });
+        }
+        let totals: Vec<(&'static str, i64)> = by_verdict.into_iter().collect();
+        self.parts.metrics.set_workloads_by_verdict(&totals);
+        (changes, counts)
+    }
+
+    /// A digest's signatures under a root's keys, evaluated again only when either changed.
+    fn evaluate(
+        &mut self,
+        key: &SignatureKey,
+        root: &CompiledRoot,
+        signatures: &HashMap<SignatureKey, Fetched>,
+    ) -> Evaluation {
+        let Some(fetched) = signatures.get(key) else {
+            return (None, Some("error"));
+        };
+        let memo_key = (key.clone(), root.name.clone());
+        if let Some(m) = self.memo.get(&memo_key)
+            && Arc::ptr_eq(&m.signatures, &fetched.signatures)
+            && m.version == root.version
+        {
+            return m.evaluation.clone();
+        }
+        let started = Instant::now();
+        let (outcome, _) = evaluate(&key.2, &fetched.signatures.fetched, &root.keys);
+        let elapsed = fetched.elapsed + started.elapsed();
+        self.parts.metrics.observe_verification(outcome.name(), elapsed);
+        let evaluation = to_evaluation(outcome, &fetched.signatures);
+        self.memo.insert(
+            memo_key,
+            Memo {
+                signatures: fetched.signatures.clone(),
+                version: root.version,
+                evaluation: evaluation.clone(),
+            },
+        );
+        evaluation
+    }
+
+    async fn write(&mut self, changes: Vec<Change>) {
+        let parts = &self.parts;
+        let results: Vec<(Change, Result<(), Error>)> = stream::iter(changes)
+            .map(|change| async move {
+                let result = write_one(parts, &change).await;
+                (change, result)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (change, result) in results {
+            match (result, change.next) {
+                (Ok(()), Some(next)) => {
+                    self.known.insert(change.workload.uid, next);
+                }
+                (Ok(()), None) => {
+                    self.known.remove(&change.workload.uid);
+                }
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "write failed; retrying soon");
+                    self.parts.metrics.reconcile_error(e.category());
+                    self.retry = true;
+                }
+            }
+        }
+    }
+
+    fn finish_sweeps(
+        &mut self,
+        due: &HashSet<String>,
+        planned: &[Planned],
+        tags: &HashMap<TagKey, Tag>,
+        started: Instant,
+        now: Timestamp,
+    ) {
+        let digests = plan::digests_per_root(planned, tags);
+        for name in due {
+            self.swept_at.insert(name.clone(), started);
+            let count = digests.get(name).copied().unwrap_or_default();
+            let summary = SweepSummary {
+                finished_at: Time(now),
+                digests: i32::try_from(count).unwrap_or(i32::MAX),
+                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            };
+            self.sweeps.insert(name.clone(), summary);
+        }
+    }
+
+    async fn write_statuses(
+        &mut self,
+        reports: &[RootReport],
+        counts: &HashMap<String, WorkloadCounts>,
+        now: Timestamp,
+    ) {
+        for report in reports.iter().filter(|r| !r.name.is_empty()) {
+            let on_object = report.root.as_ref().and_then(|r| r.status.as_ref());
+            let observed = Observed {
+                counts: counts.get(&report.name).copied().unwrap_or_default(),
+                last_sweep: self
+                    .sweeps
+                    .get(&report.name)
+                    .cloned()
+                    .or_else(|| on_object.and_then(|s| s.last_sweep.clone())),
+            };
+            let previous = self.statuses.get(&report.name).or(on_object);
+            let status = status::build(report, &observed, previous, now);
+            if previous == Some(&status) {
+                self.statuses.insert(report.name.clone(), status);
+                continue;
+            }
+            match status::apply(&self.parts.client, &report.name, &status).await {
+                Ok(()) => {
+                    self.statuses.insert(report.name.clone(), status);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "status update failed; retrying soon");
+                    self.parts.metrics.reconcile_error(e.category());
+                    self.retry = true;
+                }
+            }
+        }
+        let present: HashSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+        self.statuses.retain(|name, _| present.contains(name.as_str()));
+        self.sweeps.retain(|name, _| present.contains(name.as_str()));
+        self.swept_at.retain(|name, _| present.contains(name.as_str()));
+    }
+
+    /// Keeps memory to what runs: state of workloads gone, evaluations of digests gone.
+    fn forget(&mut self, planned: &[Planned], signatures: &HashMap<SignatureKey, Fetched>) {
+        let running: HashSet<&str> = planned.iter().map(|p| p.workload.workload.uid.as_str()).collect();
+        self.known.retain(|uid, _| running.contains(uid.as_str()));
+        self.memo.retain(|(key, _), _| signatures.contains_key(key));
+        self.parts.objects.prune(OBJECT_KEEP);
+    }
+}
+
+/// Patches, then announces. Events are not retried: a lost Event is better than a duplicate.
+async fn write_one(parts: &Parts, change: &Change) -> Result<(), Error> {
+    if let Some(patch) = &change.patch {
+        let now = writes::annotate(&parts.client, &change.workload, patch).await?;
+        writes::remember(&parts.index, &change.workload, now);
+    }
+    for a in &change.announcements {
+        match events::publish(&parts.recorder, &change.workload, a).await {
+            Ok(()) => parts.metrics.event_emitted(a.reason),
+            Err(e) => {
+                tracing::warn!(error = %e, "event not published");
+                parts.metrics.reconcile_error(e.category());
+            }
+        }
+    }
+    if !change.announcements.is_empty() || change.patch.is_some() {
+        tracing::info!(
+            workload = %change.workload,
+            verdict = change.next.as_ref().and_then(|n| n.verdict).map_or("-", |v| v.as_str()),
+            events = ?change.announcements.iter().map(|a| a.reason).collect::<Vec<_>>(),
+            "recorded"
+        );
+    }
+    Ok(())
+}
+
+fn to_evaluation(outcome: Outcome, signatures: &Signatures) -> Evaluation {
+    let stale = signatures.error.as_ref().map(|e| e.category());
+    match outcome {
+        Outcome::Verified { keys } => (Some(Check::Verified { keys }), stale),
+        Outcome::Unsigned => (Some(Check::Unsigned), stale),
+        Outcome::Invalid { reason } => (Some(Check::Failed { reason }), stale),
+        Outcome::Error { error, .. } => (None, Some(stale.unwrap_or(error.category()))),
+    }
+}
+
+/// `root/key` is accepted by that root now.
+fn accepts(roots: &[Arc<CompiledRoot>], key: &str) -> bool {
+    let Some((root, name)) = key.split_once('/') else {
+        return false;
+    };
+    roots.iter().any(|r| r.name == root && r.accepts(name))
+}
+
+/// The metrics label of a recorded state.
+fn bucket(r: &Recorded) -> &'static str {
+    if r.stale.is_some() {
+        return "Stale";
+    }
+    r.verdict.map_or("Unknown", verdict::Verdict::as_str)
+}

@@ -1,0 +1,169 @@
+//! TrustRoot status: built purely from what the pass saw, written by server-side apply on the
+//! status subresource under our field manager (only the fields we send are ours, and fields we
+//! stop sending are removed).
+//!
+//! Conditions, each with the generation it was computed from:
+//! - `KeysValid`: every declared key can be used; otherwise the message names each bad field
+//!   (`spec.keys[1].publicKey: not a PEM public key: …`).
+//! - `Ready`: the spec is valid, enough keys are accepted for the threshold, and a sweep ran.
+//!   When the spec is invalid, the message names the fields and says which generation (if any)
+//!   stays in force.
+//!
+//! `lastTransitionTime` and each key's `since` only move when the status they describe flips.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+use super::{error::Error, trust::RootReport};
+use crate::crd::{FieldError, KeyState, SweepSummary, TrustRoot, TrustRootStatus, WorkloadCounts};
+
+/// The field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "countersign";
+
+/// What a pass observed about one TrustRoot besides its report.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub counts: WorkloadCounts,
+    /// The last sweep of this root, when one ran.
+    pub last_sweep: Option<SweepSummary>,
+}
+
+/// The status to write.
+pub fn build(
+    report: &RootReport,
+    observed: &Observed,
+    previous: Option<&TrustRootStatus>,
+    now: Timestamp,
+) -> TrustRootStatus {
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        let kept = previous_conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: truncate_message(&message),
+            observed_generation: report.generation,
+            last_transition_time: kept.unwrap_or(Time(now)),
+        }
+    };
+    let keys_ok = report.key_errors.is_empty();
+    let keys_valid = condition(
+        "KeysValid",
+        keys_ok,
+        if keys_ok { "KeysLoaded" } else { "InvalidKey" },
+        if keys_ok {
+            format!("{} key(s) loaded", report.keys.len())
+        } else {
+            join(&report.key_errors)
+        },
+    );
+    let (ready_ok, reason, message) = readiness(report, observed);
+    let mut keys = report.keys.clone();
+    for key in &mut keys {
+        let before = previous.and_then(|p| p.keys.iter().find(|k| k.name == key.name));
+        key.since = match before {
+            Some(b) if b.state == key.state && b.fingerprint == key.fingerprint => b.since.clone(),
+            _ => Some(Time(now)),
+        };
+    }
+    // What verifies now: the generation in force, which may be an earlier one.
+    let accepted: Vec<&str> = report
+        .active
+        .iter()
+        .flat_map(|a| a.keys.keys.iter().map(|k| k.name.as_str()))
+        .collect();
+    TrustRootStatus {
+        observed_generation: report.generation,
+        conditions: vec![condition("Ready", ready_ok, reason, message), keys_valid],
+        accepted_keys: (!accepted.is_empty()).then(|| accepted.join(",")),
+        keys,
+        workloads: Some(observed.counts),
+        last_sweep: observed.last_sweep.clone(),
+    }
+}
+
+fn readiness(report: &RootReport, observed: &Observed) -> (bool, &'static str, String) {
+    let errors: Vec<FieldError> = report
+        .spec_errors
+        .iter()
+        .chain(&report.key_errors)
+        .cloned()
+        .collect();
+    if !report.is_current() {
+        let in_force = match &report.active {
+            Some(a) => format!(
+                "; generation {} stays in force",
+                a.generation.unwrap_or_default()
+            ),
+            None => "; nothing is verified against this TrustRoot until it is fixed".into(),
+        };
+        return (false, "InvalidSpec", format!("{}{in_force}", join(&errors)));
+    }
+    let accepted = report.keys.iter().filter(|k| k.state == KeyState::Active).count();
+    let threshold = report.active.as_ref().map_or(1, |a| a.keys.threshold);
+    if accepted < threshold {
+        let message = format!(
+            "{accepted} key(s) accepted, fewer than the threshold {threshold}: nothing can verify. {}",
+            join(&errors)
+        );
+        return (false, "KeysUnavailable", message);
+    }
+    match &observed.last_sweep {
+        None => (false, "Verifying", "the first sweep has not finished yet".into()),
+        Some(_) => (
+            true,
+            "Verifying",
+            format!(
+                "{accepted} key(s) accepted; {} governed workload(s)",
+                observed.counts.total
+            ),
+        ),
+    }
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Condition messages are limited to 32 kB by the API; ours stay far shorter.
+fn truncate_message(message: &str) -> String {
+    super::verdict::truncate_to(message, 4096)
+}
+
+/// Applies `status` to the TrustRoot `name` (server-side apply, forced: the status is ours).
+pub async fn apply(client: &Client, name: &str, status: &TrustRootStatus) -> Result<(), Error> {
+    let api: Api<TrustRoot> = Api::all(client.clone());
+    let body = json!({
+        "apiVersion": "countersign.dev/v1alpha1",
+        "kind": "TrustRoot",
+        "metadata": {"name": name},
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| Error::Status {
+        name: name.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

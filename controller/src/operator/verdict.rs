@@ -1,0 +1,241 @@
+//! From what was found for each governed image to the verdict recorded on a workload. Pure.
+//!
+//! A workload's verdict is the worst of its governed (image, TrustRoot) pairs: `Failed` (some
+//! signature present, none valid for the keys) over `Unsigned` over `Verified`. When a pair has
+//! no answer at all (the registry could not be asked and nothing was known before), the
+//! previous verdict is kept and marked stale: a registry outage never changes a verdict. When the
+//! registry is down but an earlier answer is cached, the verdict is computed from that answer
+//! (so a key removed meanwhile still counts) and marked stale too.
+
+use std::collections::BTreeSet;
+
+use crate::reference::Digest;
+
+/// A workload's verdict, as written in `countersign.dev/verdict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    Verified,
+    Unsigned,
+    Failed,
+    /// Never verified: the registry could not be asked yet.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "Verified",
+            Self::Unsigned => "Unsigned",
+            Self::Failed => "Failed",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Verified, Self::Unsigned, Self::Failed, Self::Unknown]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    /// Higher is worse; Unknown is never the worst of known answers.
+    fn severity(self) -> u8 {
+        match self {
+            Self::Verified => 0,
+            Self::Unknown => 1,
+            Self::Unsigned => 2,
+            Self::Failed => 3,
+        }
+    }
+}
+
+/// What the signatures of one digest say under one TrustRoot's keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    Verified { keys: Vec<String> },
+    Unsigned,
+    Failed { reason: String },
+}
+
+impl Check {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Self::Verified { .. } => Verdict::Verified,
+            Self::Unsigned => Verdict::Unsigned,
+            Self::Failed { .. } => Verdict::Failed,
+        }
+    }
+}
+
+/// One governed (image, TrustRoot) pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The image as people should read it: `repo@sha256:…` when the digest is known.
+    pub image: String,
+    pub digest: Option<Digest>,
+    pub root: String,
+    /// `None`: no answer at all (the registry could not be asked, nothing known before).
+    pub check: Option<Check>,
+    /// The registry error category when the answer is not current (or missing).
+    pub stale: Option<&'static str>,
+}
+
+/// Whether a tag still points at the running digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagCheck {
+    Same,
+    Moved { image: String, now: Digest, running: Digest },
+    /// The tag could not be resolved: whatever was recorded stays.
+    Unknown,
+}
+
+/// What is recorded on a workload (its `countersign.dev/…` annotations, parsed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub verdict: Option<Verdict>,
+    /// `trustroot/key`, sorted: the keys that verified (when Verified).
+    pub verified_by: Vec<String>,
+    /// Why it is not Verified, for people.
+    pub reason: Option<String>,
+    /// `repo@sha256:…` of the governed images, sorted.
+    pub digests: Vec<String>,
+    /// When the verdict last changed (RFC 3339).
+    pub since: Option<String>,
+    /// The registry error category while the verdict is kept from an earlier answer.
+    pub stale: Option<String>,
+    /// Tags that moved away from the running digest, for people.
+    pub drift: Option<String>,
+}
+
+/// Longest `reason` recorded: annotations are for people, and Event notes stop at 1 kB.
+pub const MAX_REASON: usize = 512;
+
+/// The state to record, from this pass' findings and what was recorded before.
+pub fn derive(findings: &[Finding], tags: &[TagCheck], previous: Option<&Recorded>, now: &str) -> Recorded {
+    let stale = findings.iter().find_map(|f| f.stale).map(str::to_string);
+    let mut next = match known_checks(findings) {
+        Some(checks) => from_checks(&checks),
+        None => kept(previous, stale.as_deref()),
+    };
+    next.stale = stale;
+    next.drift = drift(tags, previous);
+    next.since = match previous {
+        Some(p) if p.verdict == next.verdict => p.since.clone(),
+        _ => Some(now.to_string()),
+    };
+    next
+}
+
+/// The findings' checks, when every one has an answer.
+fn known_checks(findings: &[Finding]) -> Option<Vec<(&Finding, &Check)>> {
+    findings.iter().map(|f| f.check.as_ref().map(|c| (f, c))).collect()
+}
+
+fn from_checks(checks: &[(&Finding, &Check)]) -> Recorded {
+    let worst = checks
+        .iter()
+        .map(|(_, c)| c.verdict())
+        .max_by_key(|v| v.severity())
+        .unwrap_or(Verdict::Verified);
+    let verified_by: BTreeSet<String> = checks
+        .iter()
+        .filter_map(|(f, c)| match c {
+            Check::Verified { keys } => Some(keys.iter().map(move |k| format!("{}/{k}", f.root))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let reasons: BTreeSet<String> = checks
+        .iter()
+        .filter(|(_, c)| c.verdict() == worst && worst != Verdict::Verified)
+        .map(|(f, c)| describe(f, c))
+        .collect();
+    Recorded {
+        verdict: Some(worst),
+        verified_by: if worst == Verdict::Verified {
+            verified_by.into_iter().collect()
+        } else {
+            Vec::new()
+        },
+        reason: (!reasons.is_empty()).then(|| truncate(&reasons.into_iter().collect::<Vec<_>>().join("; "))),
+        digests: digests(checks.iter().map(|(f, _)| *f)),
+        ..Recorded::default()
+    }
+}
+
+fn describe(finding: &Finding, check: &Check) -> String {
+    let what = match check {
+        Check::Verified { .. } => "verified".to_string(),
+        Check::Unsigned => "no signature".to_string(),
+        Check::Failed { reason } => reason.clone(),
+    };
+    format!("{}: {what} (TrustRoot {})", finding.image, finding.root)
+}
+
+fn digests<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<String> {
+    let set: BTreeSet<String> = findings
+        .filter(|f| f.digest.is_some())
+        .map(|f| f.image.clone())
+        .collect();
+    set.into_iter().collect()
+}
+
+/// The previous verdict, kept as it was; `Unknown` when there was none.
+fn kept(previous: Option<&Recorded>, stale: Option<&str>) -> Recorded {
+    match previous.filter(|p| p.verdict.is_some()) {
+        Some(p) => Recorded {
+            verdict: p.verdict,
+            verified_by: p.verified_by.clone(),
+            reason: p.reason.clone(),
+            digests: p.digests.clone(),
+            ..Recorded::default()
+        },
+        None => Recorded {
+            verdict: Some(Verdict::Unknown),
+            reason: Some(format!(
+                "not verified yet: the registry could not be asked ({})",
+                stale.unwrap_or("error")
+            )),
+            ..Recorded::default()
+        },
+    }
+}
+
+fn drift(tags: &[TagCheck], previous: Option<&Recorded>) -> Option<String> {
+    let moved: BTreeSet<String> = tags
+        .iter()
+        .filter_map(|t| match t {
+            TagCheck::Moved { image, now, running } => {
+                Some(format!("{image} now points to {now}, not the running {running}"))
+            }
+            _ => None,
+        })
+        .collect();
+    if !moved.is_empty() {
+        return Some(truncate(&moved.into_iter().collect::<Vec<_>>().join("; ")));
+    }
+    if tags.contains(&TagCheck::Unknown) {
+        return previous.and_then(|p| p.drift.clone());
+    }
+    None
+}
+
+/// Cuts `s` to [`MAX_REASON`] bytes at a character boundary.
+pub fn truncate(s: &str) -> String {
+    truncate_to(s, MAX_REASON)
+}
+
+/// Cuts `s` to `max` bytes (at least 4) at a character boundary, ending with `…` when cut.
+pub fn truncate_to(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.max(4) - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+#[path = "verdict_tests.rs"]
+mod tests;

@@ -1,0 +1,251 @@
+//! The watches that feed the [`Index`]: each object is reduced as it arrives, and the passes are
+//! woken only by changes that can change a verdict (not by our own annotations or statuses).
+//!
+//! Pods are watched whole (their images and statuses are in spec and status) but kept reduced;
+//! owners and namespaces are watched through the metadata API (`PartialObjectMeta`), which sends
+//! only metadata over the wire. TrustRoots are watched through `DeserializeGuard`, so one object
+//! that does not decode is reported instead of wedging the watch for all the others.
+
+use std::{collections::BTreeMap, fmt::Debug, sync::Arc};
+
+use futures::{StreamExt, future::BoxFuture};
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+    batch::v1::{CronJob, Job},
+    core::v1::{Namespace, Pod},
+};
+use kube::{
+    Api, Client, Resource,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{WatchStreamExt, watcher},
+};
+use serde::de::DeserializeOwned;
+
+use super::{
+    annotations::ours,
+    error::Error,
+    index::{Index, Key, Meta, Mirror, TrustRootEntry},
+    metrics::Metrics,
+    pods,
+    workload::Owner,
+};
+use crate::crd::TrustRoot;
+
+/// How one kind of object is kept.
+struct Feed<K, T> {
+    resource: &'static str,
+    reduce: fn(&K) -> Option<T>,
+    /// Whether a change from the old value to the new one can change a verdict.
+    matters: fn(&T, &T) -> bool,
+}
+
+/// Every watch, as futures that run until dropped. `total()` of them must sync before a pass.
+pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<BoxFuture<'static, ()>> {
+    let c = client;
+    vec![
+        run(
+            Api::<Pod>::all(c.clone()),
+            Feed {
+                resource: "pods",
+                reduce: pods::reduce,
+                matters: pods::PodInfo::matters,
+            },
+            index.clone(),
+            |i| &i.pods,
+            metrics.clone(),
+        ),
+        run(
+            Api::<PartialObjectMeta<ReplicaSet>>::all(c.clone()),
+            meta_feed("replicasets"),
+            index.clone(),
+            |i| &i.replicasets,
+            metrics.clone(),
+        ),
+        run(
+            Api::<PartialObjectMeta<Deployment>>::all(c.clone()),
+            meta_feed("deployments"),
+            index.clone(),
+            |i| &i.deployments,
+            metrics.clone(),
+        ),
+        run(
+            Api::<PartialObjectMeta<StatefulSet>>::all(c.clone()),
+            meta_feed("statefulsets"),
+            index.clone(),
+            |i| &i.statefulsets,
+            metrics.clone(),
+        ),
+        run(
+            Api::<PartialObjectMeta<DaemonSet>>::all(c.clone()),
+            meta_feed("daemonsets"),
+            index.clone(),
+            |i| &i.daemonsets,
+            metrics.clone(),
+        ),
+        run(
+            Api::<PartialObjectMeta<Job>>::all(c.clone()),
+            meta_feed("jobs"),
+            index.clone(),
+            |i| &i.jobs,
+            metrics.clone(),
+        ),
+        run(
+            Api::<PartialObjectMeta<CronJob>>::all(c.clone()),
+            meta_feed("cronjobs"),
+            index.clone(),
+            |i| &i.cronjobs,
+            metrics.clone(),
+        ),
+        run(
+            Api::<PartialObjectMeta<Namespace>>::all(c.clone()),
+            Feed {
+                resource: "namespaces",
+                reduce: |ns| Some(ns.metadata.labels.clone().unwrap_or_default()),
+                matters: |new, old| new != old,
+            },
+            index.clone(),
+            |i| &i.namespaces,
+            metrics.clone(),
+        ),
+        run(
+            Api::<DeserializeGuard<TrustRoot>>::all(c.clone()),
+            Feed {
+                resource: "trustroots",
+                reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
+                matters: trust_root_matters,
+            },
+            index.clone(),
+            |i| &i.trust_roots,
+            metrics.clone(),
+        ),
+    ]
+}
+
+/// How many watches [`all`] returns.
+pub const COUNT: usize = 9;
+
+fn meta_feed<K>(resource: &'static str) -> Feed<PartialObjectMeta<K>, Meta> {
+    Feed {
+        resource,
+        reduce: reduce_meta,
+        matters: Meta::matters,
+    }
+}
+
+fn reduce_meta<K>(object: &PartialObjectMeta<K>) -> Option<Meta> {
+    Some(Meta {
+        uid: object.metadata.uid.clone()?,
+        owner: Owner::controller_of(object.metadata.owner_references.as_ref()),
+        annotations: ours(object.metadata.annotations.as_ref()),
+    })
+}
+
+/// Only the spec (through its generation) of a TrustRoot matters: our own status writes must not
+/// start another pass.
+fn trust_root_matters(new: &TrustRootEntry, old: &TrustRootEntry) -> bool {
+    match (new, old) {
+        (Ok(n), Ok(o)) => {
+            (&n.metadata.uid, n.metadata.generation, &n.spec) != (&o.metadata.uid, o.metadata.generation, &o.spec)
+        }
+        _ => true,
+    }
+}
+
+fn key_of<K: Resource>(object: &K) -> Option<Key> {
+    let meta = object.meta();
+    Some((meta.namespace.clone().unwrap_or_default(), meta.name.clone()?))
+}
+
+fn run<K, T>(
+    api: Api<K>,
+    feed: Feed<K, T>,
+    index: Arc<Index>,
+    mirror: fn(&Index) -> &Mirror<T>,
+    metrics: Arc<Metrics>,
+) -> BoxFuture<'static, ()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    Box::pin(async move {
+        // Cheaper relists from the API server's watch cache; bookmarks keep resumes cheap.
+        let config = watcher::Config::default().any_semantic();
+        let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+        let mut buffer: Option<BTreeMap<Key, T>> = None;
+        let mut synced = false;
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(source) => {
+                    let e = Error::Watch {
+                        resource: feed.resource,
+                        source,
+                    };
+                    tracing::warn!(error = %e, "watch failed; retrying");
+                    metrics.reconcile_error(e.category());
+                    continue;
+                }
+            };
+            let changed = apply(&feed, mirror(&index), &mut buffer, event);
+            if changed == Applied::Synced && !synced {
+                synced = true;
+                tracing::debug!(resource = feed.resource, "synced");
+                index.synced().add_one();
+            }
+            if changed != Applied::Nothing {
+                index.changes.notify_one();
+            }
+        }
+    })
+}
+
+#[derive(PartialEq, Eq)]
+enum Applied {
+    Nothing,
+    Changed,
+    /// A full list was swapped in.
+    Synced,
+}
+
+fn apply<K: Resource, T>(
+    feed: &Feed<K, T>,
+    mirror: &Mirror<T>,
+    buffer: &mut Option<BTreeMap<Key, T>>,
+    event: watcher::Event<K>,
+) -> Applied {
+    match event {
+        watcher::Event::Init => {
+            *buffer = Some(BTreeMap::new());
+            Applied::Nothing
+        }
+        watcher::Event::InitApply(object) => {
+            if let (Some(key), Some(value), Some(buffer)) = (key_of(&object), (feed.reduce)(&object), buffer.as_mut()) {
+                buffer.insert(key, value);
+            }
+            Applied::Nothing
+        }
+        watcher::Event::InitDone => {
+            let listed = buffer.take().unwrap_or_default();
+            mirror.write(|m| *m = listed.into_iter().collect());
+            Applied::Synced
+        }
+        watcher::Event::Apply(object) => {
+            let Some(key) = key_of(&object) else {
+                return Applied::Nothing;
+            };
+            let changed = match (feed.reduce)(&object) {
+                Some(value) => mirror.write(|m| {
+                    let matters = m.get(&key).is_none_or(|old| (feed.matters)(&value, old));
+                    m.insert(key, value);
+                    matters
+                }),
+                None => mirror.write(|m| m.remove(&key).is_some()),
+            };
+            if changed { Applied::Changed } else { Applied::Nothing }
+        }
+        watcher::Event::Delete(object) => match key_of(&object) {
+            Some(key) if mirror.write(|m| m.remove(&key).is_some()) => Applied::Changed,
+            _ => Applied::Nothing,
+        },
+    }
+}

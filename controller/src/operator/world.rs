@@ -1,0 +1,177 @@
+//! Step 1 of a pass: from the index to workloads, each with the union of its pods' images (init
+//! and ephemeral containers count), pull secrets and the verdict recorded on it. Pure apart from
+//! taking the index' read locks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{
+    index::{Index, Key},
+    pods::{PodInfo, RunningImage},
+    workload::{OwnerMeta, Walk, WorkloadKind, WorkloadRef, walk},
+};
+
+/// A workload as a pass sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub workload: WorkloadRef,
+    pub images: BTreeSet<RunningImage>,
+    pub pull_secrets: BTreeSet<String>,
+    pub namespace_labels: BTreeMap<String, String>,
+    /// Our annotations on the object right now.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Every workload with running pods whose owners and object are known. One whose owner chain or
+/// object has not reached the caches yet is left for a later pass (its arrival starts one).
+pub fn workloads(index: &Index) -> Vec<Workload> {
+    index.pods.read(|pods| {
+        index.replicasets.read(|replicasets| {
+            index.jobs.read(|jobs| {
+                let owner = |kind: WorkloadKind, namespace: &str, name: &str| {
+                    let key = (namespace.to_string(), name.to_string());
+                    match kind {
+                        WorkloadKind::ReplicaSet => replicasets.get(&key).map(|m| m.owner_meta()),
+                        WorkloadKind::Job => jobs.get(&key).map(|m| m.owner_meta()),
+                        _ => None,
+                    }
+                };
+                let annotations = |w: &WorkloadRef| recorded(index, pods, w);
+                let labels = |namespace: &str| {
+                    index
+                        .namespaces
+                        .read(|m| m.get(&(String::new(), namespace.to_string())).cloned())
+                        .unwrap_or_default()
+                };
+                group(pods, owner, annotations, labels)
+            })
+        })
+    })
+}
+
+/// Our annotations on `w`, when the object is known (and is the same object: same uid).
+fn recorded(index: &Index, pods: &HashMap<Key, PodInfo>, w: &WorkloadRef) -> Option<BTreeMap<String, String>> {
+    let key = (w.namespace.clone(), w.name.clone());
+    match index.metas(w.kind) {
+        Some(mirror) => mirror.read(|m| {
+            m.get(&key)
+                .filter(|meta| meta.uid == w.uid)
+                .map(|meta| meta.annotations.clone())
+        }),
+        None => pods.get(&key).map(|p| p.annotations.clone()),
+    }
+}
+
+/// Groups pods by workload. `owner(kind, namespace, name)` looks up ReplicaSets and Jobs,
+/// `annotations(workload)` reads the object (`None`: not known yet), `labels(namespace)` the
+/// namespace's labels.
+pub fn group(
+    pods: &HashMap<Key, PodInfo>,
+    owner: impl Fn(WorkloadKind, &str, &str) -> Option<OwnerMeta>,
+    annotations: impl Fn(&WorkloadRef) -> Option<BTreeMap<String, String>>,
+    labels: impl Fn(&str) -> BTreeMap<String, String>,
+) -> Vec<Workload> {
+    let mut by_workload: BTreeMap<WorkloadRef, Workload> = BTreeMap::new();
+    let mut pending: BTreeSet<WorkloadRef> = BTreeSet::new();
+    for ((namespace, _), pod) in pods {
+        let lookup = |kind, name: &str| owner(kind, namespace, name);
+        let Walk::Workload(w) = walk(namespace, &pod.name, &pod.uid, pod.owner.as_ref(), lookup) else {
+            continue;
+        };
+        if pending.contains(&w) {
+            continue;
+        }
+        if !by_workload.contains_key(&w) {
+            let Some(annotations) = annotations(&w) else {
+                pending.insert(w);
+                continue;
+            };
+            let entry = Workload {
+                workload: w.clone(),
+                images: BTreeSet::new(),
+                pull_secrets: BTreeSet::new(),
+                namespace_labels: labels(namespace),
+                annotations,
+            };
+            by_workload.insert(w.clone(), entry);
+        }
+        if let Some(entry) = by_workload.get_mut(&w) {
+            entry.images.extend(pod.images.iter().cloned());
+            entry.pull_secrets.extend(pod.pull_secrets.iter().cloned());
+        }
+    }
+    by_workload.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::workload::Owner;
+
+    fn pod(name: &str, owner: Option<Owner>, image: &str, secret: &str) -> PodInfo {
+        PodInfo {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            owner,
+            images: vec![RunningImage {
+                image: image.into(),
+                digest: None,
+            }],
+            pull_secrets: vec![secret.into()],
+            annotations: BTreeMap::from([("countersign.dev/verdict".into(), "Verified".into())]),
+        }
+    }
+
+    fn rs(name: &str) -> Owner {
+        Owner {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    #[test]
+    fn pods_of_one_deployment_are_one_workload_with_the_union_of_their_images() {
+        let pods: HashMap<Key, PodInfo> = [
+            pod("web-a", Some(rs("web-1")), "app:v1", "s1"),
+            pod("web-b", Some(rs("web-2")), "app:v2", "s2"),
+            pod("bare", None, "tool:v1", "s3"),
+            pod("orphan", Some(rs("unknown")), "x:v1", "s4"),
+        ]
+        .into_iter()
+        .map(|p| (("ns".to_string(), p.name.clone()), p))
+        .collect();
+        let owner = |_: WorkloadKind, _: &str, name: &str| {
+            name.starts_with("web-").then(|| OwnerMeta {
+                uid: format!("uid-{name}"),
+                owner: Some(Owner {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                    uid: "uid-web".into(),
+                }),
+            })
+        };
+        let annotations = |w: &WorkloadRef| (w.kind != WorkloadKind::Pod || w.name == "bare").then(BTreeMap::new);
+        let labels = |_: &str| BTreeMap::from([("team".to_string(), "a".to_string())]);
+        let found = group(&pods, owner, annotations, labels);
+        let summary: Vec<(String, Vec<&str>, Vec<&str>)> = found
+            .iter()
+            .map(|w| {
+                (
+                    w.workload.to_string(),
+                    w.images.iter().map(|i| i.image.as_str()).collect(),
+                    w.pull_secrets.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("Deployment ns/web".to_string(), vec!["app:v1", "app:v2"], vec!["s1", "s2"]),
+                ("Pod ns/bare".to_string(), vec!["tool:v1"], vec!["s3"]),
+            ]
+        );
+        assert_eq!(found[0].namespace_labels.get("team").map(String::as_str), Some("a"));
+    }
+}

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The main job on an embedded default: a real local control plane (kube-apiserver, etcd,
+# controller-manager, scheduler, kwok) and a real registry on 127.0.0.1, the countersign operator,
+# a sample TrustRoot, and four Deployments: signed by cosign v3, signed by countersign (cosign v2
+# format), unsigned, and signed by a key nobody trusts. It prints their verdicts and events, then
+# shows drift: a key removed from the TrustRoot is noticed within seconds.
+#
+#   e2e/demo.sh          run, print, clean up
+#   e2e/demo.sh --keep   leave everything running (prints how to reach it; Ctrl-C to stop)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEEP=${1:-}
+CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "Real peers (first run builds them from the Go module proxy, ~20 min; then cached)"
+e2e/peers.sh all
+eval "$(e2e/peers.sh env)"
+kubectl() { "$COUNTERSIGN_PEER_KUBECTL" --kubeconfig "$WORK/cluster/kubeconfig" "$@"; }
+cosign() { HOME="$WORK/home" TUF_ROOT="$WORK/tuf" COSIGN_PASSWORD=demo "$COUNTERSIGN_PEER_COSIGN3" "$@"; }
+crane() { "$COUNTERSIGN_PEER_CRANE" "$@"; }
+
+say "Building countersign"
+cargo build -q -p countersign --bin countersign -p countersign-tests --bin local-cluster
+COUNTERSIGN="$CARGO_TARGET_DIR/debug/countersign"
+
+WORK=$(mktemp -d -t countersign-demo-XXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$WORK/home" "$WORK/keys"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+say "Local control plane"
+"$CARGO_TARGET_DIR/debug/local-cluster" up --dir "$WORK/cluster" >"$WORK/cluster.out" 2>"$WORK/cluster.log" &
+PIDS+=($!)
+for _ in $(seq 120); do grep -q '^ready:' "$WORK/cluster.out" 2>/dev/null && break; sleep 0.5; done
+grep '^ready:' "$WORK/cluster.out" || { tail -20 "$WORK/cluster.log"; exit 1; }
+kubectl get nodes
+
+say "Registry (go-containerregistry, OCI referrers API) and images"
+REGISTRY="127.0.0.1:$(free_port)"
+"$COUNTERSIGN_PEER_GGCR_REFERRERS" "$REGISTRY" 2>"$WORK/registry.log" &
+PIDS+=($!)
+for _ in $(seq 50); do crane catalog "$REGISTRY" >/dev/null 2>&1 && break; sleep 0.1; done
+image() { # image NAME: push a small image with content of its own, print its digest
+  mkdir -p "$WORK/img/$1" && echo "$1" >"$WORK/img/$1/app" && tar -C "$WORK/img/$1" -cf "$WORK/img/$1.tar" app
+  crane append -f "$WORK/img/$1.tar" -t "$REGISTRY/payments/$1:v1" >/dev/null 2>&1
+  crane digest "$REGISTRY/payments/$1:v1"
+}
+for app in api worker reports rogue; do echo "$REGISTRY/payments/$app:v1@$(image $app)"; done
+
+say "Keys: ci-2026 (trusted) and rogue (not); signatures"
+(cd "$WORK/keys" && COSIGN_PASSWORD=demo "$COUNTERSIGN" generate-key-pair --output-key-prefix ci-2026 \
+  && COSIGN_PASSWORD=demo "$COUNTERSIGN" generate-key-pair --output-key-prefix rogue) 2>/dev/null
+cosign sign --key "$WORK/keys/ci-2026.key" --use-signing-config=false --tlog-upload=false -y "$REGISTRY/payments/api:v1" 2>/dev/null
+echo "api:    signed by cosign v3 (Sigstore bundle referrer)"
+COSIGN_PASSWORD=demo "$COUNTERSIGN" sign --format legacy --key "$WORK/keys/ci-2026.key" "$REGISTRY/payments/worker:v1"
+echo "worker: signed by countersign (cosign v2 .sig format)"
+echo "reports: not signed"
+COSIGN_PASSWORD=demo "$COUNTERSIGN" sign --key "$WORK/keys/rogue.key" "$REGISTRY/payments/rogue:v1"
+echo "rogue:  signed by a key nobody trusts"
+
+say "CRDs and the operator"
+kubectl apply --server-side -k crds/ >/dev/null
+kubectl create namespace countersign-system >/dev/null
+METRICS="127.0.0.1:$(free_port)"
+KUBECONFIG="$WORK/cluster/kubeconfig" RUST_LOG="${RUST_LOG:-info,oci_client=error,kube=warn}" \
+  "$COUNTERSIGN" run --metrics-addr "$METRICS" --leader-election-namespace countersign-system \
+  --identity demo 2>"$WORK/operator.log" &
+PIDS+=($!)
+echo "operator running (log: $WORK/operator.log, metrics: http://$METRICS/metrics)"
+
+say "A TrustRoot: ci-2026 may sign $REGISTRY/payments/**"
+indent() { sed 's/^/        /'; }
+cat >"$WORK/trustroot.yaml" <<YAML
+apiVersion: countersign.dev/v1alpha1
+kind: TrustRoot
+metadata:
+  name: payments
+spec:
+  images: ["$REGISTRY/payments/**"]
+  keys:
+    - name: ci-2026
+      publicKey: |
+$(indent <"$WORK/keys/ci-2026.pub")
+  threshold: 1
+  reverifyInterval: 30s
+YAML
+kubectl apply -f "$WORK/trustroot.yaml"
+
+say "Workloads in namespace payments"
+kubectl create namespace payments >/dev/null
+for app in api worker reports rogue; do
+  kubectl -n payments create deployment "$app" --image "$REGISTRY/payments/$app:v1" --replicas 2 >/dev/null
+done
+kubectl -n payments get pods
+
+verdicts() {
+  kubectl -n payments get deployments -o custom-columns='WORKLOAD:.metadata.name,KIND:.kind,VERDICT:.metadata.annotations.countersign\.dev/verdict,VERIFIED-BY:.metadata.annotations.countersign\.dev/verified-by,REASON:.metadata.annotations.countersign\.dev/reason'
+}
+say "Verdicts"
+for _ in $(seq 120); do
+  n=$(verdicts | awk 'NR>1 && $3 != "<none>"' | wc -l)
+  [ "$n" -ge 4 ] && break
+  sleep 0.5
+done
+verdicts
+echo
+kubectl get trustroots
+say "Events"
+kubectl -n payments get events --field-selector involvedObject.kind!=Pod --sort-by=.lastTimestamp \
+  -o custom-columns='TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message' | grep -v -E 'ScalingReplicaSet|SuccessfulCreate|Completed' || true
+
+say "Drift: remove ci-2026 from the TrustRoot (keep only a new key)"
+(cd "$WORK/keys" && COSIGN_PASSWORD=demo "$COUNTERSIGN" generate-key-pair --output-key-prefix ci-2027) 2>/dev/null
+sed -e 's/name: ci-2026/name: ci-2027/' "$WORK/trustroot.yaml" >"$WORK/trustroot-2027.yaml"
+python3 - "$WORK/trustroot-2027.yaml" "$WORK/keys/ci-2027.pub" <<'PY'
+import sys, re
+doc, key = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+body = "".join("        " + l + "\n" for l in key.strip().splitlines())
+doc = re.sub(r"(      publicKey: \|\n)(        .*\n)+", lambda m: m.group(1) + body, doc)
+open(sys.argv[1], "w").write(doc)
+PY
+kubectl apply -f "$WORK/trustroot-2027.yaml"
+started=$SECONDS
+for _ in $(seq 60); do
+  kubectl -n payments get events --field-selector reason=SignatureDrift -o name | grep -q . && break
+  sleep 0.5
+done
+echo "noticed after $((SECONDS - started))s:"
+kubectl -n payments get events --field-selector reason=SignatureDrift -o custom-columns='TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message'
+verdicts
+
+say "Metrics (excerpt)"
+curl -s "http://$METRICS/metrics" | grep -E '^countersign_(workloads|verifications_total|registry_requests_total)' | head -12 || true
+
+if [ "$KEEP" = "--keep" ]; then
+  say "Still running. In another shell:"
+  echo "  export KUBECONFIG=$WORK/cluster/kubeconfig; alias kubectl=$COUNTERSIGN_PEER_KUBECTL"
+  echo "  kubectl get trustroots; kubectl -n payments get events"
+  echo "Ctrl-C stops everything."
+  wait
+fi

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command (README, and CI through .ci/run). On a fresh machine it builds the real peers
+# first (cosign v2/v3, registries, etcd, kube-apiserver, kwok: ~20 min once, then cached in
+# ~/.cache/countersign), then checks formatting, lints, dependencies, runs every test against the
+# real peers, and fuzzes the parsers briefly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
+# One target folder outside the work tree: a fresh clone (CI) reuses compiled dependencies.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+
+step "real peers (built once from the Go module proxy, cached in $CACHE/peers)"
+e2e/peers.sh all
+eval "$(e2e/peers.sh env)"
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "dependencies: one time crate and one YAML parser, as kube itself uses"
+e2e/check-deps.sh
+
+step "tests (unit, interop with real cosign and registries, operator on a real control plane)"
+cargo test --workspace
+
+step "fuzz the parsers briefly"
+if cargo +nightly --version >/dev/null 2>&1; then
+  command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+  (cd fuzz && cargo +nightly fuzz run parsers -- -max_total_time="${FUZZ_SECONDS:-30}" 2>&1 | tail -1)
+else
+  echo "skipped: no nightly toolchain (cargo fuzz needs one)"
+fi
+
+step "all checks passed in $((SECONDS - started))s"

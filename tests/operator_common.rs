@@ -1,0 +1,365 @@
+//! Helpers shared by the operator tests (`operator_*.rs`): a local control plane with the CRDs,
+//! the operator started in-process (the library entry point `countersign run` calls), and
+//! polling helpers that read annotations, Events and TrustRoot status the way a person would.
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use countersign::{
+    crd::{TrustRoot, TrustRootStatus},
+    operator::{self, leader::LeaseConfig},
+};
+use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
+use k8s_openapi::{
+    api::events::v1::Event,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    core::{ApiResource, GroupVersionKind},
+};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const LEASE_NAMESPACE: &str = "countersign-system";
+const MANAGER: &str = "countersign-tests";
+
+/// Logs of the operator in the test output when RUST_LOG is set (e.g. `RUST_LOG=countersign=debug`).
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A control plane with the CRDs installed and the Lease namespace created.
+pub async fn cluster() -> LocalCluster {
+    init_logging();
+    let cluster = LocalCluster::start().await.expect("start the local control plane");
+    let client = cluster.client();
+    install_crds(&client, countersign::crd::all()).await;
+    create(&client, "v1", "Namespace", None, json!({"metadata": {"name": LEASE_NAMESPACE}})).await;
+    cluster
+}
+
+/// Server-side applies `crds` and waits until TrustRoots can be listed.
+pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds {
+        let name = crd.metadata.name.clone().expect("named CRD");
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+    }
+    let roots: Api<TrustRoot> = Api::all(client.clone());
+    eventually("the TrustRoot API to be served", Duration::from_secs(30), || async {
+        roots.list(&ListParams::default()).await.map(drop).context("list")
+    })
+    .await;
+}
+
+/// The operator, running in-process as `countersign run` runs it.
+pub struct Operator {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<countersign::operator::Result<()>>,
+    pub identity: String,
+}
+
+impl Operator {
+    pub fn start(cluster: &LocalCluster, identity: &str) -> Operator {
+        Self::start_with(cluster, identity, None)
+    }
+
+    /// With `registry_credentials`, the controller-wide pull secret (namespace, name).
+    pub fn start_with(cluster: &LocalCluster, identity: &str, registry_credentials: Option<(&str, &str)>) -> Operator {
+        let config = operator::Config {
+            metrics_addr: "127.0.0.1:0".parse().expect("address"),
+            lease: LeaseConfig {
+                namespace: LEASE_NAMESPACE.into(),
+                name: "countersign-controller".into(),
+                identity: identity.into(),
+                lease_duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            },
+            registry_credentials: registry_credentials.map(|(ns, n)| (ns.to_string(), n.to_string())),
+            insecure_registries: Vec::new(),
+            concurrency: 8,
+            registry_requests: 16,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = cluster.client();
+        let task = tokio::spawn(operator::run(client, config, async move {
+            let _ = stopped.await;
+        }));
+        Operator {
+            stop,
+            task,
+            identity: identity.into(),
+        }
+    }
+
+    /// Stops it as SIGTERM would, and checks it ended cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the operator stops within 30s")
+            .expect("the operator task does not panic");
+        result.expect("the operator ends without error");
+    }
+}
+
+/// Creates an object from JSON with the admin client.
+pub async fn create(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>, mut object: Value) {
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    let api = dynamic(client, api_version, kind, namespace);
+    let obj: DynamicObject = serde_json::from_value(object).expect("an object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+}
+
+/// Server-side applies an object (creates or updates) with the tests' field manager.
+pub async fn apply(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>, mut object: Value) -> Result<()> {
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    let name = object["metadata"]["name"].as_str().context("metadata.name")?.to_string();
+    dynamic(client, api_version, kind, namespace)
+        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
+        .await
+        .with_context(|| format!("apply {kind} {name}"))?;
+    Ok(())
+}
+
+pub fn dynamic(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+pub async fn namespace(client: &Client, name: &str, labels: Value) {
+    create(client, "v1", "Namespace", None, json!({"metadata": {"name": name, "labels": labels}})).await;
+}
+
+/// A TrustRoot from its spec.
+pub async fn trust_root(client: &Client, name: &str, spec: Value) -> Result<()> {
+    apply(
+        client,
+        "countersign.dev/v1alpha1",
+        "TrustRoot",
+        None,
+        json!({"metadata": {"name": name}, "spec": spec}),
+    )
+    .await
+}
+
+/// A key entry of a TrustRoot from a cosign public key file.
+pub fn key(name: &str, public_key: &Path) -> Value {
+    json!({"name": name, "publicKey": std::fs::read_to_string(public_key).expect("public key")})
+}
+
+/// A Deployment of one pod running `image`, reporting `running` (a digest) as its imageID when
+/// given, as a kubelet would after pulling a tag.
+pub async fn deployment(client: &Client, namespace: &str, name: &str, image: &str, running: Option<&str>) {
+    let annotations = pod_annotations(image, running);
+    create(
+        client,
+        "apps/v1",
+        "Deployment",
+        Some(namespace),
+        json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}, "annotations": annotations},
+                    "spec": {"containers": [{"name": "app", "image": image}]},
+                },
+            },
+        }),
+    )
+    .await;
+}
+
+/// The kwok annotation that makes `running` the container `app`'s imageID.
+pub fn pod_annotations(image: &str, running: Option<&str>) -> Value {
+    match running {
+        Some(digest) => {
+            let repo = image.rsplit_once(':').map_or(image, |(r, _)| r);
+            json!({format!("{IMAGE_ID_ANNOTATION_PREFIX}app"): format!("{repo}@{digest}")})
+        }
+        None => json!({}),
+    }
+}
+
+/// A bare pod of one container.
+pub async fn pod(client: &Client, namespace: &str, name: &str, image: &str, pull_secret: Option<&str>) {
+    let secrets = pull_secret.map_or(json!([]), |s| json!([{"name": s}]));
+    create(
+        client,
+        "v1",
+        "Pod",
+        Some(namespace),
+        json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "app", "image": image}], "imagePullSecrets": secrets},
+        }),
+    )
+    .await;
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret.
+pub async fn pull_secret(client: &Client, namespace: &str, name: &str, docker_config: &[u8]) {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(docker_config);
+    create(
+        client,
+        "v1",
+        "Secret",
+        Some(namespace),
+        json!({
+            "metadata": {"name": name},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": encoded},
+        }),
+    )
+    .await;
+}
+
+/// Our annotations on an object.
+pub async fn annotations(client: &Client, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<BTreeMap<String, String>> {
+    let object = dynamic(client, api_version, kind, Some(namespace)).get(name).await?;
+    Ok(object
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("countersign.dev/"))
+        .collect())
+}
+
+/// Waits until the workload's verdict annotation is `verdict`; returns its annotations.
+pub async fn wait_verdict(
+    client: &Client,
+    (api_version, kind): (&str, &str),
+    namespace: &str,
+    name: &str,
+    verdict: &str,
+    within: Duration,
+) -> BTreeMap<String, String> {
+    eventually(&format!("{kind} {namespace}/{name} to be {verdict}"), within, || async {
+        let a = annotations(client, api_version, kind, namespace, name).await?;
+        let got = a.get("countersign.dev/verdict").cloned().unwrap_or_default();
+        ensure!(got == verdict, "verdict {got:?}; annotations {a:?}");
+        Ok(a)
+    })
+    .await
+}
+
+pub const DEPLOYMENT: (&str, &str) = ("apps/v1", "Deployment");
+pub const POD: (&str, &str) = ("v1", "Pod");
+pub const JOB: (&str, &str) = ("batch/v1", "Job");
+pub const STATEFULSET: (&str, &str) = ("apps/v1", "StatefulSet");
+
+/// One Event as a person reads it in `kubectl get events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub reason: String,
+    pub type_: String,
+    pub note: String,
+    /// How many times it was emitted (the EventSeries count, 1 for a single event).
+    pub count: i32,
+}
+
+/// The Events countersign published regarding `name` (of `kind`) in `namespace`.
+pub async fn events(client: &Client, namespace: &str, kind: &str, name: &str) -> Result<Vec<Seen>> {
+    let list = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some(countersign::operator::CONTROLLER))
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .map(|e| Seen {
+            reason: e.reason.unwrap_or_default(),
+            type_: e.type_.unwrap_or_default(),
+            note: e.note.unwrap_or_default(),
+            count: e.series.map_or(1, |s| s.count),
+        })
+        .collect())
+}
+
+/// Emissions by reason.
+pub fn by_reason(events: &[Seen]) -> HashMap<String, i32> {
+    let mut out = HashMap::new();
+    for e in events {
+        *out.entry(e.reason.clone()).or_default() += e.count;
+    }
+    out
+}
+
+/// Waits for an Event `reason` on the workload; returns it.
+pub async fn wait_event(client: &Client, namespace: &str, kind: &str, name: &str, reason: &str, within: Duration) -> Seen {
+    eventually(&format!("a {reason} event on {kind} {namespace}/{name}"), within, || async {
+        let all = events(client, namespace, kind, name).await?;
+        match all.iter().find(|e| e.reason == reason) {
+            Some(e) => Ok(e.clone()),
+            None => bail!("events so far: {all:?}"),
+        }
+    })
+    .await
+}
+
+pub async fn status(client: &Client, name: &str) -> Result<TrustRootStatus> {
+    Api::<TrustRoot>::all(client.clone())
+        .get(name)
+        .await?
+        .status
+        .context("no status yet")
+}
+
+pub fn condition<'a>(status: &'a TrustRootStatus, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Polls `probe` until it succeeds; panics after `within` with its last error.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {within:?} waiting for {what}: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Runs a blocking helper (crane, cosign) off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking helper")
+}

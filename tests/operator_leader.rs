@@ -1,0 +1,736 @@
+//! Leader election on a real Lease, against the real local control plane (kube-apiserver + etcd).
+//!
+//! - the library: exactly one of several candidates leads; a release hands over at once; a
+//!   crashed leader's lease is taken over once it expires; a leader whose lease is taken learns it;
+//! - the binary: two `countersign run` replicas elect one leader, and SIGTERM on the leader hands
+//!   over within seconds;
+//! - least privilege: `countersign run` with exactly the RBAC of `manifests/rbac.yaml`, through a
+//!   ServiceAccount token, leads, writes TrustRoot status, annotates workloads and emits Events
+//!   without a single 403.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use countersign::crd::TrustRoot;
+use countersign::operator::leader::{Leadership, LeaseConfig, LostReason, acquire};
+use countersign_tests::cluster::LocalCluster;
+use countersign_tests::cosign::{Cosign, CosignVersion};
+use countersign_tests::images::push_image;
+use countersign_tests::registry::{Registry, RegistryKind, free_port};
+use countersign_tests::{countersign_bin, repo_root, scratch_dir};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+
+const NS: &str = "countersign-system";
+/// The Lease `countersign run` uses by default.
+const RUN_LEASE: &str = "countersign-controller";
+/// Short, so that expiry is observable in a test; renewals are well inside it.
+const LEASE: Duration = Duration::from_secs(3);
+const RENEW: Duration = Duration::from_millis(500);
+
+type Candidate = JoinHandle<Result<Leadership, kube::Error>>;
+
+fn config(lease: &str, identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: NS.to_owned(),
+        name: lease.to_owned(),
+        identity: identity.to_owned(),
+        lease_duration: LEASE,
+        renew_every: RENEW,
+    }
+}
+
+fn candidate(client: &kube::Client, lease: &str, identity: &str) -> Candidate {
+    tokio::spawn(acquire(client.clone(), config(lease, identity)))
+}
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    let lease = leases.get(name).await.expect("read the lease");
+    lease.spec.and_then(|s| s.holder_identity)
+}
+
+async fn transitions(leases: &Api<Lease>, name: &str) -> i32 {
+    let lease = leases.get(name).await.expect("read the lease");
+    lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_election_on_a_real_api_server() {
+    let started = Instant::now();
+    let cluster = LocalCluster::start()
+        .await
+        .expect("start the local control plane");
+    eprintln!("cluster up in {:.1}s", started.elapsed().as_secs_f64());
+    let client = cluster.client();
+    create_namespace(&client, NS).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+
+    let t = Instant::now();
+    only_one_of_many_simultaneous_candidates_wins(&client, &leases).await;
+    eprintln!("race: {:.1}s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let leader = one_leads_the_other_takes_over_on_release(&client, &leases).await;
+    eprintln!("release handover: {:.1}s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let leader = a_crashed_leader_is_replaced_once_its_lease_expires(&client, &leases, leader).await;
+    eprintln!("crash takeover: {:.1}s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    a_leader_whose_lease_is_taken_learns_it(&leases, leader).await;
+    eprintln!("lost: {:.1}s", t.elapsed().as_secs_f64());
+
+    cluster.stop();
+}
+
+/// Five candidates start together on a Lease that does not exist yet: the API server lets exactly
+/// one create it; the others keep standing by while the winner renews past the lease duration.
+async fn only_one_of_many_simultaneous_candidates_wins(client: &kube::Client, leases: &Api<Lease>) {
+    let ids = ["r1", "r2", "r3", "r4", "r5"];
+    let mut candidates: Vec<(&str, Candidate)> = ids
+        .iter()
+        .map(|id| (*id, candidate(client, "race", id)))
+        .collect();
+    sleep(LEASE + Duration::from_secs(1)).await;
+    let winners: Vec<&str> = candidates
+        .iter()
+        .filter(|(_, c)| c.is_finished())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one leader, got {winners:?}");
+    assert_eq!(holder(leases, "race").await.as_deref(), Some(winners[0]));
+    assert_eq!(transitions(leases, "race").await, 0);
+    // Stop the losers first, so none takes over the released lease.
+    let position = candidates.iter().position(|(id, _)| *id == winners[0]).unwrap();
+    let (_, winner) = candidates.remove(position);
+    for (_, loser) in candidates {
+        loser.abort();
+        assert!(loser.await.unwrap_err().is_cancelled());
+    }
+    winner
+        .await
+        .unwrap()
+        .expect("the winner acquired")
+        .release()
+        .await;
+    assert_eq!(holder(leases, "race").await, None, "released");
+}
+
+/// Of two candidates one leads and keeps leading (it renews) past the lease duration; when it
+/// releases, the other takes over at its next poll, far sooner than the lease would expire.
+async fn one_leads_the_other_takes_over_on_release(client: &kube::Client, leases: &Api<Lease>) -> Leadership {
+    let mut a = candidate(client, "handover", "a");
+    let mut b = candidate(client, "handover", "b");
+    let (leader, mut standby, leader_id, standby_id) = tokio::select! {
+        r = &mut a => (r.unwrap().expect("a acquires"), b, "a", "b"),
+        r = &mut b => (r.unwrap().expect("b acquires"), a, "b", "a"),
+    };
+    assert_eq!(leader.identity(), leader_id);
+    sleep(LEASE + Duration::from_secs(1)).await;
+    assert!(
+        !standby.is_finished(),
+        "{standby_id} must stand by while {leader_id} renews"
+    );
+    assert_eq!(holder(leases, "handover").await.as_deref(), Some(leader_id));
+    assert_eq!(leader.lost_reason(), None);
+
+    let released = Instant::now();
+    leader.release().await;
+    let next = timeout(LEASE, &mut standby)
+        .await
+        .expect("the standby takes over before the lease would have expired")
+        .unwrap()
+        .expect("the standby acquires");
+    let handover = released.elapsed();
+    eprintln!(
+        "handover after release: {:.0} ms",
+        handover.as_secs_f64() * 1000.0
+    );
+    assert!(handover < Duration::from_millis(1500), "{handover:?}");
+    assert_eq!(next.identity(), standby_id);
+    assert_eq!(holder(leases, "handover").await.as_deref(), Some(standby_id));
+    assert_eq!(transitions(leases, "handover").await, 1);
+    next
+}
+
+/// The leader stops renewing without releasing (its process died: dropping the Leadership
+/// aborts the renewal task). A standby that has been watching takes over only once the lease
+/// has gone unrenewed for its duration, and not much later.
+async fn a_crashed_leader_is_replaced_once_its_lease_expires(
+    client: &kube::Client,
+    leases: &Api<Lease>,
+    leader: Leadership,
+) -> Leadership {
+    let mut standby = candidate(client, "handover", "c");
+    sleep(Duration::from_secs(1)).await;
+    assert!(!standby.is_finished());
+
+    let crashed = Instant::now();
+    drop(leader);
+    let next = timeout(LEASE * 3, &mut standby)
+        .await
+        .expect("the standby takes over an expired lease")
+        .unwrap()
+        .expect("the standby acquires");
+    let takeover = crashed.elapsed();
+    eprintln!("takeover after crash: {:.0} ms", takeover.as_secs_f64() * 1000.0);
+    // The last renewal was at most RENEW before the crash, and the standby waits LEASE from
+    // seeing it; then at most one poll (RENEW + 20%) more.
+    assert!(
+        takeover >= LEASE - RENEW - Duration::from_millis(100),
+        "too early: {takeover:?}"
+    );
+    assert!(
+        takeover < LEASE + Duration::from_secs(2),
+        "too late: {takeover:?}"
+    );
+    assert_eq!(holder(leases, "handover").await.as_deref(), Some("c"));
+    assert_eq!(transitions(leases, "handover").await, 2);
+    next
+}
+
+/// Someone else writes the Lease (a force update, as `kubectl edit` would): the leader's next
+/// renewal finds it taken, `lost()` resolves, and releasing then leaves the new holder alone.
+async fn a_leader_whose_lease_is_taken_learns_it(leases: &Api<Lease>, mut leader: Leadership) {
+    let patch = json!({"spec": {"holderIdentity": "intruder"}});
+    leases
+        .patch("handover", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("force the holder");
+    let taken = Instant::now();
+    timeout(RENEW * 4, leader.lost())
+        .await
+        .expect("lost() resolves at the next renewal");
+    eprintln!(
+        "lost after takeover: {:.0} ms",
+        taken.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(
+        leader.lost_reason(),
+        Some(LostReason::TakenBy("intruder".to_owned()))
+    );
+    // Still resolves when asked again.
+    timeout(Duration::from_millis(10), leader.lost())
+        .await
+        .expect("lost() stays resolved");
+    leader.release().await;
+    assert_eq!(holder(leases, "handover").await.as_deref(), Some("intruder"));
+}
+
+// === the binary: two replicas ===
+
+/// Two `countersign run` processes against one API server: one leads (the Lease says which, and
+/// so does each one's `countersign_leader` gauge); SIGTERM on the leader makes it release the
+/// Lease and exit 0 at once, and the other takes over within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_countersign_run_elect_one_leader_and_hand_over_on_sigterm() {
+    let bin = tokio::task::spawn_blocking(countersign_bin).await.unwrap();
+    let cluster = LocalCluster::start()
+        .await
+        .expect("start the local control plane");
+    let client = cluster.client();
+    install_crds(&client).await;
+    create_namespace(&client, NS).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let dir = scratch_dir("replicas");
+    let kubeconfig = cluster.kubeconfig_path();
+    // A short lease so the test is quick; `run` renews every third of it.
+    let extra = ["--lease-duration", "3s"];
+    let mut replicas = [
+        Replica::start(&bin, kubeconfig, "replica-a", dir.path(), &extra),
+        Replica::start(&bin, kubeconfig, "replica-b", dir.path(), &extra),
+    ];
+
+    let started = Instant::now();
+    let leader_id = eventually("a replica to hold the lease", Duration::from_secs(60), || async {
+        let holder = lease_holder(&leases, RUN_LEASE).await?;
+        anyhow::ensure!(
+            replicas.iter().any(|r| Some(&r.identity) == holder.as_ref()),
+            "holder {holder:?}"
+        );
+        Ok(holder.unwrap())
+    })
+    .await;
+    eprintln!("{leader_id} leads after {:.1}s", started.elapsed().as_secs_f64());
+    let (leader, standby) = if replicas[0].identity == leader_id {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+
+    // Several renewals later, the same leader; both processes up; each says what it is.
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        holder(&leases, RUN_LEASE).await.as_deref(),
+        Some(leader_id.as_str())
+    );
+    for r in &mut replicas {
+        assert!(r.is_running(), "{} exited:\n{}", r.identity, r.log());
+    }
+    assert_eq!(leader_gauge(replicas[leader].metrics).await, 1.0);
+    assert_eq!(leader_gauge(replicas[standby].metrics).await, 0.0);
+    assert_eq!(http_get(replicas[standby].metrics, "/healthz").await.0, 200);
+
+    let terminated = Instant::now();
+    replicas[leader].terminate();
+    let status = replicas[leader].exit_within(Duration::from_secs(10)).await;
+    let exited = terminated.elapsed();
+    assert!(
+        status.success(),
+        "the leader exits 0 on SIGTERM, got {status}:\n{}",
+        replicas[leader].log()
+    );
+    let standby_id = replicas[standby].identity.clone();
+    eventually(
+        "the standby to take the lease over",
+        Duration::from_secs(10),
+        || async {
+            let holder = lease_holder(&leases, RUN_LEASE).await?;
+            anyhow::ensure!(
+                holder.as_deref() == Some(standby_id.as_str()),
+                "holder {holder:?}"
+            );
+            Ok(())
+        },
+    )
+    .await;
+    let takeover = terminated.elapsed();
+    eprintln!(
+        "SIGTERM → leader exited in {} ms, {standby_id} took over after {} ms",
+        exited.as_millis(),
+        takeover.as_millis()
+    );
+    assert!(exited < Duration::from_secs(5), "{exited:?}");
+    assert!(takeover < Duration::from_secs(5), "{takeover:?}");
+    assert!(
+        replicas[leader].log().contains("lease released"),
+        "{}",
+        replicas[leader].log()
+    );
+    eventually("the new leader's gauge", Duration::from_secs(10), || async {
+        let gauge = leader_gauge(replicas[standby].metrics).await;
+        anyhow::ensure!(gauge == 1.0, "countersign_leader {gauge}");
+        Ok(())
+    })
+    .await;
+
+    replicas[standby].terminate();
+    let status = replicas[standby].exit_within(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}:\n{}", replicas[standby].log());
+    assert_eq!(holder(&leases, RUN_LEASE).await, None, "released on exit");
+    cluster.stop();
+}
+
+// === the binary: least privilege ===
+
+/// `countersign run` with exactly the permissions of `manifests/rbac.yaml`, as its
+/// ServiceAccount (a TokenRequest token in a kubeconfig of its own): it takes the Lease, reads a
+/// key from a Secret, writes TrustRoot status, annotates workloads with their verdicts and emits
+/// Events, and its log holds no 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
+    let bin = tokio::task::spawn_blocking(countersign_bin).await.unwrap();
+    // Two images in a real registry: one signed by a key cosign made, one not signed at all.
+    let registry = Registry::start(RegistryKind::Referrers);
+    let cosign = Cosign::new(CosignVersion::V3);
+    let dir = scratch_dir("least-privilege");
+    let (private, public) = cosign.generate_key_pair(dir.path(), "ci");
+    let signed_repo = registry.repo("rbac/signed");
+    let signed = format!(
+        "{signed_repo}@{}",
+        push_image(&format!("{signed_repo}:v1"), "rbac signed")
+    );
+    let run = cosign.sign(&private, &signed, false);
+    assert!(run.success, "cosign sign: {}", run.stderr);
+    let unsigned_repo = registry.repo("rbac/unsigned");
+    let unsigned = format!(
+        "{unsigned_repo}@{}",
+        push_image(&format!("{unsigned_repo}:v1"), "rbac unsigned")
+    );
+
+    let cluster = LocalCluster::start()
+        .await
+        .expect("start the local control plane");
+    let admin = cluster.client();
+    install_crds(&admin).await;
+    create_namespace(&admin, NS).await;
+    create_namespace(&admin, "apps").await;
+    let applied = apply_rbac_manifest(&admin).await;
+    eprintln!("applied {}", applied.join(", "));
+
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), NS)
+        .create_token_request("countersign", &PostParams::default(), &TokenRequest::default())
+        .await
+        .expect("a token for the countersign ServiceAccount")
+        .status
+        .and_then(|s| s.token)
+        .expect("a token in the TokenRequest status");
+    // The token really is limited: it may not, say, create a namespace.
+    let refused = Api::<Namespace>::all(cluster.client_with_token(&token))
+        .create(&PostParams::default(), &namespace("not-allowed"))
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),
+        "{refused:?}"
+    );
+    let kubeconfig = token_kubeconfig(cluster.kubeconfig_path(), &token, dir.path());
+
+    // The key comes from a Secret, as cosign's `k8s://` keys do: reading it is part of the job.
+    let pem = std::fs::read_to_string(&public).unwrap();
+    let secret = json!({"metadata": {"name": "ci-key"}, "stringData": {"cosign.pub": pem}});
+    create(&Api::<Secret>::namespaced(admin.clone(), NS), secret).await;
+    let trust_root = json!({
+        "metadata": {"name": "rbac"},
+        "spec": {
+            "images": [format!("{}/rbac/**", registry.host)],
+            "keys": [{"name": "ci", "secretRef": {"name": "ci-key", "namespace": NS, "key": "cosign.pub"}}],
+            "threshold": 1,
+            "reverifyInterval": "1m",
+            "mode": "Audit",
+        },
+    });
+    create(&Api::<TrustRoot>::all(admin.clone()), trust_root).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "apps");
+    create(&deployments, deployment("signed", &signed)).await;
+    create(&deployments, deployment("unsigned", &unsigned)).await;
+
+    let started = Instant::now();
+    let mut replica = Replica::start(&bin, &kubeconfig, "least-privilege", dir.path(), &[]);
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
+    eventually("the lease", Duration::from_secs(60), || async {
+        let holder = lease_holder(&leases, RUN_LEASE).await?;
+        anyhow::ensure!(holder.as_deref() == Some("least-privilege"), "holder {holder:?}");
+        Ok(())
+    })
+    .await;
+    eprintln!("lease acquired after {:.1}s", started.elapsed().as_secs_f64());
+
+    for (name, verdict) in [("signed", "Verified"), ("unsigned", "Unsigned")] {
+        eventually(
+            &format!("{name} annotated {verdict}"),
+            Duration::from_secs(60),
+            || async {
+                let d = deployments.get(name).await?;
+                let got = d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("countersign.dev/verdict").cloned());
+                anyhow::ensure!(got.as_deref() == Some(verdict), "verdict {got:?}");
+                Ok(())
+            },
+        )
+        .await;
+    }
+    eprintln!(
+        "workloads annotated after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let trust_roots: Api<TrustRoot> = Api::all(admin.clone());
+    let status = eventually(
+        "TrustRoot status with the counts",
+        Duration::from_secs(60),
+        || async {
+            let status = trust_roots.get("rbac").await?.status.unwrap_or_default();
+            let counts = status.workloads.unwrap_or_default();
+            anyhow::ensure!(counts.verified == 1 && counts.unsigned == 1, "status {status:?}");
+            Ok(status)
+        },
+    )
+    .await;
+    assert_eq!(status.observed_generation, Some(1), "{status:?}");
+
+    let events: Api<Event> = Api::namespaced(admin.clone(), "apps");
+    eventually(
+        "an Unsigned event on the unsigned Deployment",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            let found = list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("Unsigned")
+                    && e.involved_object.name.as_deref() == Some("unsigned")
+            });
+            let reasons: Vec<_> = list.items.iter().map(|e| e.reason.clone()).collect();
+            anyhow::ensure!(found, "events: {reasons:?}");
+            Ok(())
+        },
+    )
+    .await;
+
+    replica.terminate();
+    let exit = replica.exit_within(Duration::from_secs(10)).await;
+    let log = replica.log();
+    assert!(exit.success(), "{exit}:\n{log}");
+    assert_eq!(holder(&leases, RUN_LEASE).await, None, "released on exit");
+    let denied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("403") || l.to_lowercase().contains("forbidden"))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "permission errors in the log:\n{}",
+        denied.join("\n")
+    );
+    eprintln!("--- log, no 403/Forbidden in it ---\n{log}");
+    drop(registry);
+    cluster.stop();
+}
+
+// === helpers ===
+
+async fn create_namespace(client: &kube::Client, name: &str) {
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace(name))
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+}
+
+fn namespace(name: &str) -> Namespace {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+/// Installs the CRDs the binary watches and waits until the API server serves them.
+async fn install_crds(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let all = countersign::crd::all();
+    for crd in &all {
+        crds.create(&PostParams::default(), crd)
+            .await
+            .expect("create a CRD");
+    }
+    eventually("the CRDs to be established", Duration::from_secs(30), || async {
+        for crd in &all {
+            let name = crd.metadata.name.as_deref().unwrap_or_default();
+            let served = crds.get(name).await?;
+            let established = served
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            anyhow::ensure!(established, "{name} not established");
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// Creates every object of `manifests/rbac.yaml`, namespaced ones in the controller's namespace
+/// (as kustomize would). Returns `Kind/name` of each.
+async fn apply_rbac_manifest(client: &kube::Client) -> Vec<String> {
+    let path = repo_root().join("manifests/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let mut applied = Vec::new();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "ServiceAccount" => create(&Api::<ServiceAccount>::namespaced(client.clone(), NS), doc).await,
+            "Role" => create(&Api::<Role>::namespaced(client.clone(), NS), doc).await,
+            "RoleBinding" => create(&Api::<RoleBinding>::namespaced(client.clone(), NS), doc).await,
+            "ClusterRole" => create(&Api::<ClusterRole>::all(client.clone()), doc).await,
+            "ClusterRoleBinding" => create(&Api::<ClusterRoleBinding>::all(client.clone()), doc).await,
+            other => panic!("{} holds a {other}: teach this test to apply it", path.display()),
+        }
+        applied.push(format!("{kind}/{name}"));
+    }
+    for kind in [
+        "ServiceAccount/",
+        "ClusterRole/",
+        "ClusterRoleBinding/",
+        "Role/",
+        "RoleBinding/",
+    ] {
+        assert!(
+            applied.iter().any(|a| a.starts_with(kind)),
+            "no {kind} in {applied:?}"
+        );
+    }
+    applied
+}
+
+/// The admin kubeconfig with its user replaced by `token`. Written as JSON, which is YAML.
+fn token_kubeconfig(admin: &Path, token: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(admin).unwrap();
+    let mut config: Value = serde_saphyr::from_str(&text).expect("parse the admin kubeconfig");
+    for user in config["users"].as_array_mut().expect("users") {
+        user["user"] = json!({ "token": token });
+    }
+    let path = dir.join("countersign-sa.kubeconfig");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+/// Creates an object from JSON (apiVersion and kind come from the Api's type).
+async fn create<K>(api: &Api<K>, mut object: Value)
+where
+    K: kube::Resource<DynamicType = ()>
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+{
+    object["apiVersion"] = json!(K::api_version(&()));
+    object["kind"] = json!(K::kind(&()));
+    let typed: K = serde_json::from_value(object).expect("a valid object");
+    api.create(&PostParams::default(), &typed)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", K::kind(&())));
+}
+
+fn deployment(name: &str, image: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    })
+}
+
+async fn lease_holder(leases: &Api<Lease>, name: &str) -> anyhow::Result<Option<String>> {
+    let lease = leases.get_opt(name).await?;
+    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+}
+
+/// Polls `probe` until it succeeds; panics after `limit` with its last error.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}: {e:#}")
+            }
+            Err(_) => sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// One HTTP/1.1 GET over a fresh connection: (status, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// The `countersign_leader` gauge a replica serves.
+async fn leader_gauge(addr: SocketAddr) -> f64 {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("countersign_leader "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no countersign_leader in:\n{body}"))
+}
+
+/// A `countersign run` process, its log in a file; killed if still running when dropped.
+struct Replica {
+    identity: String,
+    metrics: SocketAddr,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Replica {
+    fn start(bin: &Path, kubeconfig: &Path, identity: &str, dir: &Path, extra: &[&str]) -> Self {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = dir.join(format!("{identity}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .arg("run")
+            .args(["--identity", identity])
+            .args(["--metrics-addr", &metrics.to_string()])
+            .args(["--leader-election-namespace", NS])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            // Plain text in the log file (tracing-subscriber honours NO_COLOR).
+            .env("NO_COLOR", "1")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        Self {
+            identity: identity.to_owned(),
+            metrics,
+            log,
+            child,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn terminate(&self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+    }
+
+    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running {limit:?} after SIGTERM:\n{}",
+                self.identity,
+                self.log()
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.identity, self.log());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The operator against a real control plane, a real registry and signatures made by the real
+//! cosign: a signed workload is Verified, an unsigned one Unsigned, one signed by an untrusted
+//! key Failed, one short of a threshold of two Failed; each with its annotations, its Event and
+//! the TrustRoot's counts. Then the operator is restarted and announces nothing again.
+
+mod common;
+#[path = "operator_common.rs"]
+mod operator_common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use common::Keys;
+use countersign_tests::{
+    images::push_image,
+    registry::{Registry, RegistryKind},
+};
+use operator_common::*;
+use serde_json::json;
+
+const NS: &str = "apps";
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let registry = Registry::start(RegistryKind::Referrers);
+    let host = registry.host.clone();
+    let (trusted, second, untrusted) = blocking(|| {
+        (
+            Keys::generate_named("trusted"),
+            Keys::generate_named("second"),
+            Keys::generate_named("untrusted"),
+        )
+    })
+    .await;
+
+    // Images: pushed, then signed by the real cosign v3 (bundle) by digest.
+    let push = |repo: &str, tag: &str| {
+        let digest = push_image(&format!("{host}/{repo}:{tag}"), &format!("{repo} {tag}"));
+        (format!("{host}/{repo}"), digest)
+    };
+    let (signed_repo, signed) = push("team/signed", "v1");
+    let (unsigned_repo, unsigned) = push("team/unsigned", "v1");
+    let (untrusted_repo, untrusted_digest) = push("team/untrusted", "v1");
+    let (strict_repo, strict) = push("strict/app", "v1");
+    for (keys, image) in [
+        (&trusted, format!("{signed_repo}@{signed}")),
+        (&untrusted, format!("{untrusted_repo}@{untrusted_digest}")),
+        (&trusted, format!("{strict_repo}@{strict}")),
+    ] {
+        let run = keys.cosign3.sign(&keys.private, &image, false);
+        assert!(run.success, "cosign sign {image}: {}", run.stderr);
+    }
+
+    trust_root(
+        &client,
+        "team",
+        json!({"images": [format!("{host}/team/**")], "keys": [key("trusted", &trusted.public)]}),
+    )
+    .await
+    .expect("TrustRoot team");
+    trust_root(
+        &client,
+        "strict",
+        json!({
+            "images": [format!("{host}/strict/**")],
+            "keys": [key("trusted", &trusted.public), key("second", &second.public)],
+            "threshold": 2,
+        }),
+    )
+    .await
+    .expect("TrustRoot strict");
+    namespace(&client, NS, json!({})).await;
+
+    let started = Instant::now();
+    let operator = Operator::start(&cluster, "first");
+    // Signed, running a tag whose digest the kubelet reported (imageID).
+    deployment(&client, NS, "signed", &format!("{signed_repo}:v1"), Some(&signed)).await;
+    // Unsigned, pinned by digest: a bare pod.
+    pod(&client, NS, "unsigned", &format!("{unsigned_repo}@{unsigned}"), None).await;
+    // Signed by a key no TrustRoot trusts; no imageID yet, so the tag is resolved.
+    deployment(&client, NS, "untrusted", &format!("{untrusted_repo}:v1"), None).await;
+    // One signature where two distinct keys are required: a StatefulSet. (Not a Job: kwok
+    // completes Job pods at once, and a completed pod runs nothing to verify.)
+    create(
+        &client,
+        "apps/v1",
+        "StatefulSet",
+        Some(NS),
+        json!({
+            "metadata": {"name": "strict"},
+            "spec": {
+                "serviceName": "strict",
+                "selector": {"matchLabels": {"app": "strict"}},
+                "template": {
+                    "metadata": {"labels": {"app": "strict"}},
+                    "spec": {"containers": [{"name": "app", "image": format!("{strict_repo}@{strict}")}]},
+                },
+            },
+        }),
+    )
+    .await;
+    // Governed by nothing.
+    pod(&client, NS, "ungoverned", "docker.io/library/nginx:1.27", None).await;
+
+    let a = wait_verdict(&client, DEPLOYMENT, NS, "signed", "Verified", WAIT).await;
+    eprintln!("first verdict after {:.1}s", started.elapsed().as_secs_f64());
+    assert_eq!(a["countersign.dev/verified-by"], "team/trusted");
+    assert_eq!(a["countersign.dev/digests"], format!("{signed_repo}@{signed}"));
+    assert!(a.contains_key("countersign.dev/since"));
+    assert!(!a.contains_key("countersign.dev/stale"));
+
+    let a = wait_verdict(&client, POD, NS, "unsigned", "Unsigned", WAIT).await;
+    assert!(a["countersign.dev/reason"].contains("no signature"), "{a:?}");
+    let a = wait_verdict(&client, DEPLOYMENT, NS, "untrusted", "Failed", WAIT).await;
+    assert!(a["countersign.dev/reason"].contains("no trusted key verifies it"), "{a:?}");
+    assert!(a["countersign.dev/digests"].contains(&untrusted_digest), "resolved from the tag: {a:?}");
+    let a = wait_verdict(&client, STATEFULSET, NS, "strict", "Failed", WAIT).await;
+    assert!(
+        a["countersign.dev/reason"].contains("signed by 1 of the 2 distinct keys required (trusted)"),
+        "{a:?}"
+    );
+
+    let verified = wait_event(&client, NS, "Deployment", "signed", "SignatureVerified", WAIT).await;
+    assert_eq!(verified.type_, "Normal");
+    assert!(verified.note.contains("team/trusted"), "{verified:?}");
+    let e = wait_event(&client, NS, "Pod", "unsigned", "Unsigned", WAIT).await;
+    assert_eq!(e.type_, "Warning");
+    let e = wait_event(&client, NS, "Deployment", "untrusted", "VerificationFailed", WAIT).await;
+    assert_eq!(e.type_, "Warning");
+    wait_event(&client, NS, "StatefulSet", "strict", "VerificationFailed", WAIT).await;
+
+    let team = eventually("TrustRoot team's counts", WAIT, || async {
+        let s = status(&client, "team").await?;
+        let w = s.workloads.unwrap_or_default();
+        ensure!(
+            (w.total, w.verified, w.unsigned, w.failed, w.stale) == (3, 1, 1, 1, 0),
+            "{w:?}"
+        );
+        Ok(s)
+    })
+    .await;
+    assert_eq!(team.observed_generation, Some(1));
+    let ready = condition(&team, "Ready").expect("Ready");
+    assert_eq!((ready.status.as_str(), ready.observed_generation), ("True", Some(1)));
+    assert_eq!(condition(&team, "KeysValid").map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(team.accepted_keys.as_deref(), Some("trusted"));
+    assert_eq!(team.keys[0].fingerprint.as_ref().map(String::len), Some(64));
+    assert_eq!(team.last_sweep.as_ref().map(|s| s.digests), Some(3));
+    let strict_status = status(&client, "strict").await.expect("strict status");
+    let w = strict_status.workloads.unwrap_or_default();
+    assert_eq!((w.total, w.failed), (1, 1), "{w:?}");
+
+    assert!(
+        annotations(&client, "v1", "Pod", NS, "ungoverned").await.expect("pod").is_empty(),
+        "an image no TrustRoot governs gets no annotations"
+    );
+
+    // Restart: the verdicts are read back from the annotations, so nothing is announced again.
+    let workloads = [
+        ("Deployment", "signed"),
+        ("Pod", "unsigned"),
+        ("Deployment", "untrusted"),
+        ("StatefulSet", "strict"),
+    ];
+    let mut before = Vec::new();
+    for (kind, name) in workloads {
+        before.push(by_reason(&events(&client, NS, kind, name).await.expect("events")));
+    }
+    let since_before = annotations(&client, "apps/v1", "Deployment", NS, "signed")
+        .await
+        .expect("annotations")["countersign.dev/since"]
+        .clone();
+    operator.stop().await;
+    let swept_before = status(&client, "team").await.ok().and_then(|s| s.last_sweep).map(|s| s.finished_at);
+    // lastSweep.finishedAt has a resolution of one second: start the next sweep in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let operator = Operator::start(&cluster, "second");
+    eventually("a sweep by the restarted operator", WAIT, || async {
+        let s = status(&client, "team").await?;
+        let swept = s.last_sweep.map(|s| s.finished_at);
+        ensure!(swept > swept_before, "last sweep {swept:?}");
+        Ok(())
+    })
+    .await;
+    // Give a (wrong) re-announcement time to show up before concluding there is none.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for ((kind, name), before) in workloads.iter().zip(&before) {
+        let after = by_reason(&events(&client, NS, kind, name).await.expect("events"));
+        assert_eq!(&after, before, "events of {kind} {name} after the restart");
+    }
+    let since_after = annotations(&client, "apps/v1", "Deployment", NS, "signed")
+        .await
+        .expect("annotations")["countersign.dev/since"]
+        .clone();
+    assert_eq!(since_after, since_before, "an unchanged verdict keeps its since");
+    operator.stop().await;
+    eprintln!("test done in {:.1}s", started.elapsed().as_secs_f64());
+}
