@@ -17,8 +17,7 @@ use countersign::{
 };
 use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
 use k8s_openapi::{
-    api::events::v1::Event,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::events::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client,
@@ -44,10 +43,19 @@ pub fn init_logging() {
 /// A control plane with the CRDs installed and the Lease namespace created.
 pub async fn cluster() -> LocalCluster {
     init_logging();
-    let cluster = LocalCluster::start().await.expect("start the local control plane");
+    let cluster = LocalCluster::start()
+        .await
+        .expect("start the local control plane");
     let client = cluster.client();
     install_crds(&client, countersign::crd::all()).await;
-    create(&client, "v1", "Namespace", None, json!({"metadata": {"name": LEASE_NAMESPACE}})).await;
+    create(
+        &client,
+        "v1",
+        "Namespace",
+        None,
+        json!({"metadata": {"name": LEASE_NAMESPACE}}),
+    )
+    .await;
     cluster
 }
 
@@ -61,9 +69,11 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
             .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
     }
     let roots: Api<TrustRoot> = Api::all(client.clone());
-    eventually("the TrustRoot API to be served", Duration::from_secs(30), || async {
-        roots.list(&ListParams::default()).await.map(drop).context("list")
-    })
+    eventually(
+        "the TrustRoot API to be served",
+        Duration::from_secs(30),
+        || async { roots.list(&ListParams::default()).await.map(drop).context("list") },
+    )
     .await;
 }
 
@@ -80,7 +90,11 @@ impl Operator {
     }
 
     /// With `registry_credentials`, the controller-wide pull secret (namespace, name).
-    pub fn start_with(cluster: &LocalCluster, identity: &str, registry_credentials: Option<(&str, &str)>) -> Operator {
+    pub fn start_with(
+        cluster: &LocalCluster,
+        identity: &str,
+        registry_credentials: Option<(&str, &str)>,
+    ) -> Operator {
         let config = operator::Config {
             metrics_addr: "127.0.0.1:0".parse().expect("address"),
             lease: LeaseConfig {
@@ -119,7 +133,13 @@ impl Operator {
 }
 
 /// Creates an object from JSON with the admin client.
-pub async fn create(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>, mut object: Value) {
+pub async fn create(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    mut object: Value,
+) {
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
     let api = dynamic(client, api_version, kind, namespace);
@@ -130,18 +150,36 @@ pub async fn create(client: &Client, api_version: &str, kind: &str, namespace: O
 }
 
 /// Server-side applies an object (creates or updates) with the tests' field manager.
-pub async fn apply(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>, mut object: Value) -> Result<()> {
+pub async fn apply(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    mut object: Value,
+) -> Result<()> {
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
-    let name = object["metadata"]["name"].as_str().context("metadata.name")?.to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .context("metadata.name")?
+        .to_string();
     dynamic(client, api_version, kind, namespace)
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&object),
+        )
         .await
         .with_context(|| format!("apply {kind} {name}"))?;
     Ok(())
 }
 
-pub fn dynamic(client: &Client, api_version: &str, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+pub fn dynamic(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
     match namespace {
@@ -151,7 +189,14 @@ pub fn dynamic(client: &Client, api_version: &str, kind: &str, namespace: Option
 }
 
 pub async fn namespace(client: &Client, name: &str, labels: Value) {
-    create(client, "v1", "Namespace", None, json!({"metadata": {"name": name, "labels": labels}})).await;
+    create(
+        client,
+        "v1",
+        "Namespace",
+        None,
+        json!({"metadata": {"name": name, "labels": labels}}),
+    )
+    .await;
 }
 
 /// A TrustRoot from its spec.
@@ -241,8 +286,16 @@ pub async fn pull_secret(client: &Client, namespace: &str, name: &str, docker_co
 }
 
 /// Our annotations on an object.
-pub async fn annotations(client: &Client, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<BTreeMap<String, String>> {
-    let object = dynamic(client, api_version, kind, Some(namespace)).get(name).await?;
+pub async fn annotations(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, String>> {
+    let object = dynamic(client, api_version, kind, Some(namespace))
+        .get(name)
+        .await?;
     Ok(object
         .metadata
         .annotations
@@ -261,12 +314,16 @@ pub async fn wait_verdict(
     verdict: &str,
     within: Duration,
 ) -> BTreeMap<String, String> {
-    eventually(&format!("{kind} {namespace}/{name} to be {verdict}"), within, || async {
-        let a = annotations(client, api_version, kind, namespace, name).await?;
-        let got = a.get("countersign.dev/verdict").cloned().unwrap_or_default();
-        ensure!(got == verdict, "verdict {got:?}; annotations {a:?}");
-        Ok(a)
-    })
+    eventually(
+        &format!("{kind} {namespace}/{name} to be {verdict}"),
+        within,
+        || async {
+            let a = annotations(client, api_version, kind, namespace, name).await?;
+            let got = a.get("countersign.dev/verdict").cloned().unwrap_or_default();
+            ensure!(got == verdict, "verdict {got:?}; annotations {a:?}");
+            Ok(a)
+        },
+    )
     .await
 }
 
@@ -318,14 +375,25 @@ pub fn by_reason(events: &[Seen]) -> HashMap<String, i32> {
 }
 
 /// Waits for an Event `reason` on the workload; returns it.
-pub async fn wait_event(client: &Client, namespace: &str, kind: &str, name: &str, reason: &str, within: Duration) -> Seen {
-    eventually(&format!("a {reason} event on {kind} {namespace}/{name}"), within, || async {
-        let all = events(client, namespace, kind, name).await?;
-        match all.iter().find(|e| e.reason == reason) {
-            Some(e) => Ok(e.clone()),
-            None => bail!("events so far: {all:?}"),
-        }
-    })
+pub async fn wait_event(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    reason: &str,
+    within: Duration,
+) -> Seen {
+    eventually(
+        &format!("a {reason} event on {kind} {namespace}/{name}"),
+        within,
+        || async {
+            let all = events(client, namespace, kind, name).await?;
+            match all.iter().find(|e| e.reason == reason) {
+                Some(e) => Ok(e.clone()),
+                None => bail!("events so far: {all:?}"),
+            }
+        },
+    )
     .await
 }
 
@@ -337,7 +405,10 @@ pub async fn status(client: &Client, name: &str) -> Result<TrustRootStatus> {
         .context("no status yet")
 }
 
-pub fn condition<'a>(status: &'a TrustRootStatus, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+pub fn condition<'a>(
+    status: &'a TrustRootStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 

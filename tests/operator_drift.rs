@@ -47,16 +47,25 @@ async fn key_removed_signature_deleted_and_tag_moved_are_drift() {
     sign(&a, "gone", &gone, true);
     sign(&a, "moved", &moved, false);
 
-    let root = |keys: serde_json::Value| {
-        json!({"images": [format!("{host}/drift/**")], "keys": keys, "reverifyInterval": "10s"})
-    };
-    trust_root(&client, "drift", root(json!([key("a", &a.public), key("b", &b.public)])))
-        .await
-        .expect("TrustRoot drift");
+    let root = |keys: serde_json::Value| json!({"images": [format!("{host}/drift/**")], "keys": keys, "reverifyInterval": "10s"});
+    trust_root(
+        &client,
+        "drift",
+        root(json!([key("a", &a.public), key("b", &b.public)])),
+    )
+    .await
+    .expect("TrustRoot drift");
     namespace(&client, NS, json!({})).await;
     let operator = Operator::start(&cluster, "drift-test");
     for (name, digest) in [("by-b", &by_b), ("gone", &gone), ("moved", &moved)] {
-        deployment(&client, NS, name, &format!("{host}/drift/{name}:v1"), Some(digest)).await;
+        deployment(
+            &client,
+            NS,
+            name,
+            &format!("{host}/drift/{name}:v1"),
+            Some(digest),
+        )
+        .await;
     }
     for name in ["by-b", "gone", "moved"] {
         wait_verdict(&client, DEPLOYMENT, NS, name, "Verified", WAIT).await;
@@ -79,27 +88,62 @@ async fn key_removed_signature_deleted_and_tag_moved_are_drift() {
     // 2 and 3 together: the .sig of `gone` deleted, the tag of `moved` pushed over.
     let changed = Instant::now();
     let repo = |name: &str| format!("{host}/drift/{name}");
-    let sig_tag = format!("{}:sha256-{}.sig", repo("gone"), gone.trim_start_matches("sha256:"));
+    let sig_tag = format!(
+        "{}:sha256-{}.sig",
+        repo("gone"),
+        gone.trim_start_matches("sha256:")
+    );
     let moved_repo = repo("moved");
     let new_digest = blocking(move || {
         crane(&["delete", &sig_tag]);
         push_image(&format!("{moved_repo}:v1"), "the tag moved here")
     })
     .await;
-    let removed_sig = wait_event(&client, NS, "Deployment", "gone", "SignatureDrift", INTERVAL + SLACK).await;
-    eprintln!("signature deleted → SignatureDrift in {:.2}s", changed.elapsed().as_secs_f64());
+    let removed_sig = wait_event(
+        &client,
+        NS,
+        "Deployment",
+        "gone",
+        "SignatureDrift",
+        INTERVAL + SLACK,
+    )
+    .await;
+    eprintln!(
+        "signature deleted → SignatureDrift in {:.2}s",
+        changed.elapsed().as_secs_f64()
+    );
     assert!(removed_sig.note.contains("signature removed"), "{removed_sig:?}");
     wait_verdict(&client, DEPLOYMENT, NS, "gone", "Unsigned", WAIT).await;
 
-    let tag = wait_event(&client, NS, "Deployment", "moved", "DigestDrift", INTERVAL + SLACK).await;
-    eprintln!("tag moved → DigestDrift in {:.2}s", changed.elapsed().as_secs_f64());
+    let tag = wait_event(
+        &client,
+        NS,
+        "Deployment",
+        "moved",
+        "DigestDrift",
+        INTERVAL + SLACK,
+    )
+    .await;
+    eprintln!(
+        "tag moved → DigestDrift in {:.2}s",
+        changed.elapsed().as_secs_f64()
+    );
     assert_eq!(tag.type_, "Warning");
-    assert!(tag.note.contains(&new_digest) && tag.note.contains(&moved), "{tag:?}");
+    assert!(
+        tag.note.contains(&new_digest) && tag.note.contains(&moved),
+        "{tag:?}"
+    );
     let a_moved = annotations(&client, "apps/v1", "Deployment", NS, "moved")
         .await
         .expect("annotations");
-    assert_eq!(a_moved["countersign.dev/verdict"], "Verified", "the running digest still verifies");
-    assert!(a_moved["countersign.dev/digest-drift"].contains(&new_digest), "{a_moved:?}");
+    assert_eq!(
+        a_moved["countersign.dev/verdict"], "Verified",
+        "the running digest still verifies"
+    );
+    assert!(
+        a_moved["countersign.dev/digest-drift"].contains(&new_digest),
+        "{a_moved:?}"
+    );
 
     // One more sweep later, nothing was announced twice, and nothing else drifted.
     let status_before = status(&client, "drift").await.expect("status").last_sweep;

@@ -79,7 +79,14 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     // Signed, running a tag whose digest the kubelet reported (imageID).
     deployment(&client, NS, "signed", &format!("{signed_repo}:v1"), Some(&signed)).await;
     // Unsigned, pinned by digest: a bare pod.
-    pod(&client, NS, "unsigned", &format!("{unsigned_repo}@{unsigned}"), None).await;
+    pod(
+        &client,
+        NS,
+        "unsigned",
+        &format!("{unsigned_repo}@{unsigned}"),
+        None,
+    )
+    .await;
     // Signed by a key no TrustRoot trusts; no imageID yet, so the tag is resolved.
     deployment(&client, NS, "untrusted", &format!("{untrusted_repo}:v1"), None).await;
     // One signature where two distinct keys are required: a StatefulSet. (Not a Job: kwok
@@ -115,8 +122,14 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     let a = wait_verdict(&client, POD, NS, "unsigned", "Unsigned", WAIT).await;
     assert!(a["countersign.dev/reason"].contains("no signature"), "{a:?}");
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untrusted", "Failed", WAIT).await;
-    assert!(a["countersign.dev/reason"].contains("no trusted key verifies it"), "{a:?}");
-    assert!(a["countersign.dev/digests"].contains(&untrusted_digest), "resolved from the tag: {a:?}");
+    assert!(
+        a["countersign.dev/reason"].contains("no trusted key verifies it"),
+        "{a:?}"
+    );
+    assert!(
+        a["countersign.dev/digests"].contains(&untrusted_digest),
+        "resolved from the tag: {a:?}"
+    );
     let a = wait_verdict(&client, STATEFULSET, NS, "strict", "Failed", WAIT).await;
     assert!(
         a["countersign.dev/reason"].contains("signed by 1 of the 2 distinct keys required (trusted)"),
@@ -144,8 +157,14 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     .await;
     assert_eq!(team.observed_generation, Some(1));
     let ready = condition(&team, "Ready").expect("Ready");
-    assert_eq!((ready.status.as_str(), ready.observed_generation), ("True", Some(1)));
-    assert_eq!(condition(&team, "KeysValid").map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(
+        (ready.status.as_str(), ready.observed_generation),
+        ("True", Some(1))
+    );
+    assert_eq!(
+        condition(&team, "KeysValid").map(|c| c.status.as_str()),
+        Some("True")
+    );
     assert_eq!(team.accepted_keys.as_deref(), Some("trusted"));
     assert_eq!(team.keys[0].fingerprint.as_ref().map(String::len), Some(64));
     assert_eq!(team.last_sweep.as_ref().map(|s| s.digests), Some(3));
@@ -154,7 +173,10 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     assert_eq!((w.total, w.failed), (1, 1), "{w:?}");
 
     assert!(
-        annotations(&client, "v1", "Pod", NS, "ungoverned").await.expect("pod").is_empty(),
+        annotations(&client, "v1", "Pod", NS, "ungoverned")
+            .await
+            .expect("pod")
+            .is_empty(),
         "an image no TrustRoot governs gets no annotations"
     );
 
@@ -174,7 +196,11 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
         .expect("annotations")["countersign.dev/since"]
         .clone();
     operator.stop().await;
-    let swept_before = status(&client, "team").await.ok().and_then(|s| s.last_sweep).map(|s| s.finished_at);
+    let swept_before = status(&client, "team")
+        .await
+        .ok()
+        .and_then(|s| s.last_sweep)
+        .map(|s| s.finished_at);
     // lastSweep.finishedAt has a resolution of one second: start the next sweep in a later one.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let operator = Operator::start(&cluster, "second");

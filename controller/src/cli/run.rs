@@ -26,7 +26,7 @@ pub struct RunArgs {
     /// every registry, after the pods' own imagePullSecrets.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_secret_ref)]
     pub registry_credentials_secret: Option<(String, String)>,
-    /// Reach this registry (host[:port]) over plain HTTP. Loopback registries always are.
+    /// Reach this registry (host or host:port) over plain HTTP. Loopback registries always are.
     #[arg(long, value_name = "HOST")]
     pub insecure_registry: Vec<String>,
     /// Digests verified at once.

@@ -62,7 +62,12 @@ pub fn decode(annotations: &BTreeMap<String, String>) -> Option<Recorded> {
     let list = |key| {
         annotations
             .get(key)
-            .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let text = |key| annotations.get(key).cloned();
@@ -99,7 +104,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sample() -> Recorded {
@@ -118,7 +126,10 @@ mod tests {
     fn encode_then_decode_is_identity() {
         let r = sample();
         let encoded = encode(&r);
-        assert_eq!(encoded.get(VERIFIED_BY).map(String::as_str), Some("prod/a,prod/b"));
+        assert_eq!(
+            encoded.get(VERIFIED_BY).map(String::as_str),
+            Some("prod/a,prod/b")
+        );
         assert!(!encoded.contains_key(REASON));
         assert!(!encoded.contains_key(DIGEST_DRIFT));
         assert_eq!(decode(&encoded), Some(r));

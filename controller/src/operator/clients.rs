@@ -163,7 +163,10 @@ impl TagCache {
     pub async fn resolve(&self, client: &RegistryClient, image: &ImageRef, max_age: Duration) -> Tag {
         let key = image.to_string();
         let cached = lock(&self.entries).get(&key).cloned();
-        if let Some(e) = cached.as_ref().filter(|e| e.error.is_none() && e.checked_at.elapsed() < max_age) {
+        if let Some(e) = cached
+            .as_ref()
+            .filter(|e| e.error.is_none() && e.checked_at.elapsed() < max_age)
+        {
             return Tag {
                 digest: e.digest.clone(),
                 error: None,
@@ -217,9 +220,7 @@ mod tests {
             br#"{"r.example":{"username":"u","password":"p"}}"#.to_vec(),
         )]);
         for data in [new, old] {
-            let c = docker_config(&data)
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let c = docker_config(&data).and_then(Result::ok).unwrap_or_default();
             assert_eq!(
                 c.for_registry("r.example"),
                 RegistryAuth::Basic("u".into(), "p".into())

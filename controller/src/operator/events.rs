@@ -102,7 +102,11 @@ fn verdict_change(
 }
 
 /// Why something verified stopped verifying, in words for the on-call.
-fn drift_cause(previous: Option<&Recorded>, after: Verdict, still_accepted: &impl Fn(&str) -> bool) -> String {
+fn drift_cause(
+    previous: Option<&Recorded>,
+    after: Verdict,
+    still_accepted: &impl Fn(&str) -> bool,
+) -> String {
     if after == Verdict::Unsigned {
         return "signature removed".into();
     }
@@ -173,7 +177,10 @@ mod tests {
     }
 
     fn reasons(previous: Option<&Recorded>, next: &Recorded) -> Vec<&'static str> {
-        announcements(previous, next, |_| true).iter().map(|a| a.reason).collect()
+        announcements(previous, next, |_| true)
+            .iter()
+            .map(|a| a.reason)
+            .collect()
     }
 
     #[test]
@@ -193,9 +200,17 @@ mod tests {
         let removed = announcements(Some(&before), &rec(Verdict::Unsigned), |_| true);
         assert_eq!(removed[0].reason, SIGNATURE_DRIFT);
         assert!(removed[0].warning);
-        assert!(removed[0].note.contains("signature removed"), "{}", removed[0].note);
+        assert!(
+            removed[0].note.contains("signature removed"),
+            "{}",
+            removed[0].note
+        );
         let key_gone = announcements(Some(&before), &rec(Verdict::Failed), |k| k != "prod/ci");
-        assert!(key_gone[0].note.contains("key prod/ci removed"), "{}", key_gone[0].note);
+        assert!(
+            key_gone[0].note.contains("key prod/ci removed"),
+            "{}",
+            key_gone[0].note
+        );
         let invalid = announcements(Some(&before), &rec(Verdict::Failed), |_| true);
         assert!(invalid[0].note.contains("no longer valid"), "{}", invalid[0].note);
     }

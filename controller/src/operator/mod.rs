@@ -95,7 +95,15 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     for w in watch::all(&client, &index, &metrics) {
         watches.spawn(w);
     }
-    let leading = lead(&client, &config, &index, &metrics, &health, stop.subscribe());
+    let feeds = watches.len();
+    let leading = lead(
+        &client,
+        &config,
+        (&index, feeds),
+        &metrics,
+        &health,
+        stop.subscribe(),
+    );
     tokio::pin!(shutdown, leading);
     enum Ended {
         Leading(Result<()>),
@@ -141,13 +149,13 @@ fn http_error(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Er
 async fn lead(
     client: &Client,
     config: &Config,
-    index: &Arc<Index>,
+    (index, feeds): (&Arc<Index>, usize),
     metrics: &Arc<Metrics>,
     health: &Health,
     mut stop: signal::Receiver<bool>,
 ) -> Result<()> {
     tokio::select! {
-        () = index.synced().wait_for(watch::COUNT) => {}
+        () = index.synced().wait_for(feeds) => {}
         _ = stop.wait_for(|s| *s) => return Ok(()),
     }
     tracing::info!(identity = %config.lease.identity, "caches synced; waiting for the lease");

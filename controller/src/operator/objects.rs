@@ -74,7 +74,9 @@ impl ObjectCache {
         let key = (kind, namespace.to_string(), name.to_string());
         let cached = {
             let entries = lock(&self.entries);
-            entries.get(&key).map(|e| (e.read_at.elapsed() < self.ttl, e.data.clone()))
+            entries
+                .get(&key)
+                .map(|e| (e.read_at.elapsed() < self.ttl, e.data.clone()))
         };
         if let Some((true, data)) = cached {
             return Ok(data);
@@ -143,8 +145,16 @@ fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn config_map_data(c: ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let text = c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes()));
-    let binary = c.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0));
+    let text = c
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()));
+    let binary = c
+        .binary_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0));
     text.chain(binary).collect()
 }
 

@@ -173,7 +173,9 @@ pub fn digests_per_root(planned: &[Planned], tags: &HashMap<TagKey, Tag>) -> Has
             }
         }
     }
-    sets.into_iter().map(|(name, set)| (name.to_string(), set.len())).collect()
+    sets.into_iter()
+        .map(|(name, set)| (name.to_string(), set.len()))
+        .collect()
 }
 
 /// What one (digest, TrustRoot) evaluation said: the check (`None`: no answer), and the registry
@@ -190,7 +192,9 @@ pub fn findings(
     let mut findings = Vec::new();
     let mut checks = Vec::new();
     for g in &p.images {
-        let tag = g.tag().and_then(|t| tags.get(&(p.credentials.clone(), t.to_string())));
+        let tag = g
+            .tag()
+            .and_then(|t| tags.get(&(p.credentials.clone(), t.to_string())));
         if let (Some(tag), Some(running)) = (tag, &g.running) {
             checks.push(tag_check(g, tag, running));
         }
@@ -201,8 +205,15 @@ pub fn findings(
         };
         for root in &g.roots {
             let (check, stale) = match (&digest, signature_repository(g, root)) {
-                (Some(d), Some(repo)) => evaluate(&(p.credentials.clone(), repo.repository_name(), d.clone()), root),
-                (_, None) => (Some(Check::Failed { reason: "not a valid image reference".into() }), None),
+                (Some(d), Some(repo)) => {
+                    evaluate(&(p.credentials.clone(), repo.repository_name(), d.clone()), root)
+                }
+                (_, None) => (
+                    Some(Check::Failed {
+                        reason: "not a valid image reference".into(),
+                    }),
+                    None,
+                ),
                 (None, Some(_)) => (None, Some(tag_error(tag))),
             };
             findings.push(Finding {
@@ -230,7 +241,8 @@ fn tag_check(g: &Governed, tag: &Tag, running: &Digest) -> TagCheck {
 }
 
 fn tag_error(tag: Option<&Tag>) -> &'static str {
-    tag.and_then(|t| t.error.as_ref()).map_or("error", |e| e.category())
+    tag.and_then(|t| t.error.as_ref())
+        .map_or("error", |e| e.category())
 }
 
 /// Adds a workload to the counts of each TrustRoot governing it, by that root's own findings.

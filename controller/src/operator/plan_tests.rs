@@ -30,7 +30,8 @@ fn compiled(name: &str, spec: serde_json::Value) -> Arc<CompiledRoot> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut reports = rt.block_on(TrustCompiler::default().compile(&[Ok(Arc::new(root))], &Fixture::default()));
+    let mut reports =
+        rt.block_on(TrustCompiler::default().compile(&[Ok(Arc::new(root))], &Fixture::default()));
     reports
         .remove(0)
         .active
@@ -76,7 +77,10 @@ fn globs_and_namespace_selectors_decide_what_is_governed() {
         ("docker.io/library/nginx:1", None),
     ];
     let planned = plan(
-        vec![workload("pay", "payments", &images), workload("other", "web", &images)],
+        vec![
+            workload("pay", "payments", &images),
+            workload("other", "web", &images),
+        ],
         &roots,
         no_credentials,
     );
@@ -90,7 +94,10 @@ fn globs_and_namespace_selectors_decide_what_is_governed() {
         governed(&planned[0]),
         [
             ("reg.example/base/alpine:3".to_string(), vec!["base".to_string()]),
-            ("reg.example/payments/api:v1".to_string(), vec!["payments".to_string()]),
+            (
+                "reg.example/payments/api:v1".to_string(),
+                vec!["payments".to_string()]
+            ),
         ]
     );
     assert_eq!(
@@ -101,12 +108,21 @@ fn globs_and_namespace_selectors_decide_what_is_governed() {
 
 #[test]
 fn requests_are_distinct_and_use_the_shortest_age() {
-    let slow = compiled("slow", json!({"images": ["reg.example/**"], "reverifyInterval": "1h"}));
-    let fast = compiled("fast", json!({"images": ["reg.example/app"], "reverifyInterval": "10s"}));
+    let slow = compiled(
+        "slow",
+        json!({"images": ["reg.example/**"], "reverifyInterval": "1h"}),
+    );
+    let fast = compiled(
+        "fast",
+        json!({"images": ["reg.example/app"], "reverifyInterval": "10s"}),
+    );
     let roots = [slow, fast];
     let images = [
         ("reg.example/app:v1", Some(digest(1))),
-        ("reg.example/pinned@sha256:0202020202020202020202020202020202020202020202020202020202020202", None),
+        (
+            "reg.example/pinned@sha256:0202020202020202020202020202020202020202020202020202020202020202",
+            None,
+        ),
     ];
     let planned = plan(
         vec![workload("a", "x", &images), workload("b", "x", &images)],
@@ -175,7 +191,12 @@ fn findings_from_answers_tags_moved_and_digests_unknown() {
     let mut asked = Vec::new();
     let (found, checks) = findings(&planned[0], &tags, |key, root| {
         asked.push((key.1.clone(), key.2.clone(), root.name.clone()));
-        (Some(Check::Verified { keys: vec!["ci".into()] }), None)
+        (
+            Some(Check::Verified {
+                keys: vec!["ci".into()],
+            }),
+            None,
+        )
     });
     assert_eq!(
         asked,

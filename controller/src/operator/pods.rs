@@ -49,7 +49,11 @@ pub fn reduce(pod: &Pod) -> Option<PodInfo> {
     let status = pod.status.as_ref();
     let mut images = Vec::new();
     let containers = spec.containers.iter().map(|c| (&c.name, c.image.as_deref()));
-    let init = spec.init_containers.iter().flatten().map(|c| (&c.name, c.image.as_deref()));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| (&c.name, c.image.as_deref()));
     let ephemeral = spec
         .ephemeral_containers
         .iter()
@@ -123,8 +127,14 @@ mod tests {
     fn image_ids_in_every_spelling() {
         let d = Some(digest());
         assert_eq!(running_digest(&format!("reg.example/app@sha256:{HEX}")), d);
-        assert_eq!(running_digest(&format!("docker-pullable://nginx@sha256:{HEX}")), d);
-        assert_eq!(running_digest(&format!("docker.io/library/nginx@sha256:{HEX}")), d);
+        assert_eq!(
+            running_digest(&format!("docker-pullable://nginx@sha256:{HEX}")),
+            d
+        );
+        assert_eq!(
+            running_digest(&format!("docker.io/library/nginx@sha256:{HEX}")),
+            d
+        );
         assert_eq!(running_digest(&format!("localhost:5000/a/b@sha256:{HEX}")), d);
         assert_eq!(running_digest(""), None);
         assert_eq!(running_digest(&format!("sha256:{HEX}")), None, "a config digest");
@@ -178,7 +188,10 @@ mod tests {
         );
         assert_eq!(info.owner.as_ref().map(|o| o.name.as_str()), Some("rs"));
         assert_eq!(info.pull_secrets, ["pull"]);
-        assert_eq!(info.annotations.keys().collect::<Vec<_>>(), ["countersign.dev/verdict"]);
+        assert_eq!(
+            info.annotations.keys().collect::<Vec<_>>(),
+            ["countersign.dev/verdict"]
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ use super::{
     trust::{CompiledRoot, RootReport, TrustCompiler},
     verdict::{self, Check, Recorded},
     workload::WorkloadRef,
-    world, writes,
+    world::{self, Workload},
+    writes,
 };
 use crate::{
     crd::{SweepSummary, TrustRootStatus, WorkloadCounts},
@@ -147,7 +148,11 @@ impl Reconciler {
         let roots: Vec<Arc<CompiledRoot>> = reports.iter().filter_map(|r| r.active.clone()).collect();
         let due: HashSet<String> = roots
             .iter()
-            .filter(|r| self.swept_at.get(&r.name).is_none_or(|t| started >= *t + r.interval))
+            .filter(|r| {
+                self.swept_at
+                    .get(&r.name)
+                    .is_none_or(|t| started >= *t + r.interval)
+            })
             .map(|r| r.name.clone())
             .collect();
         // A due sweep re-checks every digest; otherwise only answers older than the interval.
@@ -170,7 +175,9 @@ impl Reconciler {
         self.write_statuses(&reports, &counts, now).await;
         self.forget(&planned, &signatures);
         if !due.is_empty() {
-            self.parts.metrics.sweep_finished(started.elapsed(), signatures.len());
+            self.parts
+                .metrics
+                .sweep_finished(started.elapsed(), signatures.len());
         }
         tracing::debug!(
             workloads = planned.len(),
@@ -217,40 +224,26 @@ impl Reconciler {
         let mut changes = Vec::new();
         for p in planned {
             let w = &p.workload;
+            if p.images.is_empty() {
+                changes.extend(removal(w));
+                continue;
+            }
             let previous = self
                 .known
                 .get(&w.workload.uid)
                 .cloned()
                 .or_else(|| annotations::decode(&w.annotations));
-            if p.images.is_empty() {
-                // Nothing governed any more: our annotations go, silently.
-                if let Some(patch) = annotations::merge_patch(&w.annotations, &BTreeMap::new()) {
-                    changes.push(Change {
-                        workload: w.workload.clone(),
-                        patch: Some(patch),
-                        announcements: Vec::new(),
-                        next: None,
-                    });
-                }
-                continue;
-            }
-            let (findings, checks) = plan::findings(p, tags, |key, root| self.evaluate(key, root, signatures));
+            let (findings, checks) =
+                plan::findings(p, tags, |key, root| self.evaluate(key, root, signatures));
             plan::count(&findings, &mut counts);
             let next = verdict::derive(&findings, &checks, previous.as_ref(), &since);
             *by_verdict.entry(bucket(&next)).or_default() += 1;
-            let accepted = |k: &str| accepts(roots, k);
-            let announcements = events::announcements(previous.as_ref(), &next, accepted);
-            let patch = annotations::merge_patch(&w.annotations, &annotations::encode(&next));
-            if patch.is_none() && announcements.is_empty() {
-                self.known.insert(w.workload.uid.clone(), next);
-                continue;
+            match change(w, previous.as_ref(), next, roots) {
+                Next::Write(change) => changes.push(change),
+                Next::Unchanged(unchanged) => {
+                    self.known.insert(w.workload.uid.clone(), unchanged);
+                }
             }
-            changes.push(Change {
-                workload: w.workload.clone(),
-                patch,
-                announcements,
-                next: Some(next),
-            });
         }
         let totals: Vec<(&'static str, i64)> = by_verdict.into_iter().collect();
         self.parts.metrics.set_workloads_by_verdict(&totals);
@@ -410,6 +403,39 @@ async fn write_one(parts: &Parts, change: &Change) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Either something to write, or the state to remember as it is.
+enum Next {
+    Write(Change),
+    Unchanged(Recorded),
+}
+
+/// What to write for `w` going from `previous` to `next`: the annotations that differ from those
+/// on the object, and the Events of the transition.
+fn change(w: &Workload, previous: Option<&Recorded>, next: Recorded, roots: &[Arc<CompiledRoot>]) -> Next {
+    let announcements = events::announcements(previous, &next, |k| accepts(roots, k));
+    let patch = annotations::merge_patch(&w.annotations, &annotations::encode(&next));
+    if patch.is_none() && announcements.is_empty() {
+        return Next::Unchanged(next);
+    }
+    Next::Write(Change {
+        workload: w.workload.clone(),
+        patch,
+        announcements,
+        next: Some(next),
+    })
+}
+
+/// A workload no TrustRoot governs any more loses our annotations, silently.
+fn removal(w: &Workload) -> Option<Change> {
+    let patch = annotations::merge_patch(&w.annotations, &BTreeMap::new())?;
+    Some(Change {
+        workload: w.workload.clone(),
+        patch: Some(patch),
+        announcements: Vec::new(),
+        next: None,
+    })
 }
 
 fn to_evaluation(outcome: Outcome, signatures: &Signatures) -> Evaluation {

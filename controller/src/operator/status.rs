@@ -25,7 +25,7 @@ use super::{error::Error, trust::RootReport};
 use crate::crd::{FieldError, KeyState, SweepSummary, TrustRoot, TrustRootStatus, WorkloadCounts};
 
 /// The field manager of everything the operator writes.
-pub const FIELD_MANAGER: &str = "countersign";
+pub const FIELD_MANAGER: &str = super::CONTROLLER;
 
 /// What a pass observed about one TrustRoot besides its report.
 #[derive(Clone, Debug, Default)]
@@ -103,10 +103,7 @@ fn readiness(report: &RootReport, observed: &Observed) -> (bool, &'static str, S
         .collect();
     if !report.is_current() {
         let in_force = match &report.active {
-            Some(a) => format!(
-                "; generation {} stays in force",
-                a.generation.unwrap_or_default()
-            ),
+            Some(a) => format!("; generation {} stays in force", a.generation.unwrap_or_default()),
             None => "; nothing is verified against this TrustRoot until it is fixed".into(),
         };
         return (false, "InvalidSpec", format!("{}{in_force}", join(&errors)));
@@ -134,7 +131,11 @@ fn readiness(report: &RootReport, observed: &Observed) -> (bool, &'static str, S
 }
 
 fn join(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Condition messages are limited to 32 kB by the API; ours stay far shorter.

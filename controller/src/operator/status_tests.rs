@@ -50,7 +50,10 @@ fn a_healthy_root_is_ready_with_counts_keys_and_generation() {
     let status = build(&report, &swept(), None, at(T0));
     assert_eq!(status.observed_generation, Some(4));
     let ready = condition(&status, "Ready");
-    assert_eq!((ready.status.as_str(), ready.observed_generation), ("True", Some(4)));
+    assert_eq!(
+        (ready.status.as_str(), ready.observed_generation),
+        ("True", Some(4))
+    );
     assert_eq!(condition(&status, "KeysValid").status, "True");
     assert_eq!(status.accepted_keys.as_deref(), Some("ci"));
     assert_eq!(status.keys[0].state, KeyState::Active);
@@ -80,10 +83,7 @@ fn transition_times_move_only_when_the_status_flips() {
     let again = build(&report, &swept(), Some(&first), at(T1));
     assert_eq!(again, first);
     let not_swept = build(&report, &Observed::default(), Some(&first), at(T1));
-    assert_eq!(
-        condition(&not_swept, "Ready").last_transition_time,
-        Time(at(T1))
-    );
+    assert_eq!(condition(&not_swept, "Ready").last_transition_time, Time(at(T1)));
     assert_eq!(not_swept.keys[0].since, Some(Time(at(T0))));
 }
 
@@ -100,11 +100,25 @@ fn a_bad_pem_is_named_in_both_conditions() {
     );
     let status = build(&report, &swept(), None, at(T0));
     let keys = condition(&status, "KeysValid");
-    assert_eq!((keys.status.as_str(), keys.reason.as_str()), ("False", "InvalidKey"));
-    assert!(keys.message.starts_with("spec.keys[1].publicKey: "), "{}", keys.message);
+    assert_eq!(
+        (keys.status.as_str(), keys.reason.as_str()),
+        ("False", "InvalidKey")
+    );
+    assert!(
+        keys.message.starts_with("spec.keys[1].publicKey: "),
+        "{}",
+        keys.message
+    );
     let ready = condition(&status, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
-    assert!(ready.message.contains("spec.keys[1].publicKey"), "{}", ready.message);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        ready.message.contains("spec.keys[1].publicKey"),
+        "{}",
+        ready.message
+    );
     assert!(ready.message.contains("nothing is verified"), "{}", ready.message);
     assert_eq!(status.accepted_keys, None, "nothing is in force");
 }

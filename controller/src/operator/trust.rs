@@ -67,7 +67,9 @@ pub struct RootReport {
 
 impl RootReport {
     pub fn is_current(&self) -> bool {
-        self.active.as_ref().is_some_and(|a| a.generation == self.generation)
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.generation == self.generation)
     }
 }
 
@@ -109,7 +111,10 @@ impl TrustCompiler {
         let validated = root.validate();
         let (mut spec_errors, mut key_errors): (Vec<_>, Vec<_>) = match &validated {
             Ok(_) => (Vec::new(), Vec::new()),
-            Err(errors) => errors.iter().cloned().partition(|e| !e.path.starts_with("spec.keys")),
+            Err(errors) => errors
+                .iter()
+                .cloned()
+                .partition(|e| !e.path.starts_with("spec.keys")),
         };
         // Inline PEM errors come from validate() too; the loader adds the referenced keys'.
         for error in loaded.iter().filter_map(|l| l.as_ref().err()) {
@@ -142,7 +147,10 @@ fn undecodable(invalid: &InvalidObject) -> RootReport {
     RootReport {
         name: invalid.metadata.name.clone().unwrap_or_default(),
         generation: invalid.metadata.generation,
-        spec_errors: vec![FieldError::new("spec", format!("cannot be read: {}", invalid.error))],
+        spec_errors: vec![FieldError::new(
+            "spec",
+            format!("cannot be read: {}", invalid.error),
+        )],
         key_errors: Vec::new(),
         keys: Vec::new(),
         active: None,
@@ -175,7 +183,12 @@ fn compiled(
         .and_then(|r| ImageRef::parse(r).ok())
         .map(|r| r.repository_only());
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (root.metadata.generation, spec.threshold, &spec.signature_repository).hash(&mut hasher);
+    (
+        root.metadata.generation,
+        spec.threshold,
+        &spec.signature_repository,
+    )
+        .hash(&mut hasher);
     for k in &keys {
         (&k.name, k.key.fingerprint()).hash(&mut hasher);
     }

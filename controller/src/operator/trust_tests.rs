@@ -39,7 +39,12 @@ fn a_valid_root_compiles_with_its_keys_active() {
     let active = report.active.unwrap_or_else(|| panic!("active"));
     assert_eq!(active.interval, Duration::from_secs(30));
     assert!(active.accepts("a") && active.accepts("b") && !active.accepts("c"));
-    assert!(report.keys.iter().all(|k| k.state == KeyState::Active && k.fingerprint.is_some()));
+    assert!(
+        report
+            .keys
+            .iter()
+            .all(|k| k.state == KeyState::Active && k.fingerprint.is_some())
+    );
 }
 
 #[test]
@@ -65,10 +70,7 @@ fn a_bad_pem_names_its_field_and_the_last_good_generation_stays_in_force() {
 #[test]
 fn keys_in_secrets_and_config_maps_are_loaded_and_missing_ones_reported() {
     let mut objects = Objects::default();
-    let data: Data = Arc::new(BTreeMap::from([(
-        "cosign.pub".to_string(),
-        pem().into_bytes(),
-    )]));
+    let data: Data = Arc::new(BTreeMap::from([("cosign.pub".to_string(), pem().into_bytes())]));
     objects
         .0
         .insert((ObjectKind::Secret, "keys".into(), "ci".into()), data.clone());
@@ -107,7 +109,8 @@ fn an_undecodable_object_is_reported_by_name() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let reports = rt.block_on(TrustCompiler::default().compile(&[Err(Arc::new(invalid))], &Objects::default()));
+    let reports =
+        rt.block_on(TrustCompiler::default().compile(&[Err(Arc::new(invalid))], &Objects::default()));
     assert_eq!(reports[0].name, "broken");
     assert!(reports[0].active.is_none());
     assert!(reports[0].spec_errors[0].message.contains("cannot be read"));

@@ -83,7 +83,11 @@ pub struct Finding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TagCheck {
     Same,
-    Moved { image: String, now: Digest, running: Digest },
+    Moved {
+        image: String,
+        now: Digest,
+        running: Digest,
+    },
     /// The tag could not be resolved: whatever was recorded stays.
     Unknown,
 }
@@ -127,7 +131,10 @@ pub fn derive(findings: &[Finding], tags: &[TagCheck], previous: Option<&Recorde
 
 /// The findings' checks, when every one has an answer.
 fn known_checks(findings: &[Finding]) -> Option<Vec<(&Finding, &Check)>> {
-    findings.iter().map(|f| f.check.as_ref().map(|c| (f, c))).collect()
+    findings
+        .iter()
+        .map(|f| f.check.as_ref().map(|c| (f, c)))
+        .collect()
 }
 
 fn from_checks(checks: &[(&Finding, &Check)]) -> Recorded {

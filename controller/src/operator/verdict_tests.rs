@@ -24,7 +24,9 @@ fn verified(keys: &[&str]) -> Option<Check> {
 }
 
 fn failed(reason: &str) -> Option<Check> {
-    Some(Check::Failed { reason: reason.into() })
+    Some(Check::Failed {
+        reason: reason.into(),
+    })
 }
 
 fn recorded_verified() -> Recorded {
@@ -57,14 +59,22 @@ fn the_worst_pair_decides_failed_over_unsigned() {
     let findings = [
         finding(1, "prod", verified(&["ci"]), None),
         finding(2, "prod", Some(Check::Unsigned), None),
-        finding(3, "prod", failed("1 signature, none valid: no trusted key verifies it"), None),
+        finding(
+            3,
+            "prod",
+            failed("1 signature, none valid: no trusted key verifies it"),
+            None,
+        ),
     ];
     let r = derive(&findings, &[], None, NOW);
     assert_eq!(r.verdict, Some(Verdict::Failed));
     assert!(r.verified_by.is_empty());
     let reason = r.reason.unwrap_or_default();
     assert!(reason.starts_with("reg.example/app3@sha256:"), "{reason}");
-    assert!(reason.ends_with("no trusted key verifies it (TrustRoot prod)"), "{reason}");
+    assert!(
+        reason.ends_with("no trusted key verifies it (TrustRoot prod)"),
+        "{reason}"
+    );
     let unsigned = derive(&findings[..2], &[], None, NOW);
     assert_eq!(unsigned.verdict, Some(Verdict::Unsigned));
     assert!(unsigned.reason.unwrap_or_default().contains("no signature"));
@@ -134,7 +144,10 @@ fn moved_tags_are_recorded_and_unknown_tags_keep_what_was() {
         NOW,
     );
     let drift = r.drift.clone().unwrap_or_default();
-    assert!(drift.starts_with("reg.example/app1:v1 now points to sha256:0909"), "{drift}");
+    assert!(
+        drift.starts_with("reg.example/app1:v1 now points to sha256:0909"),
+        "{drift}"
+    );
     let kept = derive(&findings, &[TagCheck::Unknown], Some(&r), NOW);
     assert_eq!(kept.drift, r.drift);
     let gone = derive(&findings, &[TagCheck::Same], Some(&r), NOW);

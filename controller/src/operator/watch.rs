@@ -39,7 +39,8 @@ struct Feed<K, T> {
     matters: fn(&T, &T) -> bool,
 }
 
-/// Every watch, as futures that run until dropped. `total()` of them must sync before a pass.
+/// Every watch, as futures that run until dropped. All of them must have synced (see
+/// [`Index::synced`]) before a pass: a partial picture would remove verdicts it did not see.
 pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<BoxFuture<'static, ()>> {
     let c = client;
     vec![
@@ -121,9 +122,6 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
     ]
 }
 
-/// How many watches [`all`] returns.
-pub const COUNT: usize = 9;
-
 fn meta_feed<K>(resource: &'static str) -> Feed<PartialObjectMeta<K>, Meta> {
     Feed {
         resource,
@@ -145,7 +143,8 @@ fn reduce_meta<K>(object: &PartialObjectMeta<K>) -> Option<Meta> {
 fn trust_root_matters(new: &TrustRootEntry, old: &TrustRootEntry) -> bool {
     match (new, old) {
         (Ok(n), Ok(o)) => {
-            (&n.metadata.uid, n.metadata.generation, &n.spec) != (&o.metadata.uid, o.metadata.generation, &o.spec)
+            (&n.metadata.uid, n.metadata.generation, &n.spec)
+                != (&o.metadata.uid, o.metadata.generation, &o.spec)
         }
         _ => true,
     }
@@ -219,7 +218,9 @@ fn apply<K: Resource, T>(
             Applied::Nothing
         }
         watcher::Event::InitApply(object) => {
-            if let (Some(key), Some(value), Some(buffer)) = (key_of(&object), (feed.reduce)(&object), buffer.as_mut()) {
+            if let (Some(key), Some(value), Some(buffer)) =
+                (key_of(&object), (feed.reduce)(&object), buffer.as_mut())
+            {
                 buffer.insert(key, value);
             }
             Applied::Nothing
@@ -241,7 +242,11 @@ fn apply<K: Resource, T>(
                 }),
                 None => mirror.write(|m| m.remove(&key).is_some()),
             };
-            if changed { Applied::Changed } else { Applied::Nothing }
+            if changed {
+                Applied::Changed
+            } else {
+                Applied::Nothing
+            }
         }
         watcher::Event::Delete(object) => match key_of(&object) {
             Some(key) if mirror.write(|m| m.remove(&key).is_some()) => Applied::Changed,

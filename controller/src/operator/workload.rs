@@ -110,15 +110,12 @@ pub struct Owner {
 impl Owner {
     /// The controller among `refs` (at most one has `controller: true`).
     pub fn controller_of(refs: Option<&Vec<OwnerReference>>) -> Option<Self> {
-        refs?
-            .iter()
-            .find(|r| r.controller == Some(true))
-            .map(|r| Self {
-                api_version: r.api_version.clone(),
-                kind: r.kind.clone(),
-                name: r.name.clone(),
-                uid: r.uid.clone(),
-            })
+        refs?.iter().find(|r| r.controller == Some(true)).map(|r| Self {
+            api_version: r.api_version.clone(),
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            uid: r.uid.clone(),
+        })
     }
 }
 
@@ -212,7 +209,9 @@ mod tests {
     }
 
     fn walk_in(cache: &HashMap<(WorkloadKind, String), OwnerMeta>, owner: Option<&Owner>) -> Walk {
-        walk("ns", "pod", "uid-pod", owner, |k, n| cache.get(&(k, n.to_string())).cloned())
+        walk("ns", "pod", "uid-pod", owner, |k, n| {
+            cache.get(&(k, n.to_string())).cloned()
+        })
     }
 
     fn expect(kind: WorkloadKind, name: &str) -> Walk {

@@ -49,7 +49,11 @@ pub fn workloads(index: &Index) -> Vec<Workload> {
 }
 
 /// Our annotations on `w`, when the object is known (and is the same object: same uid).
-fn recorded(index: &Index, pods: &HashMap<Key, PodInfo>, w: &WorkloadRef) -> Option<BTreeMap<String, String>> {
+fn recorded(
+    index: &Index,
+    pods: &HashMap<Key, PodInfo>,
+    w: &WorkloadRef,
+) -> Option<BTreeMap<String, String>> {
     let key = (w.namespace.clone(), w.name.clone());
     match index.metas(w.kind) {
         Some(mirror) => mirror.read(|m| {
@@ -152,7 +156,8 @@ mod tests {
                 }),
             })
         };
-        let annotations = |w: &WorkloadRef| (w.kind != WorkloadKind::Pod || w.name == "bare").then(BTreeMap::new);
+        let annotations =
+            |w: &WorkloadRef| (w.kind != WorkloadKind::Pod || w.name == "bare").then(BTreeMap::new);
         let labels = |_: &str| BTreeMap::from([("team".to_string(), "a".to_string())]);
         let found = group(&pods, owner, annotations, labels);
         let summary: Vec<(String, Vec<&str>, Vec<&str>)> = found
@@ -168,10 +173,17 @@ mod tests {
         assert_eq!(
             summary,
             [
-                ("Deployment ns/web".to_string(), vec!["app:v1", "app:v2"], vec!["s1", "s2"]),
+                (
+                    "Deployment ns/web".to_string(),
+                    vec!["app:v1", "app:v2"],
+                    vec!["s1", "s2"]
+                ),
                 ("Pod ns/bare".to_string(), vec!["tool:v1"], vec!["s3"]),
             ]
         );
-        assert_eq!(found[0].namespace_labels.get("team").map(String::as_str), Some("a"));
+        assert_eq!(
+            found[0].namespace_labels.get("team").map(String::as_str),
+            Some("a")
+        );
     }
 }

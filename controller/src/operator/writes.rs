@@ -56,7 +56,10 @@ async fn send<K>(
     patch: &Value,
 ) -> Result<BTreeMap<String, String>, kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &workload.namespace);
     let params = PatchParams {
