@@ -28,6 +28,11 @@ use crate::{
 /// that was not re-checked (see [`formats_to_check`]) is seen eventually.
 const MAX_WITHOUT_FULL_FETCH: Duration = Duration::from_secs(6 * 3600);
 
+/// After a failed refresh, the registry is left alone this long (or as long as a 429's
+/// `Retry-After` says) before it is asked again: during an outage every sweep would otherwise
+/// wait on the same timeouts again.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+
 /// What the cache knows about one digest.
 #[derive(Debug, Clone)]
 pub struct Signatures {
@@ -38,12 +43,28 @@ pub struct Signatures {
     /// Set when the latest refresh failed: `fetched` is then the last good answer, stale.
     pub error: Option<RegistryError>,
     fetched_at: Instant,
+    failed_at: Option<Instant>,
 }
 
 impl Signatures {
     /// Whether `fetched` is known to be current.
     pub fn is_stale(&self) -> bool {
         self.error.is_some() || self.fetched.error().is_some()
+    }
+
+    /// Still backing off after a failure: the answer is the one we have.
+    fn backing_off(&self) -> bool {
+        let Some(failed_at) = self.failed_at else {
+            return false;
+        };
+        let wait = match self.error.as_ref().or(self.fetched.error()) {
+            Some(RegistryError::RateLimited {
+                retry_after: Some(after),
+                ..
+            }) => (*after).max(FAILURE_BACKOFF),
+            _ => FAILURE_BACKOFF,
+        };
+        failed_at.elapsed() < wait
     }
 }
 
@@ -74,8 +95,7 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
         let key = (repo.repository_name(), digest.clone());
         let previous = lock(&self.entries).get(&key).cloned();
         if let Some(entry) = &previous
-            && entry.error.is_none()
-            && entry.checked_at.elapsed() < max_age
+            && ((entry.error.is_none() && entry.checked_at.elapsed() < max_age) || entry.backing_off())
         {
             return entry.clone();
         }
@@ -137,6 +157,7 @@ async fn refresh<S: SignatureSource>(
                 return Arc::new(Signatures {
                     checked_at: now,
                     error: None,
+                    failed_at: None,
                     ..(*good).clone()
                 });
             }
@@ -144,6 +165,7 @@ async fn refresh<S: SignatureSource>(
             Err(error) => {
                 return Arc::new(Signatures {
                     error: Some(error),
+                    failed_at: Some(now),
                     ..(*good).clone()
                 });
             }
@@ -165,11 +187,13 @@ async fn full_fetch<S: SignatureSource>(
         // Keep the last good answer rather than a half-read new one.
         (Some(error), Some(good)) => Arc::new(Signatures {
             error: Some(error),
+            failed_at: Some(now),
             ..good.clone()
         }),
         (error, _) => Arc::new(Signatures {
             fetched,
             checked_at: now,
+            failed_at: error.as_ref().map(|_| now),
             error,
             fetched_at: now,
         }),
@@ -215,5 +239,121 @@ fn formats_to_check(fetched: &Fetched) -> (bool, bool) {
     match (has(&fetched.legacy), has(&fetched.bundles)) {
         (false, false) => (true, true),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cache's bookkeeping against a scripted source (a stand-in: the real registry is in the
+    //! integration tests and the operator benchmark).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::verify::{Candidate, Found};
+
+    #[derive(Default)]
+    struct Scripted {
+        revision: Mutex<String>,
+        down: std::sync::atomic::AtomicBool,
+        full_fetches: AtomicUsize,
+        revision_checks: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn answer(&self) -> Result<Found, RegistryError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(RegistryError::Unreachable {
+                    registry: "r".into(),
+                    detail: "down".into(),
+                });
+            }
+            Ok(Found {
+                revision: lock(&self.revision).clone(),
+                candidates: vec![Candidate::Rejected {
+                    format: crate::verify::SignatureFormat::Legacy,
+                    source: "s".into(),
+                    reason: "r".into(),
+                }],
+            })
+        }
+    }
+
+    impl SignatureSource for Scripted {
+        async fn resolve(&self, _: &ImageRef) -> Result<Digest, RegistryError> {
+            Ok(Digest::of(b"x"))
+        }
+        async fn legacy_signatures(&self, _: &ImageRef, _: &Digest) -> Result<Found, RegistryError> {
+            self.full_fetches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.answer()
+        }
+        async fn bundle_signatures(&self, _: &ImageRef, _: &Digest) -> Result<Found, RegistryError> {
+            Ok(Found {
+                revision: super::super::ABSENT.into(),
+                candidates: Vec::new(),
+            })
+        }
+        async fn legacy_revision(&self, _: &ImageRef, _: &Digest) -> Result<String, RegistryError> {
+            self.revision_checks.fetch_add(1, Ordering::SeqCst);
+            self.answer().map(|f| f.revision)
+        }
+        async fn bundle_revision(&self, _: &ImageRef, _: &Digest) -> Result<String, RegistryError> {
+            Ok(super::super::ABSENT.into())
+        }
+    }
+
+    fn setup() -> (Arc<Scripted>, SignatureCache<Scripted>, ImageRef, Digest) {
+        let source = Arc::new(Scripted::default());
+        *lock(&source.revision) = "one".into();
+        let cache = SignatureCache::new(source.clone());
+        (
+            source,
+            cache,
+            ImageRef::parse("localhost/app").unwrap(),
+            Digest::of(b"app"),
+        )
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_one_fetch() {
+        let (source, cache, repo, digest) = setup();
+        let max_age = Duration::from_secs(60);
+        let (a, b) = tokio::join!(
+            cache.get(&repo, &digest, max_age),
+            cache.get(&repo, &digest, max_age)
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(source.full_fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_revision_downloads_nothing_and_a_changed_one_refetches() {
+        let (source, cache, repo, digest) = setup();
+        cache.get(&repo, &digest, Duration::ZERO).await;
+        cache.get(&repo, &digest, Duration::ZERO).await;
+        assert_eq!(source.full_fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(source.revision_checks.load(Ordering::SeqCst), 1);
+        *lock(&source.revision) = "two".into();
+        let fresh = cache.get(&repo, &digest, Duration::ZERO).await;
+        assert_eq!(source.full_fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(fresh.fetched.legacy.as_ref().unwrap().revision, "two");
+    }
+
+    #[tokio::test]
+    async fn a_failure_keeps_the_last_answer_marked_stale_and_backs_off() {
+        let (source, cache, repo, digest) = setup();
+        let good = cache.get(&repo, &digest, Duration::ZERO).await;
+        source.down.store(true, Ordering::SeqCst);
+        let stale = cache.get(&repo, &digest, Duration::ZERO).await;
+        assert!(stale.is_stale());
+        assert_eq!(stale.fetched.legacy, good.fetched.legacy, "last good answer kept");
+        let checks = source.revision_checks.load(Ordering::SeqCst);
+        cache.get(&repo, &digest, Duration::ZERO).await;
+        assert_eq!(
+            source.revision_checks.load(Ordering::SeqCst),
+            checks,
+            "no retry while backing off"
+        );
     }
 }
