@@ -104,7 +104,7 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
             pending
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    refresh(self.source.clone(), repo.clone(), digest.clone(), previous)
+                    deadline(self.source.clone(), repo.clone(), digest.clone(), previous)
                         .boxed()
                         .shared()
                 })
@@ -139,6 +139,45 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One refresh may take this long in all, whatever the registry does (every request also has
+/// its own timeout): a registry that trickles a thousand layers cannot hold a sweep hostage.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(60);
+
+/// [`refresh`] within [`REFRESH_DEADLINE`]; past it, the last good answer marked timed out.
+async fn deadline<S: SignatureSource>(
+    source: Arc<S>,
+    repo: ImageRef,
+    digest: Digest,
+    previous: Option<Arc<Signatures>>,
+) -> Arc<Signatures> {
+    let registry = repo.registry().to_string();
+    let fallback = previous.clone();
+    match tokio::time::timeout(REFRESH_DEADLINE, refresh(source, repo, digest, previous)).await {
+        Ok(fresh) => fresh,
+        Err(_) => {
+            let now = Instant::now();
+            let error = RegistryError::Timeout { registry };
+            Arc::new(match fallback {
+                Some(good) => Signatures {
+                    error: Some(error),
+                    failed_at: Some(now),
+                    ..(*good).clone()
+                },
+                None => Signatures {
+                    fetched: Fetched {
+                        legacy: Err(error.clone()),
+                        bundles: Err(error.clone()),
+                    },
+                    checked_at: now,
+                    error: Some(error),
+                    fetched_at: now,
+                    failed_at: Some(now),
+                },
+            })
+        }
+    }
 }
 
 /// Re-checks an entry cheaply when there is a good one, downloads everything otherwise.
