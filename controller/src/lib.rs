@@ -3,7 +3,7 @@
 //! The library holds everything; `main.rs` only parses the command line. The pieces, from the
 //! bottom up:
 //!
-//! - [`reference`]: image references and digests, as cosign names them;
+//! - [`reference`](mod@reference): image references and digests, as cosign names them;
 //! - [`keys`]: public keys (PEM, fingerprints) and cosign's encrypted private key format;
 //! - [`formats`]: the bytes cosign writes (simple-signing payloads, DSSE, Sigstore bundles, OCI
 //!   manifests), parsed and built without I/O;

@@ -36,9 +36,12 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // An operator's log is read by people after the fact, so it says what it decided (info);
+    // at a terminal only warnings. oci-client's warnings about registries that bend the spec
+    // are noise either way.
     match cli.command {
-        Command::Run(_) => run::init_logging(),
-        _ => init_logging(),
+        Command::Run(_) => init_logging("info,oci_client=error,kube=warn"),
+        _ => init_logging("warn,oci_client=error"),
     }
     match cli.command {
         Command::Crds(args) => crds::print_crds(&args),
@@ -49,13 +52,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default: warnings; oci-client's warnings about
-/// registries that bend the spec are noise to a person at a terminal), so stdout stays for results.
-fn init_logging() {
+/// Logs to stderr (stdout stays for results), filtered by RUST_LOG or else `default`; colours
+/// only on a terminal, so log files and `kubectl logs` stay plain text.
+fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,oci_client=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

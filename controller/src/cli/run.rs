@@ -53,17 +53,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::crd::parse_duration("--lease-duration", s).map_err(|e| e.message)
 }
 
-/// Logs at `info` unless RUST_LOG says otherwise: an operator's log is read by people after
-/// the fact, so it says what it decided.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,oci_client=error,kube=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 pub fn run(args: &RunArgs) -> ExitCode {
     match run_operator(args) {
         Ok(()) => ExitCode::SUCCESS,

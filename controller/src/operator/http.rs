@@ -91,7 +91,7 @@ fn bind_error(addr: SocketAddr, e: &io::Error) -> io::Error {
 }
 
 /// Serves on an already bound listener until `shutdown` resolves, then stops accepting and
-/// gives in-flight responses [`SHUTDOWN_GRACE`] to finish. Idle keep-alive connections are
+/// gives in-flight responses `SHUTDOWN_GRACE` to finish. Idle keep-alive connections are
 /// closed at once.
 pub async fn serve_listener(
     listener: TcpListener,

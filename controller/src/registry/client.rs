@@ -59,7 +59,7 @@ pub type RequestObserver = Arc<dyn Fn(&'static str, &'static str, Duration) + Se
 pub struct RegistryOptions {
     pub limits: Limits,
     pub credentials: Credentials,
-    /// Registries (host[:port]) reached over plain HTTP in addition to loopback ones.
+    /// Registries (`host[:port]`) reached over plain HTTP in addition to loopback ones.
     pub insecure_registries: Vec<String>,
     pub observer: Option<RequestObserver>,
 }

@@ -1,6 +1,6 @@
 //! The verification engine: given an image and a key set, is it signed?
 //!
-//! Two halves. [`fetch`] finds signatures in a registry (cosign v2 `.sig` tags and cosign v3
+//! Two halves. [`fetch_signatures`] finds signatures in a registry (cosign v2 `.sig` tags and cosign v3
 //! bundle referrers), behind the small [`SignatureSource`] trait. [`evaluate`] is pure: it checks
 //! every signature against the keys and decides the [`Outcome`]. The controller, the CLI and the
 //! benchmarks all go through [`verify_image`].
