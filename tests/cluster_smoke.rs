@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
+use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster, create};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
@@ -29,13 +29,13 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
     eprintln!("cluster up in {:.1}s", started.elapsed().as_secs_f64());
     let client = cluster.client();
     create(
-        Api::<Namespace>::all(client.clone()),
+        &Api::<Namespace>::all(client.clone()),
         json!({"metadata": {"name": NS}}),
     )
     .await;
 
     let deployed = Instant::now();
-    create(Api::<Deployment>::namespaced(client.clone(), NS), deployment()).await;
+    create(&Api::<Deployment>::namespaced(client.clone(), NS), deployment()).await;
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
     eventually("a ReplicaSet owned by Deployment web", || async {
         let list = replicasets.list(&ListParams::default().labels("app=web")).await?;
@@ -77,7 +77,7 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
     }
 
     // A pod pinned by digest reports that digest, as a kubelet would; no annotation needed.
-    create(pods.clone(), bare_pod("pinned", PULLED)).await;
+    create(&pods.clone(), bare_pod("pinned", PULLED)).await;
     let pinned = eventually("pod pinned Running", || async {
         let pod = pods.get("pinned").await?;
         ensure!(is_running_on(&pod, cluster.node_names()), "not Running yet");
@@ -100,7 +100,7 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
 async fn check_rbac(cluster: &LocalCluster) {
     let client = cluster.client();
     create(
-        Api::<ServiceAccount>::namespaced(client.clone(), NS),
+        &Api::<ServiceAccount>::namespaced(client.clone(), NS),
         json!({"metadata": {"name": "reader"}}),
     )
     .await;
@@ -123,13 +123,13 @@ async fn check_rbac(cluster: &LocalCluster) {
         "metadata": {"name": "pod-reader"},
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
     });
-    create(Api::<Role>::namespaced(client.clone(), NS), role).await;
+    create(&Api::<Role>::namespaced(client.clone(), NS), role).await;
     let binding = json!({
         "metadata": {"name": "reader-reads-pods"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
         "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NS}],
     });
-    create(Api::<RoleBinding>::namespaced(client.clone(), NS), binding).await;
+    create(&Api::<RoleBinding>::namespaced(client.clone(), NS), binding).await;
     eventually("the bound ServiceAccount to list pods", || async {
         as_reader
             .list(&ListParams::default())
@@ -181,23 +181,6 @@ fn image_ids(pod: &Pod) -> Vec<String> {
         .flat_map(|s| s.container_statuses.iter().flatten())
         .map(|c| c.image_id.clone())
         .collect()
-}
-
-/// Creates an object from JSON (kind and apiVersion come from the Api's type).
-async fn create<K>(api: Api<K>, mut object: serde_json::Value)
-where
-    K: kube::Resource<DynamicType = ()>
-        + k8s_openapi::serde::de::DeserializeOwned
-        + k8s_openapi::serde::Serialize
-        + Clone
-        + std::fmt::Debug,
-{
-    object["apiVersion"] = json!(K::api_version(&()));
-    object["kind"] = json!(K::kind(&()));
-    let typed: K = serde_json::from_value(object).expect("a valid object");
-    api.create(&PostParams::default(), &typed)
-        .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", K::kind(&())));
 }
 
 /// Polls `probe` until it succeeds; panics after [`WAIT`] with its last error.

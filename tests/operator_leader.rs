@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use countersign::crd::TrustRoot;
 use countersign::operator::leader::{Leadership, LeaseConfig, LostReason, acquire};
-use countersign_tests::cluster::LocalCluster;
+use countersign_tests::cluster::{LocalCluster, create};
 use countersign_tests::cosign::{Cosign, CosignVersion};
 use countersign_tests::images::push_image;
 use countersign_tests::registry::{Registry, RegistryKind, free_port};
@@ -575,23 +575,6 @@ fn token_kubeconfig(admin: &Path, token: &str, dir: &Path) -> PathBuf {
     let path = dir.join("countersign-sa.kubeconfig");
     std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     path
-}
-
-/// Creates an object from JSON (apiVersion and kind come from the Api's type).
-async fn create<K>(api: &Api<K>, mut object: Value)
-where
-    K: kube::Resource<DynamicType = ()>
-        + k8s_openapi::serde::de::DeserializeOwned
-        + k8s_openapi::serde::Serialize
-        + Clone
-        + std::fmt::Debug,
-{
-    object["apiVersion"] = json!(K::api_version(&()));
-    object["kind"] = json!(K::kind(&()));
-    let typed: K = serde_json::from_value(object).expect("a valid object");
-    api.create(&PostParams::default(), &typed)
-        .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", K::kind(&())));
 }
 
 fn deployment(name: &str, image: &str) -> Value {

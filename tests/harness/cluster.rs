@@ -1275,3 +1275,21 @@ spec:
   next:
     delete: true
 "#;
+
+/// Creates an object from JSON; `apiVersion` and `kind` come from the Api's type, so test
+/// fixtures stay short.
+pub async fn create<K>(api: &kube::Api<K>, mut object: serde_json::Value)
+where
+    K: kube::Resource<DynamicType = ()>
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+{
+    object["apiVersion"] = serde_json::json!(K::api_version(&()));
+    object["kind"] = serde_json::json!(K::kind(&()));
+    let typed: K = serde_json::from_value(object).expect("a valid object");
+    api.create(&kube::api::PostParams::default(), &typed)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", K::kind(&())));
+}

@@ -17,25 +17,7 @@ const PASSWORD: &str = "test";
 /// The cosign binary `name` (`cosign3` or `cosign2`): from `COUNTERSIGN_PEER_<NAME>` if set,
 /// otherwise where `e2e/peers.sh` caches it.
 fn cosign(name: &str) -> PathBuf {
-    let var = format!("COUNTERSIGN_PEER_{}", name.to_uppercase());
-    let path = match std::env::var_os(&var) {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/peers.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .args(["path", name])
-                .output()
-                .expect("run e2e/peers.sh");
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        }
-    };
-    assert!(
-        path.is_file(),
-        "{name} is not built at {:?}: run e2e/peers.sh cosign (or set {var})",
-        path
-    );
-    path
+    countersign_tests::peer_path(name)
 }
 
 /// A scratch directory with its own HOME and TUF_ROOT, so cosign neither reads nor writes the
@@ -87,7 +69,7 @@ impl Scratch {
     }
 
     fn countersign(&self, args: &[&str], password: Option<&str>) -> Output {
-        self.run(Path::new(env!("CARGO_BIN_EXE_countersign")), args, password)
+        self.run(&countersign_tests::countersign_bin(), args, password)
     }
 }
 
@@ -219,7 +201,7 @@ fn generate_key_pair_takes_passwords_where_cosign_does() {
     // Without COSIGN_PASSWORD and with stdin not a terminal, all of stdin is the password.
     let mut child = scratch
         .command(
-            Path::new(env!("CARGO_BIN_EXE_countersign")),
+            &countersign_tests::countersign_bin(),
             &["generate-key-pair", "--output-key-prefix", "piped"],
             None,
         )
