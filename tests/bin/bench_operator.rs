@@ -1,0 +1,1336 @@
+//! Benchmark of the operator (`countersign run`) on a loaded local control plane.
+//!
+//!   e2e/bench-operator.sh [PODS] [DIGESTS]      (default 5000 pods over 500 digests)
+//!
+//! It starts the real local control plane (etcd, kube-apiserver, controller-manager, scheduler,
+//! kwok) and one go-containerregistry registry with the referrers API; pushes DIGESTS small images
+//! and signs them in process (even ones as Sigstore bundle referrers, odd ones as cosign v2 `.sig`
+//! tags); creates one Deployment per digest, pinned by digest (so kwok reports it as the
+//! containers' `imageID`), PODS replicas in all; applies a TrustRoot governing them; waits until
+//! every pod runs; and only then starts `countersign run` as a process. It measures:
+//!
+//! 1. the cold sweep: operator start → every Deployment annotated `Verified` (watched, not polled);
+//! 2. the warm sweeps: each re-verification sweep's `status.lastSweep.durationMs`;
+//! 3. a key removed from the TrustRoot → every Deployment annotated `Failed`, and every
+//!    `SignatureDrift` event emitted (from the operator's `countersign_events_total`);
+//! 4. registry requests, from the registry's own log (one line per request), by kind, per
+//!    distinct digest: cold, per warm sweep, and during the reaction to the key removal; next to
+//!    the operator's own `countersign_registry_requests_total`;
+//! 5. the operator's peak RSS (`VmHWM` of `/proc/<pid>/status`);
+//! 6. the API server's request rate (its own `apiserver_request_total`, whole cluster, with a
+//!    window before the operator starts as the baseline).
+//!
+//! Phase boundaries come from the operator's sweep counter (`countersign_sweep_duration_seconds`
+//! count): the registry log is cut the moment a sweep is seen finished, and the next sweep starts
+//! a `reverifyInterval` later, so each warm window holds exactly one sweep's requests.
+//!
+//! Everything it prints on stdout is markdown; progress goes to stderr.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use countersign::{
+    crd::TrustRoot,
+    formats::oci::{OCI_CONFIG, OCI_MANIFEST},
+    keys::SigningKey,
+    reference::{Digest, ImageRef},
+    registry::{RegistryClient, RegistryOptions},
+    sign::{SignRequest, sign_bundle, sign_legacy},
+};
+use countersign_tests::{
+    cluster::{ClusterOptions, LocalCluster},
+    registry::{Registry, RegistryKind, free_port},
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Pod},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{ListParams, Patch, PatchParams, PostParams},
+    core::PartialObjectMeta,
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::{Value, json};
+use tokio::{io::AsyncReadExt, io::AsyncWriteExt, sync::watch};
+
+const MANAGER: &str = "countersign-bench";
+const LEASE_NAMESPACE: &str = "countersign-system";
+const TRUST_ROOT: &str = "bench";
+/// The label every benchmark Deployment carries, to watch them and nothing else.
+const BENCH_LABEL: &str = "countersign.dev/bench";
+const VERDICT: &str = "countersign.dev/verdict";
+/// Pushes and signatures in flight at once while preparing.
+const PREPARE_CONCURRENCY: usize = 8;
+/// How often the operator's /metrics is read while waiting for a phase to end.
+const POLL: Duration = Duration::from_millis(100);
+/// The baseline window of the API server's request rate, before the operator starts.
+const BASELINE: Duration = Duration::from_secs(10);
+/// How long the API server is still watched after the drift, for what it sets off.
+const KNOCK_ON: Duration = Duration::from_secs(15);
+
+#[derive(Parser)]
+#[command(about = "Benchmark of `countersign run` on a real local control plane and registry")]
+struct Args {
+    /// Pods in all, spread evenly over the Deployments.
+    #[arg(default_value_t = 5000)]
+    pods: usize,
+    /// Distinct digests; one Deployment (and one image) per digest.
+    #[arg(default_value_t = 500)]
+    digests: usize,
+    /// The TrustRoot's reverifyInterval, in seconds (the CRD allows 10s to 24h).
+    #[arg(long, default_value_t = 30)]
+    interval: u64,
+    /// Warm sweeps to measure.
+    #[arg(long, default_value_t = 3)]
+    warm_sweeps: usize,
+    /// Digests per repository (tags v0, v1, … of `bench/app-N`).
+    #[arg(long, default_value_t = 10)]
+    per_repo: usize,
+    /// Of the DIGESTS, how many are pushed but left unsigned (the last ones): their workloads
+    /// stay `Unsigned`, and each of their warm re-checks looks at both formats.
+    #[arg(long, default_value_t = 0)]
+    unsigned: usize,
+    /// Deployments per namespace.
+    #[arg(long, default_value_t = 100)]
+    per_namespace: usize,
+    /// Flags handed to `countersign run` as they are (after `--`), e.g.
+    /// `-- --max-concurrent-verifications 32`.
+    #[arg(last = true)]
+    operator_args: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.digests > 0 && args.pods >= args.digests,
+        "need PODS >= DIGESTS > 0"
+    );
+    ensure!(
+        args.unsigned < args.digests,
+        "--unsigned must leave at least one signed digest"
+    );
+    ensure!(
+        args.interval >= 10,
+        "the CRD accepts a reverifyInterval of 10s or more"
+    );
+    let countersign = std::env::var("COUNTERSIGN_BIN")
+        .map(PathBuf::from)
+        .context("COUNTERSIGN_BIN: the countersign binary to benchmark (e2e/bench-operator.sh sets it)")?;
+    let started = Instant::now();
+
+    // The control plane, sized for the pods: up to 5,000 per fake node, with room to spare.
+    let nodes = args.pods.div_ceil(5000).max(1);
+    let pods_per_node = u32::try_from(args.pods.div_ceil(nodes) + 110)?;
+    let registry = Registry::start(RegistryKind::Referrers);
+    let cluster = LocalCluster::start_with(ClusterOptions {
+        dir: None,
+        nodes,
+        pods_per_node,
+    })
+    .await?;
+    let client = cluster.client();
+    install(&client).await?;
+
+    // Images, signatures, workloads, trust root.
+    let trusted = SigningKey::generate();
+    let spare = SigningKey::generate();
+    let t = Instant::now();
+    let images = prepare_images(&registry.host, &args, &trusted).await?;
+    let prepare_time = t.elapsed();
+    progress(&format!(
+        "pushed and signed {} images in {:.1}s",
+        images.len(),
+        prepare_time.as_secs_f64()
+    ));
+    let glob = format!("{}/bench/**", registry.host);
+    apply_trust_root(
+        &client,
+        &glob,
+        &[("ci", &trusted), ("spare", &spare)],
+        args.interval,
+    )
+    .await?;
+    let t = Instant::now();
+    let deployments = create_workloads(&client, &images, &args).await?;
+    wait_pods_running(&client, args.pods).await?;
+    progress(&format!(
+        "{} pods of {} Deployments Running in {:.1}s",
+        args.pods,
+        deployments,
+        t.elapsed().as_secs_f64()
+    ));
+    let verdicts = watch_verdicts(client.clone());
+    let signed = deployments - args.unsigned;
+
+    // Baseline of the API server once the controller-manager has caught up with the Deployments
+    // (their status), while nothing but the cluster itself runs.
+    let mut own = OwnRequests::default();
+    settle(&client, &mut own).await?;
+    let baseline_start = ApiServer::scrape(&client, &mut own).await?;
+    tokio::time::sleep(BASELINE).await;
+
+    // The operator.
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let log_path = cluster.dir().join("operator.log");
+    let mut phases = Vec::new();
+    let op_start = snapshot(&registry, &client, &metrics_addr, &mut own, false).await?;
+    let operator = OperatorProcess::start(
+        &countersign,
+        cluster.kubeconfig_path(),
+        &metrics_addr,
+        &log_path,
+        &args.operator_args,
+    )?;
+    let cold = measure_cold(
+        &operator,
+        &metrics_addr,
+        &verdicts,
+        (signed, args.unsigned),
+        &log_path,
+    )
+    .await;
+    let cold = match cold {
+        Ok(c) => c,
+        Err(e) => {
+            let counts = *verdicts.borrow();
+            bail!(
+                "{e:#}\nverdicts: {counts:?}\noperator log {}:\n{}",
+                log_path.display(),
+                tail(&log_path, 30)
+            );
+        }
+    };
+    let rss_after_cold = operator.memory();
+    let after_cold = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+    let cold_sweep = last_sweep(&client, &mut own).await?;
+    phases.push(Phase::new("cold", &op_start, &after_cold));
+
+    // Warm sweeps: each window ends when the operator reports the next sweep finished.
+    let mut warm = Vec::new();
+    let mut previous = after_cold;
+    for n in 1..=args.warm_sweeps {
+        let want = previous.sweeps() + 1.0;
+        let limit = Duration::from_secs(args.interval * 3 + 300);
+        wait_metric(&metrics_addr, limit, &operator, &log_path, |m| {
+            value(m, "countersign_sweep_duration_seconds_count") >= want
+        })
+        .await
+        .with_context(|| format!("warm sweep {n}"))?;
+        let now = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+        let sweep = last_sweep(&client, &mut own).await?;
+        progress(&format!(
+            "warm sweep {n}: {} digests in {} ms",
+            sweep.digests, sweep.duration_ms
+        ));
+        phases.push(Phase::new(&format!("warm {n}"), &previous, &now));
+        warm.push(sweep);
+        previous = now;
+    }
+
+    // A key removed from the TrustRoot: every workload must drift.
+    let before_drift = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+    let drift_events_before = value(
+        &before_drift.operator,
+        r#"countersign_events_total{reason="SignatureDrift"}"#,
+    );
+    let t = Instant::now();
+    apply_trust_root(&client, &glob, &[("spare", &spare)], args.interval).await?;
+    own.count(1);
+    let mut rx = verdicts.clone();
+    tokio::time::timeout(Duration::from_secs(300), rx.wait_for(|c| c.failed >= signed))
+        .await
+        .context("every Deployment Failed after the key was removed")??;
+    let drift_annotated = t.elapsed();
+    wait_metric(
+        &metrics_addr,
+        Duration::from_secs(300),
+        &operator,
+        &log_path,
+        |m| {
+            value(m, r#"countersign_events_total{reason="SignatureDrift"}"#) - drift_events_before
+                >= signed as f64
+        },
+    )
+    .await
+    .context("a SignatureDrift event per Deployment")?;
+    let drift_events = t.elapsed();
+    progress(&format!(
+        "key removed → {signed} Failed in {:.2}s, {signed} SignatureDrift events in {:.2}s",
+        drift_annotated.as_secs_f64(),
+        drift_events.as_secs_f64()
+    ));
+    let after_drift = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+    phases.push(Phase::new("drift", &before_drift, &after_drift));
+    // What the annotation patches set off afterwards in the controller-manager (it copies a
+    // Deployment's annotations to its ReplicaSet), for the API server table only.
+    tokio::time::sleep(KNOCK_ON).await;
+    let knock_on = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+    let knock_on = Phase::new(
+        &format!("the {}s after drift", KNOCK_ON.as_secs()),
+        &after_drift,
+        &knock_on,
+    );
+    let memory = operator.memory();
+    let status = get_trust_root(&client).await?.status;
+    let stopped = operator.stop();
+
+    let log = registry.log();
+    let _ = std::fs::write(cluster.dir().join("registry.log"), &log);
+    let report = Report {
+        args: &args,
+        host: &registry.host,
+        nodes,
+        deployments,
+        prepare_time,
+        cold,
+        cold_sweep,
+        warm,
+        drift_annotated,
+        drift_events,
+        rss_after_cold,
+        memory,
+        baseline: (baseline_start, op_start.apiserver.clone()),
+        knock_on,
+        signed,
+        phases,
+        log: log.lines().collect(),
+        status,
+        stopped,
+    };
+    report.print();
+    progress(&format!(
+        "done in {:.0}s (operator log: {}; COUNTERSIGN_KEEP_CLUSTER=1 keeps it)",
+        started.elapsed().as_secs_f64(),
+        log_path.display()
+    ));
+    drop(cluster);
+    Ok(())
+}
+
+fn progress(what: &str) {
+    eprintln!("[bench] {what}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preparation: CRDs, images, signatures, workloads.
+
+/// The CRDs (server-side apply, as `kubectl apply --server-side` does) and the Lease namespace.
+async fn install(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in countersign::crd::all() {
+        let name = crd.metadata.name.clone().context("named CRD")?;
+        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("apply CRD {name}"))?;
+    }
+    create_namespace(client, LEASE_NAMESPACE).await?;
+    let roots: Api<TrustRoot> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while roots.list(&ListParams::default().limit(1)).await.is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "the TrustRoot API is not served after 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("create namespace {name}"))?;
+    Ok(())
+}
+
+/// A pushed, signed image.
+struct Image {
+    /// `host/bench/app-N@sha256:…`: what the pods run.
+    pinned: String,
+}
+
+/// Pushes `args.digests` one-layer images and signs them with `key`: even ones as bundle
+/// referrers (cosign v3's default), odd ones as `.sig` tags (cosign v2's format).
+async fn prepare_images(host: &str, args: &Args, key: &SigningKey) -> Result<Vec<Image>> {
+    let client = RegistryClient::new(RegistryOptions::default());
+    let per_repo = args.per_repo.max(1);
+    stream::iter(0..args.digests)
+        .map(|i| {
+            let client = &client;
+            async move {
+                let tagged =
+                    ImageRef::parse(&format!("{host}/bench/app-{}:v{}", i / per_repo, i % per_repo))?;
+                let digest = push_image(client, &tagged, i).await?;
+                let image = tagged.at_digest(&digest);
+                let request = SignRequest {
+                    image: &image,
+                    key,
+                    annotations: BTreeMap::new(),
+                    signature_repository: None,
+                };
+                if i >= args.digests - args.unsigned {
+                    // left unsigned
+                } else if i % 2 == 0 {
+                    sign_bundle(client, &request).await?;
+                } else {
+                    sign_legacy(client, &request).await?;
+                }
+                anyhow::Ok((
+                    i,
+                    Image {
+                        pinned: image.to_string(),
+                    },
+                ))
+            }
+        })
+        .buffer_unordered(PREPARE_CONCURRENCY)
+        .try_collect::<BTreeMap<usize, Image>>()
+        .await
+        .map(|m| m.into_values().collect())
+}
+
+/// One image of one uncompressed layer (a tar holding one small file unique to `i`), pushed in
+/// process: a few requests instead of a `crane` process per image.
+async fn push_image(client: &RegistryClient, tagged: &ImageRef, i: usize) -> Result<Digest> {
+    let layer = tar_of_one_file("app", format!("countersign bench image {i}\n").as_bytes());
+    let layer_digest = client.push_blob(tagged, &layer).await?;
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/app"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+    }))?;
+    let config_digest = client.push_blob(tagged, &config).await?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest.to_string(),
+            "size": layer.len(),
+        }],
+    }))?;
+    Ok(client.push_manifest(tagged, &manifest, OCI_MANIFEST).await?)
+}
+
+/// A ustar archive of one regular file.
+fn tar_of_one_file(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    let mut put = |offset: usize, field: &[u8]| header[offset..offset + field.len()].copy_from_slice(field);
+    put(0, name.as_bytes());
+    put(100, b"0000755\0");
+    put(108, b"0000000\0");
+    put(116, b"0000000\0");
+    put(124, format!("{:011o}\0", content.len()).as_bytes());
+    put(136, b"00000000000\0");
+    put(148, b"        ");
+    put(156, b"0");
+    put(257, b"ustar\0");
+    put(263, b"00");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut tar = header.to_vec();
+    tar.extend_from_slice(content);
+    tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+    tar
+}
+
+/// One Deployment per image, `pods` replicas in all, `per_namespace` Deployments per namespace.
+async fn create_workloads(client: &Client, images: &[Image], args: &Args) -> Result<usize> {
+    let n = images.len();
+    let per_namespace = args.per_namespace.max(1);
+    for ns in 0..n.div_ceil(per_namespace) {
+        create_namespace(client, &format!("bench-{ns}")).await?;
+    }
+    stream::iter(images.iter().enumerate())
+        .map(|(i, image)| async move {
+            // The first `pods % n` Deployments get one replica more.
+            let replicas = args.pods / n + usize::from(i < args.pods % n);
+            let name = format!("app-{i}");
+            let deployment: Deployment = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {BENCH_LABEL: "1"}},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {
+                            "containers": [{"name": "app", "image": image.pinned}],
+                            "terminationGracePeriodSeconds": 0,
+                        },
+                    },
+                },
+            }))?;
+            Api::<Deployment>::namespaced(client.clone(), &format!("bench-{}", i / per_namespace))
+                .create(&PostParams::default(), &deployment)
+                .await
+                .with_context(|| format!("create Deployment {name}"))?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await?;
+    Ok(n)
+}
+
+/// Waits until `pods` pods are Running (kwok sets the phase and the `imageID` in one step).
+async fn wait_pods_running(client: &Client, pods: usize) -> Result<()> {
+    let api: Api<Pod> = Api::all(client.clone());
+    let running = ListParams::default().fields("status.phase=Running");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut last = 0;
+    loop {
+        let n = api.list_metadata(&running).await?.items.len();
+        if n >= pods {
+            return Ok(());
+        }
+        if n / 1000 != last / 1000 {
+            progress(&format!("{n} pods Running"));
+        }
+        last = n;
+        ensure!(
+            Instant::now() < deadline,
+            "only {n} of {pods} pods Running after 15 min"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The TrustRoot governing every benchmark image, with `keys` (threshold 1).
+async fn apply_trust_root(
+    client: &Client,
+    glob: &str,
+    keys: &[(&str, &SigningKey)],
+    interval: u64,
+) -> Result<()> {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(name, key)| json!({"name": name, "publicKey": key.public_key().to_pem()}))
+        .collect();
+    let object = json!({
+        "apiVersion": "countersign.dev/v1alpha1",
+        "kind": "TrustRoot",
+        "metadata": {"name": TRUST_ROOT},
+        "spec": {
+            "images": [glob],
+            "keys": keys,
+            "threshold": 1,
+            "reverifyInterval": format!("{interval}s"),
+        },
+    });
+    Api::<TrustRoot>::all(client.clone())
+        .patch(
+            TRUST_ROOT,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .context("apply the TrustRoot")?;
+    Ok(())
+}
+
+async fn get_trust_root(client: &Client) -> Result<TrustRoot> {
+    Ok(Api::<TrustRoot>::all(client.clone()).get(TRUST_ROOT).await?)
+}
+
+/// The TrustRoot's `status.lastSweep`.
+async fn last_sweep(client: &Client, own: &mut OwnRequests) -> Result<Sweep> {
+    own.count(1);
+    let root = get_trust_root(client).await?;
+    let sweep = root
+        .status
+        .and_then(|s| s.last_sweep)
+        .context("the TrustRoot has no status.lastSweep")?;
+    Ok(Sweep {
+        digests: i64::from(sweep.digests),
+        duration_ms: sweep.duration_ms,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    digests: i64,
+    duration_ms: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching the verdicts.
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Verdicts {
+    deployments: usize,
+    verified: usize,
+    failed: usize,
+    unsigned: usize,
+    other: usize,
+    unannotated: usize,
+}
+
+/// The verdict annotations of the benchmark Deployments, as a metadata watch sees them (one
+/// long request instead of polling hundreds of objects).
+fn watch_verdicts(client: Client) -> watch::Receiver<Verdicts> {
+    let (tx, rx) = watch::channel(Verdicts::default());
+    let api: Api<PartialObjectMeta<Deployment>> = Api::all(client);
+    let config = watcher::Config::default().labels(&format!("{BENCH_LABEL}=1"));
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    let verdict = o
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(VERDICT))
+                        .cloned();
+                    seen.insert(o.metadata.uid.unwrap_or_default(), verdict);
+                }
+                watcher::Event::Delete(o) => {
+                    seen.remove(&o.metadata.uid.unwrap_or_default());
+                }
+                watcher::Event::Init => seen.clear(),
+                watcher::Event::InitDone => {}
+            }
+            let mut counts = Verdicts {
+                deployments: seen.len(),
+                ..Verdicts::default()
+            };
+            for verdict in seen.values() {
+                match verdict.as_deref() {
+                    Some("Verified") => counts.verified += 1,
+                    Some("Failed") => counts.failed += 1,
+                    Some("Unsigned") => counts.unsigned += 1,
+                    Some(_) => counts.other += 1,
+                    None => counts.unannotated += 1,
+                }
+            }
+            let _ = tx.send(counts);
+        }
+    });
+    rx
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator process.
+
+struct OperatorProcess {
+    child: Child,
+    started: Instant,
+}
+
+impl OperatorProcess {
+    fn start(binary: &Path, kubeconfig: &Path, metrics: &str, log: &Path, extra: &[String]) -> Result<Self> {
+        let log = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,oci_client=error,kube=warn".into());
+        let started = Instant::now();
+        let child = Command::new(binary)
+            .args(["run", "--metrics-addr", metrics])
+            .args([
+                "--leader-election-namespace",
+                LEASE_NAMESPACE,
+                "--identity",
+                "bench",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        Ok(Self { child, started })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmHWM` (peak resident set) and `VmRSS`, in KiB.
+    fn memory(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            peak_kib: kib("VmHWM:"),
+            rss_kib: kib("VmRSS:"),
+        }
+    }
+
+    /// SIGTERM, as a kubelet stops it; SIGKILL after 20 s. Returns how long it took and how it
+    /// ended.
+    fn stop(mut self) -> String {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let t = Instant::now();
+        let pid = Pid::from_raw(i32::try_from(self.pid()).unwrap_or(i32::MAX));
+        let _ = kill(pid, Signal::SIGTERM);
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return format!("{status} {:.1}s after SIGTERM", t.elapsed().as_secs_f64());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        "killed: still running 20s after SIGTERM".into()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    peak_kib: u64,
+    rss_kib: u64,
+}
+
+struct Cold {
+    leading: Duration,
+    first_sweep: Duration,
+    all_verified: Duration,
+}
+
+/// From the operator's start until every Deployment is annotated Verified, with the moments it
+/// started leading and finished its first sweep (from its /metrics).
+async fn measure_cold(
+    operator: &OperatorProcess,
+    metrics: &str,
+    verdicts: &watch::Receiver<Verdicts>,
+    (signed, unsigned): (usize, usize),
+    log: &Path,
+) -> Result<Cold> {
+    let deployments = signed + unsigned;
+    let deadline = operator.started + Duration::from_secs(900);
+    let (mut leading, mut first_sweep, mut all_verified) = (None, None, None);
+    let mut probe = ChildProbe(operator.pid());
+    loop {
+        let now = operator.started.elapsed();
+        let seen = *verdicts.borrow();
+        if all_verified.is_none()
+            && seen.verified >= signed
+            && seen.unsigned >= unsigned
+            && seen.deployments == deployments
+        {
+            all_verified = Some(now);
+        }
+        if let Ok(m) = scrape_metrics(metrics).await {
+            if leading.is_none() && value(&m, "countersign_leader") >= 1.0 {
+                leading = Some(now);
+            }
+            if first_sweep.is_none() && value(&m, "countersign_sweep_duration_seconds_count") >= 1.0 {
+                first_sweep = Some(now);
+            }
+        }
+        if let (Some(leading), Some(first_sweep), Some(all_verified)) = (leading, first_sweep, all_verified) {
+            progress(&format!(
+                "cold: leading after {:.2}s, first sweep done after {:.2}s, all {deployments} annotated after {:.2}s",
+                leading.as_secs_f64(),
+                first_sweep.as_secs_f64(),
+                all_verified.as_secs_f64()
+            ));
+            return Ok(Cold {
+                leading,
+                first_sweep,
+                all_verified,
+            });
+        }
+        probe.check(log)?;
+        ensure!(Instant::now() < deadline, "no cold sweep within 15 min");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether a pid still runs, without owning its `Child`.
+struct ChildProbe(u32);
+
+impl ChildProbe {
+    fn check(&mut self, log: &Path) -> Result<()> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0)).unwrap_or_default();
+        let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
+        ensure!(
+            !status.is_empty() && !zombie,
+            "the operator exited; its log ends with:\n{}",
+            tail(log, 30)
+        );
+        Ok(())
+    }
+}
+
+/// Polls the operator's metrics until `done` holds.
+async fn wait_metric(
+    metrics: &str,
+    limit: Duration,
+    operator: &OperatorProcess,
+    log: &Path,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut probe = ChildProbe(operator.pid());
+    loop {
+        if let Ok(m) = scrape_metrics(metrics).await
+            && done(&m)
+        {
+            return Ok(());
+        }
+        probe.check(log)?;
+        ensure!(Instant::now() < deadline, "not within {limit:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics: the operator's, and the API server's.
+
+/// The operator's /metrics as `series → value` (series as exposed, labels included).
+async fn scrape_metrics(addr: &str) -> Result<HashMap<String, f64>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("an HTTP response")?;
+    ensure!(head.starts_with("HTTP/1.1 200"), "metrics: {head}");
+    Ok(parse_exposition(body))
+}
+
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            // `name{labels} value [timestamp]`; label values here never hold "} ".
+            let (series, rest) = match l.find("} ") {
+                Some(i) => (&l[..=i], &l[i + 2..]),
+                None => l.split_once(' ')?,
+            };
+            Some((series.to_string(), rest.split(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(metrics: &HashMap<String, f64>, series: &str) -> f64 {
+    metrics.get(series).copied().unwrap_or(0.0)
+}
+
+/// Requests this benchmark itself sends to the API server while the operator runs, subtracted
+/// from the API server's counts.
+#[derive(Default)]
+struct OwnRequests(u64);
+
+impl OwnRequests {
+    fn count(&mut self, n: u64) {
+        self.0 += n;
+    }
+}
+
+/// `apiserver_request_total` summed by `VERB resource[/subresource]`, and when it was read.
+#[derive(Clone)]
+struct ApiServer {
+    at: Instant,
+    by_kind: BTreeMap<String, f64>,
+    /// This benchmark's own requests until then.
+    own: u64,
+}
+
+impl ApiServer {
+    async fn scrape(client: &Client, own: &mut OwnRequests) -> Result<Self> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        let text = client
+            .request_text(request)
+            .await
+            .context("API server /metrics")?;
+        own.count(1);
+        let mut by_kind = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+            let Some((labels, v)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = v.parse::<f64>() else { continue };
+            let label = |name: &str| {
+                labels
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (resource, sub) = (label("resource"), label("subresource"));
+            let what = match (resource.as_str(), sub.as_str()) {
+                ("", _) => "(non-resource)".to_string(),
+                (r, "") => r.to_string(),
+                (r, s) => format!("{r}/{s}"),
+            };
+            // Failures (a 409 conflict, say) are told apart from successes.
+            let code = label("code");
+            let code = if code.starts_with('2') {
+                String::new()
+            } else {
+                format!(" → {code}")
+            };
+            *by_kind
+                .entry(format!("{} {what}{code}", label("verb")))
+                .or_insert(0.0) += v;
+        }
+        Ok(Self {
+            at: Instant::now(),
+            by_kind,
+            own: own.0,
+        })
+    }
+
+    fn total(&self) -> f64 {
+        self.by_kind.values().sum()
+    }
+}
+
+/// Waits (up to 3 min) until the API server serves fewer than 3 requests a second.
+async fn settle(client: &Client, own: &mut OwnRequests) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let a = ApiServer::scrape(client, own).await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let b = ApiServer::scrape(client, own).await?;
+        let rate = (b.total() - a.total() - (b.own - a.own) as f64) / (b.at - a.at).as_secs_f64();
+        if rate < 3.0 || started.elapsed() > Duration::from_secs(180) {
+            progress(&format!(
+                "API server at {rate:.1} requests/s after {:.0}s of settling",
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+    }
+}
+
+/// Everything read at a phase boundary.
+struct Snapshot {
+    log_lines: usize,
+    operator: HashMap<String, f64>,
+    apiserver: ApiServer,
+}
+
+impl Snapshot {
+    fn sweeps(&self) -> f64 {
+        value(&self.operator, "countersign_sweep_duration_seconds_count")
+    }
+}
+
+async fn snapshot(
+    registry: &Registry,
+    client: &Client,
+    metrics: &str,
+    own: &mut OwnRequests,
+    operator_running: bool,
+) -> Result<Snapshot> {
+    // The registry log first: it is what the window boundaries must be exact for.
+    let log_lines = registry.log().lines().count();
+    let operator = if operator_running {
+        scrape_metrics(metrics).await?
+    } else {
+        HashMap::new()
+    };
+    let apiserver = ApiServer::scrape(client, own).await?;
+    Ok(Snapshot {
+        log_lines,
+        operator,
+        apiserver,
+    })
+}
+
+/// What happened between two snapshots.
+struct Phase {
+    name: String,
+    log: (usize, usize),
+    /// `countersign_registry_requests_total` deltas by `operation/outcome`.
+    client_requests: BTreeMap<String, f64>,
+    apiserver: BTreeMap<String, f64>,
+    apiserver_own: u64,
+    apiserver_seconds: f64,
+    /// Sweeps the operator finished in the window.
+    sweeps: f64,
+}
+
+impl Phase {
+    fn new(name: &str, from: &Snapshot, to: &Snapshot) -> Self {
+        let mut client_requests = BTreeMap::new();
+        for (series, v) in &to.operator {
+            let Some(labels) = series.strip_prefix("countersign_registry_requests_total{") else {
+                continue;
+            };
+            let delta = v - from.operator.get(series).copied().unwrap_or(0.0);
+            if delta > 0.0 {
+                let label = |name: &str| {
+                    labels
+                        .split(&format!("{name}=\""))
+                        .nth(1)
+                        .and_then(|s| s.split('"').next())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                client_requests.insert(format!("{} {}", label("operation"), label("outcome")), delta);
+            }
+        }
+        let apiserver = to
+            .apiserver
+            .by_kind
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v - from.apiserver.by_kind.get(k).copied().unwrap_or(0.0),
+                )
+            })
+            .filter(|(_, v)| *v > 0.0)
+            .collect();
+        Self {
+            name: name.to_string(),
+            log: (from.log_lines, to.log_lines),
+            client_requests,
+            apiserver,
+            apiserver_own: to.apiserver.own - from.apiserver.own,
+            apiserver_seconds: (to.apiserver.at - from.apiserver.at).as_secs_f64(),
+            sweeps: to.sweeps() - from.sweeps(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry's log.
+
+/// What one line of go-containerregistry's log was (`2025/01/02 15:04:05 GET /v2/… [status code
+/// message]`; the status appears only on errors): `METHOD kind`, `→ status` when it failed.
+/// `None` for lines that are not requests.
+fn classify(line: &str) -> Option<(String, Option<String>)> {
+    let mut parts = line.split_whitespace();
+    let (_date, _time, method, url) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if !matches!(method, "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE") {
+        return None;
+    }
+    let status = parts
+        .next()
+        .filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()));
+    let path = url.split('?').next()?;
+    let mut digest = None;
+    let kind = if path == "/v2/" || path == "/v2" {
+        "/v2/ (ping)"
+    } else if let Some((_, reference)) = path.rsplit_once("/manifests/") {
+        if let Some(hex) = reference.strip_prefix("sha256-") {
+            digest = Some(hex.trim_end_matches(".sig").to_string());
+            if reference.ends_with(".sig") {
+                "manifest, .sig tag"
+            } else {
+                "manifest, referrers fallback tag"
+            }
+        } else if reference.starts_with("sha256:") {
+            "manifest, by digest"
+        } else {
+            "manifest, by tag"
+        }
+    } else if let Some((_, subject)) = path.rsplit_once("/referrers/") {
+        digest = Some(subject.trim_start_matches("sha256:").to_string());
+        "referrers"
+    } else if path.contains("/blobs/uploads") {
+        "blob upload"
+    } else if path.contains("/blobs/") {
+        "blob"
+    } else {
+        "other"
+    };
+    let status = status.map_or_else(String::new, |s| format!(" → {s}"));
+    Some((format!("{method} {kind}{status}"), digest))
+}
+
+/// Requests by kind in `lines`, and the most any one subject digest got (pings and blobs
+/// name no subject).
+fn count_requests(lines: &[&str]) -> (BTreeMap<String, usize>, usize, usize) {
+    let mut kinds = BTreeMap::new();
+    let mut per_digest: HashMap<String, usize> = HashMap::new();
+    for line in lines {
+        if let Some((kind, digest)) = classify(line) {
+            *kinds.entry(kind).or_insert(0) += 1;
+            if let Some(d) = digest {
+                *per_digest.entry(d).or_insert(0) += 1;
+            }
+        }
+    }
+    let max = per_digest.values().copied().max().unwrap_or(0);
+    (kinds, per_digest.len(), max)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report.
+
+struct Report<'a> {
+    args: &'a Args,
+    host: &'a str,
+    nodes: usize,
+    deployments: usize,
+    prepare_time: Duration,
+    cold: Cold,
+    cold_sweep: Sweep,
+    warm: Vec<Sweep>,
+    drift_annotated: Duration,
+    drift_events: Duration,
+    rss_after_cold: Memory,
+    memory: Memory,
+    baseline: (ApiServer, ApiServer),
+    phases: Vec<Phase>,
+    knock_on: Phase,
+    signed: usize,
+    log: Vec<&'a str>,
+    status: Option<countersign::crd::TrustRootStatus>,
+    stopped: String,
+}
+
+impl Report<'_> {
+    fn print(&self) {
+        let a = self.args;
+        let n = self.deployments as f64;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "## Operator: {} pods over {} digests ({} Deployments in {} namespaces, {} fake node(s))\n",
+            a.pods,
+            a.digests,
+            self.deployments,
+            self.deployments.div_ceil(a.per_namespace.max(1)),
+            self.nodes
+        );
+        println!(
+            "Registry {} (go-containerregistry, referrers API); {} images signed, half as bundle \
+             referrers, half as `.sig` tags, {} unsigned; TrustRoot `reverifyInterval: {}s`; \
+             operator flags: {}. Prepared (push + sign) in {:.1}s.\n",
+            self.host,
+            self.signed,
+            a.unsigned,
+            a.interval,
+            if a.operator_args.is_empty() {
+                "defaults".to_string()
+            } else {
+                format!("`{}`", a.operator_args.join(" "))
+            },
+            self.prepare_time.as_secs_f64()
+        );
+        println!("| measure | value |\n|---|---|");
+        println!(
+            "| cold sweep: operator start → all {} Deployments annotated ({}) | **{:.2} s** |",
+            self.deployments,
+            if a.unsigned == 0 {
+                "Verified".to_string()
+            } else {
+                format!("{} Verified, {} Unsigned", self.signed, a.unsigned)
+            },
+            self.cold.all_verified.as_secs_f64()
+        );
+        println!(
+            "| ↳ operator start → leading (caches synced, Lease taken) | {:.2} s |",
+            self.cold.leading.as_secs_f64()
+        );
+        println!(
+            "| ↳ first sweep, `status.lastSweep.durationMs` ({} digests) | {} ms |",
+            self.cold_sweep.digests, self.cold_sweep.duration_ms
+        );
+        println!(
+            "| ↳ operator start → first sweep seen finished (`/metrics`) | {:.2} s |",
+            self.cold.first_sweep.as_secs_f64()
+        );
+        let warm: Vec<String> = self
+            .warm
+            .iter()
+            .map(|s| format!("{} ms", s.duration_ms))
+            .collect();
+        println!(
+            "| warm re-verification sweep, `status.lastSweep.durationMs` (each) | **{}** |",
+            warm.join(", ")
+        );
+        println!(
+            "| key removed from the TrustRoot → all {} signed Deployments annotated Failed | **{:.2} s** |",
+            self.signed,
+            self.drift_annotated.as_secs_f64()
+        );
+        println!(
+            "| key removed → {} `SignatureDrift` events emitted | {:.2} s |",
+            self.signed,
+            self.drift_events.as_secs_f64()
+        );
+        let requests = |p: &Phase| {
+            let (kinds, _, _) = count_requests(&self.log[p.log.0..p.log.1]);
+            kinds.values().sum::<usize>()
+        };
+        let cold = self.phases.iter().find(|p| p.name == "cold");
+        let warm: Vec<&Phase> = self
+            .phases
+            .iter()
+            .filter(|p| p.name.starts_with("warm"))
+            .collect();
+        let drift = self.phases.iter().find(|p| p.name == "drift");
+        if let Some(p) = cold {
+            println!(
+                "| registry requests per digest, cold (all kinds) | **{:.2}** ({} requests) |",
+                requests(p) as f64 / n,
+                requests(p)
+            );
+        }
+        if !warm.is_empty() {
+            let each: Vec<String> = warm
+                .iter()
+                .map(|p| format!("{:.2}", requests(p) as f64 / n))
+                .collect();
+            println!(
+                "| registry requests per digest, per warm sweep (all kinds) | **{}** |",
+                each.join(", ")
+            );
+        }
+        if let Some(p) = drift {
+            println!(
+                "| registry requests while reacting to the key removal | {} |",
+                requests(p)
+            );
+        }
+        println!(
+            "| operator peak RSS (`VmHWM`): after the cold sweep / at the end | **{:.1} MiB** / **{:.1} MiB** |",
+            mib(self.rss_after_cold.peak_kib),
+            mib(self.memory.peak_kib)
+        );
+        println!(
+            "| operator RSS (`VmRSS`) at the end | {:.1} MiB |",
+            mib(self.memory.rss_kib)
+        );
+        println!("| operator stop | {} |", self.stopped);
+        if let Some(w) = self.status.as_ref().and_then(|s| s.workloads.as_ref()) {
+            println!(
+                "| TrustRoot `status.workloads` at the end | total {}, verified {}, failed {}, unsigned {}, stale {} |",
+                w.total, w.verified, w.failed, w.unsigned, w.stale
+            );
+        }
+        self.print_registry_kinds(cold, &warm, drift);
+        self.print_client_requests();
+        self.print_apiserver();
+    }
+
+    fn print_registry_kinds(&self, cold: Option<&Phase>, warm: &[&Phase], drift: Option<&Phase>) {
+        let n = self.deployments as f64;
+        // name, requests by kind, subject digests, most requests naming one digest, sweeps
+        type Column = (String, BTreeMap<String, usize>, usize, usize, f64);
+        let mut columns: Vec<Column> = Vec::new();
+        for p in cold.into_iter().chain(warm.iter().copied()).chain(drift) {
+            let (kinds, digests, max) = count_requests(&self.log[p.log.0..p.log.1]);
+            columns.push((p.name.clone(), kinds, digests, max, p.sweeps));
+        }
+        let mut kinds: Vec<&String> = columns.iter().flat_map(|c| c.1.keys()).collect();
+        kinds.sort();
+        kinds.dedup();
+        println!("\n### Registry requests, from the registry's log (count, and per distinct digest)\n");
+        let header: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
+        println!("| request | {} |", header.join(" | "));
+        println!("|---|{}", "---|".repeat(columns.len()));
+        for kind in kinds {
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| match c.1.get(kind) {
+                    Some(&k) => format!("{k} ({:.2})", k as f64 / n),
+                    None => "0".into(),
+                })
+                .collect();
+            println!("| {kind} | {} |", cells.join(" | "));
+        }
+        let totals: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let t: usize = c.1.values().sum();
+                format!("**{t} ({:.2})**", t as f64 / n)
+            })
+            .collect();
+        println!("| **all** | {} |", totals.join(" | "));
+        let subjects: Vec<String> = columns.iter().map(|c| format!("{} / {}", c.2, c.3)).collect();
+        println!(
+            "| subject digests asked about / most requests naming one digest | {} |",
+            subjects.join(" | ")
+        );
+        let sweeps: Vec<String> = columns.iter().map(|c| format!("{}", c.4)).collect();
+        println!(
+            "| sweeps the operator finished in the window | {} |",
+            sweeps.join(" | ")
+        );
+    }
+
+    fn print_client_requests(&self) {
+        let mut ops: Vec<&String> = self
+            .phases
+            .iter()
+            .flat_map(|p| p.client_requests.keys())
+            .collect();
+        ops.sort();
+        ops.dedup();
+        if ops.is_empty() {
+            return;
+        }
+        println!(
+            "\n### The operator's own count: `countersign_registry_requests_total` (operation, outcome)\n"
+        );
+        let header: Vec<&str> = self.phases.iter().map(|p| p.name.as_str()).collect();
+        println!("| operation outcome | {} |", header.join(" | "));
+        println!("|---|{}", "---|".repeat(self.phases.len()));
+        for op in ops {
+            let cells: Vec<String> = self
+                .phases
+                .iter()
+                .map(|p| format!("{}", p.client_requests.get(op).copied().unwrap_or(0.0)))
+                .collect();
+            println!("| {op} | {} |", cells.join(" | "));
+        }
+    }
+
+    fn print_apiserver(&self) {
+        let (b0, b1) = &self.baseline;
+        let base_seconds = (b1.at - b0.at).as_secs_f64();
+        let base_rate = (b1.total() - b0.total() - (b1.own - b0.own) as f64) / base_seconds;
+        println!(
+            "\n### API server requests (`apiserver_request_total`, whole cluster, minus this benchmark's own)\n"
+        );
+        println!("| window | seconds | requests | per second | above the baseline | biggest contributors |");
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| baseline, before the operator | {base_seconds:.1} | {:.0} | {base_rate:.1} | | |",
+            b1.total() - b0.total() - (b1.own - b0.own) as f64
+        );
+        for p in self.phases.iter().chain([&self.knock_on]) {
+            let total: f64 = p.apiserver.values().sum::<f64>() - p.apiserver_own as f64;
+            let rate = total / p.apiserver_seconds;
+            let mut top: Vec<(&String, &f64)> = p.apiserver.iter().collect();
+            top.sort_by(|a, b| b.1.total_cmp(a.1));
+            let top: Vec<String> = top.iter().take(4).map(|(k, v)| format!("{k} {v:.0}")).collect();
+            println!(
+                "| {} | {:.1} | {total:.0} | {rate:.1} | {:+.1}/s | {} |",
+                p.name,
+                p.apiserver_seconds,
+                rate - base_rate,
+                top.join(", ")
+            );
+        }
+    }
+}
