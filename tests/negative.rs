@@ -21,7 +21,7 @@ use countersign::{
 };
 use countersign_tests::{
     faults::{Fault, FaultProxy},
-    images::{crane, push_image},
+    images::{crane, push_image, push_image_as},
     registry::{self, Registry, RegistryKind},
 };
 
@@ -292,45 +292,11 @@ async fn private_registry_with_right_wrong_and_no_credentials() {
         registry.docker_config(registry::PASSWORD),
     )
     .unwrap();
-    let with_login = |args: &[&str]| {
-        let out = std::process::Command::new(countersign_tests::peer_path("crane"))
-            .args(args)
-            .env("DOCKER_CONFIG", docker_dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "crane {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let layer_dir = countersign_tests::scratch_dir("layer");
-    std::fs::write(layer_dir.path().join("f"), "private").unwrap();
-    let tar = layer_dir.path().join("l.tar");
-    assert!(
-        std::process::Command::new("tar")
-            .arg("-cf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(layer_dir.path())
-            .arg("f")
-            .status()
-            .unwrap()
-            .success()
-    );
-    with_login(&["append", "-f", tar.to_str().unwrap(), "-t", &tag]);
-    let signed = keys.cosign3.run_with_env(
-        &[("DOCKER_CONFIG", docker_dir.path().to_str().unwrap())],
-        &[
-            "sign",
-            "--key",
-            keys.private_str(),
-            "--tlog-upload=false",
-            "--use-signing-config=false",
-            "-y",
-            &tag,
-        ],
-    );
+    push_image_as(Some(docker_dir.path()), &tag, "private");
+    let docker_config = docker_dir.path().to_str().unwrap();
+    let signed = keys
+        .cosign3
+        .sign_with_env(&[("DOCKER_CONFIG", docker_config)], &keys.private, &tag, false);
     assert!(signed.success, "{}", signed.stderr);
 
     let with = |password: &str| {

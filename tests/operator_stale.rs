@@ -8,12 +8,12 @@ mod common;
 #[path = "operator_common.rs"]
 mod operator_common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use anyhow::ensure;
 use common::Keys;
 use countersign_tests::{
-    peer_path,
+    images::push_image_as,
     registry::{self, Registry, RegistryKind},
     scratch_dir,
 };
@@ -24,38 +24,6 @@ const NS: &str = "stale";
 const WAIT: Duration = Duration::from_secs(60);
 const INTERVAL: Duration = Duration::from_secs(10);
 const SLACK: Duration = Duration::from_secs(8);
-
-/// Pushes a fresh one-layer image with crane, logged in through `docker_config`; its digest.
-fn push(docker_config: &Path, reference: &str, content: &str) -> String {
-    let dir = scratch_dir("layer");
-    std::fs::write(dir.path().join("f"), content).expect("layer file");
-    let tar = dir.path().join("l.tar");
-    let ok = Command::new("tar")
-        .arg("-cf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(dir.path())
-        .arg("f")
-        .status()
-        .expect("tar")
-        .success();
-    assert!(ok, "tar");
-    let crane = |args: &[&str]| {
-        let out = Command::new(peer_path("crane"))
-            .args(args)
-            .env("DOCKER_CONFIG", docker_config)
-            .output()
-            .expect("crane");
-        assert!(
-            out.status.success(),
-            "crane {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    crane(&["append", "-f", tar.to_str().expect("utf-8"), "-t", reference]);
-    crane(&["digest", reference])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_registry_keeps_verdicts_stale_without_drift_and_recovers_silently() {
@@ -71,18 +39,14 @@ async fn a_stopped_registry_keeps_verdicts_stale_without_drift_and_recovers_sile
     let mut digests = Vec::new();
     for name in ["pulled", "global"] {
         let image = format!("{host}/private/{name}:v1");
-        let digest = push(docker.path(), &image, name);
-        let signed = keys.cosign3.run_with_env(
-            &[("DOCKER_CONFIG", docker.path().to_str().expect("utf-8"))],
-            &[
-                "sign",
-                "--key",
-                keys.private_str(),
-                "--tlog-upload=false",
-                "--use-signing-config=false",
-                "-y",
-                &format!("{host}/private/{name}@{digest}"),
-            ],
+        let digest = push_image_as(Some(docker.path()), &image, name);
+        let docker_config = docker.path().to_str().expect("utf-8");
+        let image_at = format!("{host}/private/{name}@{digest}");
+        let signed = keys.cosign3.sign_with_env(
+            &[("DOCKER_CONFIG", docker_config)],
+            &keys.private,
+            &image_at,
+            false,
         );
         assert!(signed.success, "cosign sign: {}", signed.stderr);
         digests.push(digest);

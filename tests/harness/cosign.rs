@@ -104,6 +104,11 @@ impl Cosign {
     /// Signs as this cosign does by default (v3: bundle referrer; v2: `.sig`), or the legacy
     /// `.sig` form with v3 (`--new-bundle-format=false`).
     pub fn sign(&self, key: &Path, image: &str, legacy: bool) -> Run {
+        self.sign_with_env(&[], key, image, legacy)
+    }
+
+    /// [`Cosign::sign`] with extra environment (`DOCKER_CONFIG`, `COSIGN_REPOSITORY`, …).
+    pub fn sign_with_env(&self, env: &[(&str, &str)], key: &Path, image: &str, legacy: bool) -> Run {
         let key = key.to_str().expect("utf-8 path");
         let mut args = vec!["sign", "--key", key, "--tlog-upload=false", "-y"];
         if self.version == CosignVersion::V3 {
@@ -113,7 +118,7 @@ impl Cosign {
             }
         }
         args.push(image);
-        self.run(&args)
+        self.run_with_env(env, &args)
     }
 
     /// `cosign verify --key … --insecure-ignore-tlog` (offline).

@@ -1,12 +1,18 @@
 //! Test images pushed with the real crane.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use crate::{peer_path, scratch_dir};
 
 /// Pushes a one-layer image with unique content to `reference` (`host/repo:tag`) and returns its
 /// digest, so every test image has a digest of its own.
 pub fn push_image(reference: &str, content: &str) -> String {
+    push_image_as(None, reference, content)
+}
+
+/// [`push_image`] logged in through a docker config folder (`DOCKER_CONFIG`), for private
+/// registries.
+pub fn push_image_as(docker_config: Option<&Path>, reference: &str, content: &str) -> String {
     let dir = scratch_dir("image");
     let file = dir.path().join("hello.txt");
     std::fs::write(&file, content).expect("layer file");
@@ -20,8 +26,11 @@ pub fn push_image(reference: &str, content: &str) -> String {
         .status()
         .expect("tar");
     assert!(status.success(), "tar failed");
-    crane(&["append", "-f", tar.to_str().expect("utf-8"), "-t", reference]);
-    crane(&["digest", reference]).trim().to_string()
+    crane_as(
+        docker_config,
+        &["append", "-f", tar.to_str().expect("utf-8"), "-t", reference],
+    );
+    crane_as(docker_config, &["digest", reference]).trim().to_string()
 }
 
 /// A multi-arch index of two fresh images at `reference`; returns the index digest.
@@ -44,10 +53,16 @@ pub fn push_index(reference: &str, content: &str) -> String {
 
 /// Runs the real crane and returns its stdout; panics with its stderr on failure.
 pub fn crane(args: &[&str]) -> String {
-    let out = Command::new(peer_path("crane"))
-        .args(args)
-        .output()
-        .expect("running crane");
+    crane_as(None, args)
+}
+
+/// [`crane`] with `DOCKER_CONFIG` pointing at a folder holding a `config.json`.
+pub fn crane_as(docker_config: Option<&Path>, args: &[&str]) -> String {
+    let mut command = Command::new(peer_path("crane"));
+    if let Some(dir) = docker_config {
+        command.env("DOCKER_CONFIG", dir);
+    }
+    let out = command.args(args).output().expect("running crane");
     assert!(
         out.status.success(),
         "crane {args:?}: {}",
