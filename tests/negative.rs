@@ -75,16 +75,29 @@ async fn push_signature_image(
     let mut descriptors = Vec::new();
     for (payload, signature) in layers {
         client.push_blob(repo, payload).await.unwrap();
-        let mut layer = Descriptor::of(MEDIA_TYPE, payload);
-        layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), signature.clone())].into());
-        descriptors.push(layer);
+        descriptors.push(signature_layer(Descriptor::of(MEDIA_TYPE, payload), signature));
     }
+    push_signature_manifest(client, repo, digest, descriptors).await;
+}
+
+fn signature_layer(mut layer: Descriptor, signature: &str) -> Descriptor {
+    layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), signature.to_string())].into());
+    layer
+}
+
+/// Puts a `.sig` manifest with exactly these layer descriptors (whatever they claim) for `digest`.
+async fn push_signature_manifest(
+    client: &RegistryClient,
+    repo: &ImageRef,
+    digest: &Digest,
+    layers: Vec<Descriptor>,
+) {
     client.push_blob(repo, b"{}").await.unwrap();
     let manifest = Manifest {
         schema_version: 2,
         media_type: OCI_MANIFEST.into(),
         config: Descriptor::of(OCI_CONFIG, b"{}"),
-        layers: descriptors,
+        layers,
         annotations: None,
         subject: None,
         artifact_type: None,
@@ -239,23 +252,7 @@ async fn an_oversized_blob_is_invalid_whether_declared_or_not() {
         ..honest.clone()
     };
     for (layer, expected) in [(honest, "declares"), (lying, "over the")] {
-        let mut layer = layer;
-        layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), "AA==".to_string())].into());
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: OCI_MANIFEST.into(),
-            config: Descriptor::of(OCI_CONFIG, b"{}"),
-            layers: vec![layer],
-            annotations: None,
-            subject: None,
-            artifact_type: None,
-        };
-        client.push_blob(&image, b"{}").await.unwrap();
-        let sig = image.at_tag(&digest.signature_tag());
-        client
-            .push_manifest(&sig, &manifest.to_bytes(), OCI_MANIFEST)
-            .await
-            .unwrap();
+        push_signature_manifest(&client, &image, &digest, vec![signature_layer(layer, "AA==")]).await;
         assert_invalid(&verify(&client, &tag, &keys).await, expected);
     }
 }
