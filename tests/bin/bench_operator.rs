@@ -872,14 +872,7 @@ impl ApiServer {
                 continue;
             };
             let Ok(v) = v.parse::<f64>() else { continue };
-            let label = |name: &str| {
-                labels
-                    .split(&format!("{name}=\""))
-                    .nth(1)
-                    .and_then(|s| s.split('"').next())
-                    .unwrap_or("")
-                    .to_string()
-            };
+            let label = |name: &str| prometheus_label(labels, name);
             let (resource, sub) = (label("resource"), label("subresource"));
             let what = match (resource.as_str(), sub.as_str()) {
                 ("", _) => "(non-resource)".to_string(),
@@ -984,14 +977,7 @@ impl Phase {
             };
             let delta = v - from.operator.get(series).copied().unwrap_or(0.0);
             if delta > 0.0 {
-                let label = |name: &str| {
-                    labels
-                        .split(&format!("{name}=\""))
-                        .nth(1)
-                        .and_then(|s| s.split('"').next())
-                        .unwrap_or("")
-                        .to_string()
-                };
+                let label = |name: &str| prometheus_label(labels, name);
                 client_requests.insert(format!("{} {}", label("operation"), label("outcome")), delta);
             }
         }
@@ -1333,4 +1319,14 @@ impl Report<'_> {
             );
         }
     }
+}
+
+/// The value of label `name` in a Prometheus series' label set (`a="x",b="y"`).
+fn prometheus_label(labels: &str, name: &str) -> String {
+    labels
+        .split(&format!("{name}=\""))
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or("")
+        .to_string()
 }
