@@ -116,24 +116,9 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
         fresh
     }
 
-    /// What is cached, however old, without asking the registry.
-    pub fn peek(&self, repo: &ImageRef, digest: &Digest) -> Option<Arc<Signatures>> {
-        lock(&self.entries)
-            .get(&(repo.repository_name(), digest.clone()))
-            .cloned()
-    }
-
     /// Forgets digests no longer in use (`keep` says which to keep).
     pub fn retain(&self, mut keep: impl FnMut(&str, &Digest) -> bool) {
         lock(&self.entries).retain(|(repo, digest), _| keep(repo, digest));
-    }
-
-    pub fn len(&self) -> usize {
-        lock(&self.entries).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -86,18 +86,13 @@ pub struct Verification {
 impl Verification {
     /// The tag could not be resolved to a digest.
     pub fn unresolved(image: &ImageRef, error: RegistryError) -> Self {
-        let outcome = match error {
-            // A tag that does not exist is the user's problem to fix, not a registry hiccup,
-            // but it is still no verdict about a signature.
-            RegistryError::NotFound => Outcome::Error {
-                reason: format!("{image}: tag not found"),
-                error,
-            },
-            error => Outcome::Error {
-                reason: format!("{image}: {error}"),
-                error,
-            },
+        // A tag that does not exist is the user's to fix, not a registry hiccup, but it is still
+        // no verdict about a signature.
+        let reason = match &error {
+            RegistryError::NotFound => format!("{image}: tag not found"),
+            error => format!("{image}: {error}"),
         };
+        let outcome = Outcome::Error { reason, error };
         Self {
             image: image.to_string(),
             digest: None,
