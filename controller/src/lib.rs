@@ -22,5 +22,6 @@ pub mod keys;
 pub mod operator;
 pub mod reference;
 pub mod registry;
+pub mod rotation;
 pub mod sign;
 pub mod verify;

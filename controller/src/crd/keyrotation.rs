@@ -2,7 +2,7 @@
 //!
 //! Before the window only `fromKey` is accepted, during it both keys are, after it (and once
 //! its retirement gate is met) only `toKey`. This module is the schema; the behaviour lives in
-//! the rotation controller.
+//! `crate::rotation` (phases, pure) and the operator's passes (progress, status, events).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -27,7 +27,7 @@ pub const MAX_STRAGGLERS: usize = 20;
     category = "countersign",
     derive = "PartialEq",
     selectable = ".spec.trustRootRef",
-    doc = "KeyRotation moves a TrustRoot from one signing key to another through a dual-acceptance window, so that rotating a key never breaks a deployment. Before the window only fromKey is accepted, during it both keys are, and after it only toKey, once the retirement gate is met.",
+    doc = "KeyRotation moves a TrustRoot from one signing key to another through a dual-acceptance window, so that rotating a key never breaks a deployment. Before the window only fromKey is accepted, during it both keys are, and after it only toKey, once the retirement gate is met.\n\nRetirement is durable: once fromKey is retired, the TrustRoot's status records it (status.keys[].state Retired, with the key's fingerprint and this rotation's name), and it stays retired while the TrustRoot declares a key of that name and fingerprint, even if this KeyRotation is deleted or the operator restarts. The TrustRoot's condition RetiredKeysRemoved turns False until the key is removed from its spec.keys. To trust that key again, remove it from spec.keys and declare it anew.",
     printcolumn(
         name = "Trust Root",
         type_ = "string",
@@ -48,6 +48,12 @@ pub const MAX_STRAGGLERS: usize = 20;
         description = "Governed workloads that verify with toKey"
     ),
     printcolumn(
+        name = "Old Key Only",
+        type_ = "integer",
+        json_path = ".status.progress.onOldKeyOnly",
+        description = "Governed workloads that verify with fromKey only: the ones to re-sign"
+    ),
+    printcolumn(
         name = "Workloads",
         type_ = "integer",
         json_path = ".status.progress.workloads",
@@ -62,9 +68,14 @@ pub const MAX_STRAGGLERS: usize = 20;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.fromKey != self.toKey")
-    .message("fromKey and toKey must name two different keys")
-    .field_path(".toKey"))]
+#[x_kube(
+    validation = Rule::new("self.fromKey != self.toKey")
+        .message("fromKey and toKey must name two different keys")
+        .field_path(".toKey"),
+    validation = Rule::new("!(has(self.abort) && self.abort && has(self.retireEarly) && self.retireEarly)")
+        .message("set either abort or retireEarly, not both")
+        .field_path(".retireEarly"),
+)]
 pub struct KeyRotationSpec {
     /// The name of the TrustRoot whose key rotates. Immutable: to rotate another TrustRoot,
     /// create another KeyRotation.
@@ -91,6 +102,18 @@ pub struct KeyRotationSpec {
     /// key when the window closes, whatever still runs.
     #[serde(default)]
     pub retirement: RetirementPolicy,
+
+    /// Stops the rotation: both keys' acceptance returns to what the TrustRoot declares, and the
+    /// phase becomes `Aborted` for good (to try again, create a new KeyRotation). Has no effect
+    /// once the rotation is `Completed`: a retired key is never accepted again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort: bool,
+
+    /// Finishes early: retires fromKey as soon as the retirement gate is met (no governed workload
+    /// depends on fromKey alone), even before the window ends. Without it a rotation waits for
+    /// the window's end.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retire_early: bool,
 }
 
 /// A time window.
@@ -154,8 +177,13 @@ pub struct KeyRotationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 
-    /// `Ready`, `Valid` (both keys exist in the TrustRoot, no overlapping rotation) and others;
-    /// each carries the generation it was computed from.
+    /// When the current phase began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<Time>,
+
+    /// `Valid` (the TrustRoot and both keys exist and load, no overlapping rotation) and
+    /// `Completed` (fromKey retired; its reason is the phase otherwise); each carries the
+    /// generation it was computed from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -197,6 +225,9 @@ pub struct RotationProgress {
     /// Workloads that verify with neither key.
     #[serde(default)]
     pub unverified: i32,
+    /// Workloads without a current answer from the registry.
+    #[serde(default)]
+    pub unknown: i32,
 }
 
 /// A running workload that does not verify with toKey yet.
@@ -214,6 +245,23 @@ pub struct Straggler {
     /// The running digest (`sha256:…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Why it holds the rotation up: `OldKeyOnly` (verifies with fromKey only: re-sign it with
+    /// toKey), `Neither` (verifies with neither key; does not block retirement, which cannot
+    /// break it further) or `Unknown` (no current answer from the registry yet).
+    pub state: StragglerState,
+}
+
+/// Why a workload is listed as a straggler.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+pub enum StragglerState {
+    /// Verifies with fromKey but not toKey: retiring fromKey now would break it.
+    OldKeyOnly,
+    /// No current answer (the registry could not be asked yet): retirement waits for one.
+    Unknown,
+    /// Verifies with neither key (unsigned, or signed by another key).
+    Neither,
 }
 
 impl KeyRotation {

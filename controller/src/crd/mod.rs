@@ -26,7 +26,7 @@ pub use duration::{DURATION_REGEX, parse_duration};
 pub use glob::Glob;
 pub use keyrotation::{
     KeyRotation, KeyRotationPhase, KeyRotationSpec, KeyRotationStatus, MAX_STRAGGLERS, RetirementPolicy,
-    RotationProgress, RotationWindow, Straggler,
+    RotationProgress, RotationWindow, Straggler, StragglerState,
 };
 pub use trustroot::{
     KeyState, KeyStatus, Mode, ObjectKeyRef, SweepSummary, TrustRoot, TrustRootKey, TrustRootSpec,

@@ -224,8 +224,9 @@ pub struct TrustRootStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready` (keys loaded and a sweep finished), `KeysValid` (every key parses) and others;
-    /// each carries the generation it was computed from.
+    /// `Ready` (keys loaded and a sweep finished), `KeysValid` (every key parses),
+    /// `RetiredKeysRemoved` (False while spec.keys still declares a key a rotation retired: remove
+    /// it); each carries the generation it was computed from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -270,6 +271,10 @@ pub struct KeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
 
+    /// The KeyRotation that put the key in this state (Pending, DualAcceptance, Retired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
+
     /// Why the key is in this state, for people (e.g. why it is Invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -284,7 +289,8 @@ pub enum KeyState {
     Pending,
     /// Accepted alongside another key during a rotation window.
     DualAcceptance,
-    /// The `fromKey` of a completed rotation: no longer accepted.
+    /// The `fromKey` of a completed rotation: no longer accepted, for as long as the TrustRoot
+    /// declares this key (same name and fingerprint), even if the rotation is deleted.
     Retired,
     /// The key could not be read (bad PEM, missing Secret, …): not accepted.
     Invalid,

@@ -47,6 +47,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Server-side apply of a KeyRotation's status failed.
+    #[error("updating the status of KeyRotation {name}: {source}")]
+    RotationStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     /// The Lease could not be acquired (API error), or was lost while leading.
     #[error("leader election: {0}")]
     Leadership(String),
@@ -64,7 +71,7 @@ impl Error {
             Self::ReadObject { .. } => "read_object",
             Self::Annotate { .. } => "annotate",
             Self::Event { .. } => "event",
-            Self::Status { .. } => "status",
+            Self::Status { .. } | Self::RotationStatus { .. } => "status",
             Self::Leadership(_) => "leadership",
             Self::Http(_) => "http",
         }

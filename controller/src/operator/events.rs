@@ -13,6 +13,7 @@
 //!
 //! Recovering from stale with the same verdict announces nothing.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 
 use super::{
@@ -39,17 +40,17 @@ pub struct Announcement {
     pub note: String,
 }
 
-/// What to announce for the change `previous` → `next`. `still_accepted("root/key")` says
-/// whether a key that verified before is still accepted by its TrustRoot now: the cause of a
-/// drift.
+/// What to announce for the change `previous` → `next`. `refusal("root/key")` says why a key
+/// that verified before is not accepted by its TrustRoot now (`None`: it still is): the cause
+/// of a drift, e.g. "removed from its trust root" or "retired by KeyRotation payments-2026".
 pub fn announcements(
     previous: Option<&Recorded>,
     next: &Recorded,
-    still_accepted: impl Fn(&str) -> bool,
+    refusal: impl Fn(&str) -> Option<String>,
 ) -> Vec<Announcement> {
     let mut out = Vec::new();
     let before = previous.and_then(|p| p.verdict);
-    if let Some(a) = verdict_change(before, previous, next, still_accepted) {
+    if let Some(a) = verdict_change(before, previous, next, refusal) {
         out.push(a);
     }
     let drift_before = previous.and_then(|p| p.drift.as_ref());
@@ -71,7 +72,7 @@ fn verdict_change(
     before: Option<Verdict>,
     previous: Option<&Recorded>,
     next: &Recorded,
-    still_accepted: impl Fn(&str) -> bool,
+    refusal: impl Fn(&str) -> Option<String>,
 ) -> Option<Announcement> {
     let after = next.verdict?;
     if before == Some(after) {
@@ -89,7 +90,7 @@ fn verdict_change(
             ),
         }),
         (Some(Verdict::Verified), Verdict::Unsigned | Verdict::Failed) => {
-            let cause = drift_cause(previous, after, &still_accepted);
+            let cause = drift_cause(previous, after, &refusal);
             Some(warning(
                 SIGNATURE_DRIFT,
                 format!("was Verified, now {}: {cause}. {reason}", after.as_str()),
@@ -105,24 +106,20 @@ fn verdict_change(
 fn drift_cause(
     previous: Option<&Recorded>,
     after: Verdict,
-    still_accepted: &impl Fn(&str) -> bool,
+    refusal: &impl Fn(&str) -> Option<String>,
 ) -> String {
     if after == Verdict::Unsigned {
         return "signature removed".into();
     }
-    let gone: Vec<&str> = previous
+    let gone: Vec<String> = previous
         .into_iter()
         .flat_map(|p| p.verified_by.iter())
-        .map(String::as_str)
-        .filter(|k| !still_accepted(k))
+        .filter_map(|k| refusal(k).map(|why| format!("key {k} {why}")))
         .collect();
     if gone.is_empty() {
         "signature no longer valid for the trust root (signature replaced, or the trust root changed)".into()
     } else {
-        format!(
-            "key {} removed from its trust root (or no longer accepted)",
-            gone.join(", ")
-        )
+        gone.join("; ")
     }
 }
 
@@ -137,6 +134,16 @@ fn warning(reason: &'static str, note: String) -> Announcement {
 /// Publishes `a` on `workload` through the one shared recorder (it aggregates repeats into an
 /// EventSeries, which only works when every event goes through the same one).
 pub async fn publish(recorder: &Recorder, workload: &WorkloadRef, a: &Announcement) -> Result<(), Error> {
+    publish_on(recorder, &workload.object_ref(), &workload.to_string(), a).await
+}
+
+/// Publishes `a` on any object (`what` names it in errors), through the same recorder.
+pub async fn publish_on(
+    recorder: &Recorder,
+    object: &ObjectReference,
+    what: &str,
+    a: &Announcement,
+) -> Result<(), Error> {
     let event = Event {
         type_: if a.warning {
             EventType::Warning
@@ -149,11 +156,11 @@ pub async fn publish(recorder: &Recorder, workload: &WorkloadRef, a: &Announceme
         secondary: None,
     };
     recorder
-        .publish(&event, &workload.object_ref())
+        .publish(&event, object)
         .await
         .map_err(|source| Error::Event {
             reason: a.reason,
-            workload: workload.to_string(),
+            workload: what.to_string(),
             source,
         })
 }
@@ -177,7 +184,7 @@ mod tests {
     }
 
     fn reasons(previous: Option<&Recorded>, next: &Recorded) -> Vec<&'static str> {
-        announcements(previous, next, |_| true)
+        announcements(previous, next, |_| None)
             .iter()
             .map(|a| a.reason)
             .collect()
@@ -197,7 +204,7 @@ mod tests {
     #[test]
     fn losing_verified_is_drift_with_its_cause() {
         let before = rec(Verdict::Verified);
-        let removed = announcements(Some(&before), &rec(Verdict::Unsigned), |_| true);
+        let removed = announcements(Some(&before), &rec(Verdict::Unsigned), |_| None);
         assert_eq!(removed[0].reason, SIGNATURE_DRIFT);
         assert!(removed[0].warning);
         assert!(
@@ -205,13 +212,25 @@ mod tests {
             "{}",
             removed[0].note
         );
-        let key_gone = announcements(Some(&before), &rec(Verdict::Failed), |k| k != "prod/ci");
+        let key_gone = announcements(Some(&before), &rec(Verdict::Failed), |k| {
+            (k == "prod/ci").then(|| "removed from its trust root".to_string())
+        });
         assert!(
             key_gone[0].note.contains("key prod/ci removed"),
             "{}",
             key_gone[0].note
         );
-        let invalid = announcements(Some(&before), &rec(Verdict::Failed), |_| true);
+        let retired = announcements(Some(&before), &rec(Verdict::Failed), |_| {
+            Some("retired by KeyRotation prod-2026".to_string())
+        });
+        assert!(
+            retired[0]
+                .note
+                .contains("key prod/ci retired by KeyRotation prod-2026"),
+            "{}",
+            retired[0].note
+        );
+        let invalid = announcements(Some(&before), &rec(Verdict::Failed), |_| None);
         assert!(invalid[0].note.contains("no longer valid"), "{}", invalid[0].note);
     }
 

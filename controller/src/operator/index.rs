@@ -19,7 +19,7 @@ use super::{
     pods::PodInfo,
     workload::{Owner, OwnerMeta, WorkloadKind},
 };
-use crate::crd::TrustRoot;
+use crate::crd::{KeyRotation, TrustRoot};
 
 /// Namespace (empty for cluster-scoped objects) and name.
 pub type Key = (String, String);
@@ -83,6 +83,9 @@ impl Meta {
 /// A TrustRoot as watched: decoded, or the reason it could not be.
 pub type TrustRootEntry = Result<Arc<TrustRoot>, Arc<InvalidObject>>;
 
+/// A KeyRotation as watched: decoded, or the reason it could not be.
+pub type KeyRotationEntry = Result<Arc<KeyRotation>, Arc<InvalidObject>>;
+
 /// Everything the watches keep.
 #[derive(Default)]
 pub struct Index {
@@ -97,6 +100,8 @@ pub struct Index {
     pub namespaces: Mirror<BTreeMap<String, String>>,
     /// Keyed by ("", name).
     pub trust_roots: Mirror<TrustRootEntry>,
+    /// Keyed by ("", name).
+    pub key_rotations: Mirror<KeyRotationEntry>,
     /// Woken whenever something that can change a verdict changed.
     pub changes: Notify,
     synced: Synced,
@@ -125,6 +130,16 @@ impl Index {
         });
         roots.sort_by(|a, b| a.0.cmp(&b.0));
         roots.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The KeyRotations that decode, sorted by name. One that does not decode is logged by the
+    /// watch (the CRD's schema and CEL rules make that rare) and has no effect.
+    pub fn key_rotations(&self) -> Vec<Arc<KeyRotation>> {
+        let mut rotations: Vec<Arc<KeyRotation>> = self
+            .key_rotations
+            .read(|m| m.values().filter_map(|e| e.as_ref().ok().cloned()).collect());
+        rotations.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        rotations
     }
 
     pub fn synced(&self) -> &Synced {

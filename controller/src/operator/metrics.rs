@@ -17,6 +17,10 @@
 //! | `countersign_sweep_digests` | gauge | |
 //! | `countersign_events_total` | counter | `reason` |
 //! | `countersign_leader` | gauge | |
+//! | `countersign_rotations` | gauge | `phase` |
+//! | `countersign_rotation_in_progress` | gauge | |
+//! | `countersign_rotation_workloads` | gauge | `state` |
+//! | `countersign_rotation_duration_seconds` | histogram | |
 
 use std::{
     collections::BTreeSet,
@@ -82,6 +86,45 @@ struct CategoryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// The phases of a KeyRotation, exported as 0 from the start.
+const PHASES: [&str; 7] = [
+    "Scheduled",
+    "DualAcceptance",
+    "Retiring",
+    "Stalled",
+    "Completed",
+    "Aborted",
+    "Invalid",
+];
+
+/// Where a rotation's governed workloads stand.
+pub const ROTATION_STATES: [&str; 4] = ["new_key", "old_key_only", "neither", "unknown"];
+
+/// A rotation lasts from minutes (a test, an emergency) to weeks (a planned window of 72 h that
+/// stalls on a straggler): the buckets span a minute to a month.
+const ROTATION_BUCKETS: [f64; 10] = [
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    14_400.0,
+    43_200.0,
+    86_400.0,
+    259_200.0,
+    604_800.0,
+    2_592_000.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -116,6 +159,10 @@ pub struct Metrics {
     sweep_digests: Gauge,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
+    rotations: Family<PhaseLabels, Gauge>,
+    rotation_in_progress: Gauge,
+    rotation_workloads: Family<StateLabels, Gauge>,
+    rotation_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -185,6 +232,35 @@ impl Default for Metrics {
         for verdict in VERDICTS {
             workloads.get_or_create(&VerdictLabels { verdict }).set(0);
         }
+        let rotations = Family::<PhaseLabels, Gauge>::default();
+        registry.register("rotations", "KeyRotations by phase", rotations.clone());
+        for phase in PHASES {
+            rotations.get_or_create(&PhaseLabels { phase }).set(0);
+        }
+        let rotation_in_progress = Gauge::default();
+        registry.register(
+            "rotation_in_progress",
+            "KeyRotations holding two keys in dual acceptance right now (DualAcceptance, Retiring, \
+             Stalled): alert rules use it to silence signature alerts during a planned rotation",
+            rotation_in_progress.clone(),
+        );
+        let rotation_workloads = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "rotation_workloads",
+            "Workloads governed by rotations in progress, by where they stand (new_key, \
+             old_key_only, neither, unknown)",
+            rotation_workloads.clone(),
+        );
+        for state in ROTATION_STATES {
+            rotation_workloads.get_or_create(&StateLabels { state }).set(0);
+        }
+        let rotation_duration = Histogram::new(ROTATION_BUCKETS);
+        registry.register_with_unit(
+            "rotation_duration",
+            "Time from a KeyRotation's window start to its completion (the old key retired)",
+            Unit::Seconds,
+            rotation_duration.clone(),
+        );
         Self {
             registry,
             workloads,
@@ -198,6 +274,10 @@ impl Default for Metrics {
             sweep_digests,
             events,
             leader,
+            rotations,
+            rotation_in_progress,
+            rotation_workloads,
+            rotation_duration,
         }
     }
 }
@@ -269,6 +349,29 @@ impl Metrics {
     /// Events emitted, by reason (`SignatureDrift`, …).
     pub fn event_emitted(&self, reason: &'static str) {
         self.events.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// KeyRotations by phase, rotations in progress, and their workloads by state (in the order
+    /// of [`ROTATION_STATES`]), as of the last pass.
+    pub fn set_rotations(&self, phases: &[&'static str], in_progress: usize, states: [i64; 4]) {
+        for phase in PHASES {
+            let n = phases.iter().filter(|p| **p == phase).count();
+            self.rotations
+                .get_or_create(&PhaseLabels { phase })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.rotation_in_progress
+            .set(i64::try_from(in_progress).unwrap_or(i64::MAX));
+        for (state, n) in ROTATION_STATES.into_iter().zip(states) {
+            self.rotation_workloads
+                .get_or_create(&StateLabels { state })
+                .set(n);
+        }
+    }
+
+    /// A rotation completed, `elapsed` after its window opened.
+    pub fn rotation_completed(&self, elapsed: Duration) {
+        self.rotation_duration.observe(elapsed.as_secs_f64());
     }
 
     /// Whether this replica leads (holds the Lease) right now.

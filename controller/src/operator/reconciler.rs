@@ -14,7 +14,7 @@
 //! nothing changed).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -43,8 +43,9 @@ use super::{
     writes,
 };
 use crate::{
-    crd::{SweepSummary, TrustRootStatus, WorkloadCounts},
-    verify::{Outcome, Signatures, evaluate},
+    crd::{KeyRotationStatus, KeyStatus, SweepSummary, TrustRootStatus, WorkloadCounts},
+    rotation::{self, Acceptance, Assessed, RootKeysOf},
+    verify::{Outcome, SignatureCheck, Signatures, check_all, decide},
 };
 
 /// Changes arriving in a burst (a Deployment's pods) are taken in one pass.
@@ -55,6 +56,12 @@ const RETRY: Duration = Duration::from_secs(5);
 const WRITE_CONCURRENCY: usize = 16;
 /// How long unused Secrets and ConfigMaps stay cached.
 const OBJECT_KEEP: Duration = Duration::from_secs(600);
+/// While a rotation waits on re-signing, how often the digests not yet signed by its new key
+/// are re-checked (one small request each; nothing downloaded unless they changed), so that
+/// completion follows the last re-sign within seconds rather than a `reverifyInterval`.
+const STRAGGLER_RECHECK: Duration = Duration::from_secs(2);
+/// A window edge wakes the pass this much after it, so that the clock reads past it.
+const EDGE_SLACK: Duration = Duration::from_millis(20);
 
 /// What the loop needs from the outside.
 pub struct Parts {
@@ -68,11 +75,12 @@ pub struct Parts {
     pub concurrency: usize,
 }
 
-/// An evaluation kept while the signatures and the root's keys stay the same.
+/// The signatures of a digest checked against a root's declared keys, kept while both stay the
+/// same: which keys are accepted (rotations) is decided on top, without verifying again.
 struct Memo {
     signatures: Arc<Signatures>,
     version: u64,
-    evaluation: Evaluation,
+    checks: Arc<[SignatureCheck]>,
 }
 
 pub struct Reconciler {
@@ -87,6 +95,14 @@ pub struct Reconciler {
     /// By TrustRoot name: the status last applied.
     statuses: HashMap<String, TrustRootStatus>,
     memo: HashMap<(SignatureKey, String), Memo>,
+    /// By TrustRoot name: what rotations let it accept, as of this pass.
+    acceptance: HashMap<String, Acceptance>,
+    /// By KeyRotation name: the status last applied.
+    rotation_statuses: HashMap<String, KeyRotationStatus>,
+    /// Signature lookups re-checked every [`STRAGGLER_RECHECK`] while a rotation waits on them.
+    rechecks: HashSet<SignatureKey>,
+    /// The next window edge of any rotation.
+    next_edge: Option<Instant>,
     retry: bool,
 }
 
@@ -109,6 +125,10 @@ impl Reconciler {
             sweeps: HashMap::new(),
             statuses: HashMap::new(),
             memo: HashMap::new(),
+            acceptance: HashMap::new(),
+            rotation_statuses: HashMap::new(),
+            rechecks: HashSet::new(),
+            next_edge: None,
             retry: false,
         }
     }
@@ -133,8 +153,11 @@ impl Reconciler {
             .active()
             .filter_map(|r| self.swept_at.get(&r.name).map(|t| *t + r.interval));
         let retry = self.retry.then(|| now + RETRY);
+        let recheck = (!self.rechecks.is_empty()).then(|| now + STRAGGLER_RECHECK);
         sweeps
             .chain(retry)
+            .chain(recheck)
+            .chain(self.next_edge)
             .min()
             .unwrap_or(now + Duration::from_secs(3600))
     }
@@ -169,10 +192,12 @@ impl Reconciler {
         });
         let (tags, signatures) = self.lookup(&planned, max_age).await;
         let now = Timestamp::now();
+        let (rotations, keys) = self.rotations(&reports, &planned, &tags, &signatures, now);
         let (changes, counts) = self.assess(&planned, &roots, &tags, &signatures, now);
         self.write(changes).await;
         self.finish_sweeps(&due, &planned, &tags, started, now);
-        self.write_statuses(&reports, &counts, now).await;
+        self.write_statuses(&reports, &counts, keys, now).await;
+        self.write_rotations(&rotations, now).await;
         self.forget(&planned, &signatures);
         if !due.is_empty() {
             self.parts
@@ -201,7 +226,12 @@ impl Reconciler {
         let verifiers = lookup::verifiers(keys, &self.parts.pool, &self.parts.objects).await;
         let n = self.parts.concurrency;
         let tags = lookup::tags(plan::tag_requests(planned, max_age), &verifiers, n).await;
-        let requests = plan::signature_requests(planned, &tags, max_age);
+        let mut requests = plan::signature_requests(planned, &tags, max_age);
+        for (key, (_, age)) in requests.iter_mut() {
+            if self.rechecks.contains(key) {
+                *age = (*age).min(STRAGGLER_RECHECK);
+            }
+        }
         let signatures = lookup::signatures(requests, &verifiers, n).await;
         lookup::prune(&verifiers, &tags, &signatures);
         let used = verifiers.into_keys().collect();
@@ -238,7 +268,9 @@ impl Reconciler {
             plan::count(&findings, &mut counts);
             let next = verdict::derive(&findings, &checks, previous.as_ref(), &since);
             *by_verdict.entry(bucket(&next)).or_default() += 1;
-            match change(w, previous.as_ref(), next, roots) {
+            match change(w, previous.as_ref(), next, |k| {
+                refusal(roots, &self.acceptance, k)
+            }) {
                 Next::Write(change) => changes.push(change),
                 Next::Unchanged(unchanged) => {
                     self.known.insert(w.workload.uid.clone(), unchanged);
@@ -250,7 +282,8 @@ impl Reconciler {
         (changes, counts)
     }
 
-    /// A digest's signatures under a root's keys, evaluated again only when either changed.
+    /// A digest's signatures under a root's keys as accepted now. The signatures are verified
+    /// again only when they or the root's declared keys changed.
     fn evaluate(
         &mut self,
         key: &SignatureKey,
@@ -260,27 +293,197 @@ impl Reconciler {
         let Some(fetched) = signatures.get(key) else {
             return (None, Some("error"));
         };
+        let checks = self.checks(key, root, fetched);
+        let acceptance = self.acceptance.get(&root.name);
+        let refusal = |k: &str| acceptance.and_then(|a| a.refusal(k)).map(str::to_string);
+        let outcome = decide(&checks, &fetched.signatures.fetched, root.keys.threshold, refusal);
+        to_evaluation(outcome, &fetched.signatures)
+    }
+
+    /// The declared keys with a valid signature on a digest; `None` without a current answer.
+    fn signers(
+        &mut self,
+        key: &SignatureKey,
+        root: &CompiledRoot,
+        signatures: &HashMap<SignatureKey, Fetched>,
+    ) -> Option<BTreeSet<String>> {
+        let fetched = signatures.get(key).filter(|f| !f.signatures.is_stale())?;
+        let checks = self.checks(key, root, fetched);
+        Some(checks.iter().filter_map(|c| c.key.clone()).collect())
+    }
+
+    fn checks(
+        &mut self,
+        key: &SignatureKey,
+        root: &CompiledRoot,
+        fetched: &Fetched,
+    ) -> Arc<[SignatureCheck]> {
         let memo_key = (key.clone(), root.name.clone());
         if let Some(m) = self.memo.get(&memo_key)
             && Arc::ptr_eq(&m.signatures, &fetched.signatures)
             && m.version == root.version
         {
-            return m.evaluation.clone();
+            return m.checks.clone();
         }
         let started = Instant::now();
-        let (outcome, _) = evaluate(&key.2, &fetched.signatures.fetched, &root.keys);
+        let checks: Arc<[SignatureCheck]> = check_all(&key.2, &fetched.signatures.fetched, &root.keys).into();
+        let outcome = decide(&checks, &fetched.signatures.fetched, root.keys.threshold, |_| {
+            None
+        });
         let elapsed = fetched.elapsed + started.elapsed();
         self.parts.metrics.observe_verification(outcome.name(), elapsed);
-        let evaluation = to_evaluation(outcome, &fetched.signatures);
         self.memo.insert(
             memo_key,
             Memo {
                 signatures: fetched.signatures.clone(),
                 version: root.version,
-                evaluation: evaluation.clone(),
+                checks: checks.clone(),
             },
         );
-        evaluation
+        checks
+    }
+
+    /// The rotations' step of a pass: their tallies from this pass' answers, their phases, and
+    /// from those what each TrustRoot accepts now (kept for `evaluate`) and its key states.
+    fn rotations(
+        &mut self,
+        reports: &[RootReport],
+        planned: &[Planned],
+        tags: &HashMap<TagKey, Tag>,
+        signatures: &HashMap<SignatureKey, Fetched>,
+        now: Timestamp,
+    ) -> (Vec<Assessed>, HashMap<String, Vec<KeyStatus>>) {
+        let rotations = self.parts.index.key_rotations();
+        let live: HashSet<&str> = rotations
+            .iter()
+            .filter(|r| rotation::is_live(r))
+            .map(|r| r.spec.trust_root_ref.as_str())
+            .collect();
+        let governed = rotation::pass::governed(planned, &live, tags, |key, root| {
+            self.signers(key, root, signatures)
+        });
+        let tallies = rotations
+            .iter()
+            .filter(|r| rotation::is_live(r))
+            .filter_map(|r| {
+                let workloads: Vec<rotation::WorkloadKeys> = governed
+                    .get(&r.spec.trust_root_ref)?
+                    .iter()
+                    .map(|g| g.keys.clone())
+                    .collect();
+                let tally = rotation::tally(&workloads, &r.spec.from_key, &r.spec.to_key);
+                Some((kube::ResourceExt::name_any(r.as_ref()), tally))
+            })
+            .collect();
+        let declared: HashMap<String, RootKeysOf> = reports
+            .iter()
+            .filter(|r| r.root.is_some())
+            .map(|r| {
+                let keys = r
+                    .keys
+                    .iter()
+                    .map(|k| (k.name.clone(), k.fingerprint.is_some()))
+                    .collect();
+                (r.name.clone(), RootKeysOf(keys))
+            })
+            .collect();
+        let assessed = rotation::assess(&rotations, &declared, &tallies, now);
+        self.rechecks = rotation::pass::rechecks(&assessed, &governed);
+        self.next_edge = assessed
+            .iter()
+            .filter_map(|a| a.decision.next_edge)
+            .min()
+            .map(|edge| instant_at(edge, now) + EDGE_SLACK);
+        let mut key_states = HashMap::new();
+        self.acceptance.clear();
+        for report in reports {
+            let rotating: Vec<rotation::keys::Rotating<'_>> = assessed
+                .iter()
+                .filter(|a| a.spec().trust_root_ref == report.name)
+                .map(|a| rotation::keys::Rotating {
+                    name: a.rotation.metadata.name.as_deref().unwrap_or_default(),
+                    spec: a.spec(),
+                    decision: &a.decision,
+                })
+                .collect();
+            let on_object = report.root.as_ref().and_then(|r| r.status.as_ref());
+            let previous = self.statuses.get(&report.name).or(on_object);
+            let (keys, acceptance) = rotation::key_states(&report.keys, &rotating, previous);
+            self.acceptance.insert(report.name.clone(), acceptance);
+            key_states.insert(report.name.clone(), keys);
+        }
+        (assessed, key_states)
+    }
+
+    /// Writes each rotation's status when it changed, and its Events on phase changes.
+    async fn write_rotations(&mut self, assessed: &[Assessed], now: Timestamp) {
+        let mut phases = Vec::with_capacity(assessed.len());
+        let mut states = [0i64; 4];
+        for a in assessed {
+            let name = a.name();
+            let previous = self.rotation_statuses.get(&name).or(a.rotation.status.as_ref());
+            let status = rotation::status::build(a, previous, now);
+            phases.push(rotation::status::phase_name(a.decision.phase));
+            if let (true, Some(t)) = (a.decision.in_progress(), &a.tally) {
+                let p = t.progress;
+                for (n, v) in
+                    states
+                        .iter_mut()
+                        .zip([p.on_new_key, p.on_old_key_only, p.unverified, p.unknown])
+                {
+                    *n += i64::from(v);
+                }
+            }
+            if previous == Some(&status) {
+                self.rotation_statuses.insert(name, status);
+                continue;
+            }
+            let before = previous.and_then(|p| p.phase);
+            if let Err(e) = rotation::status::apply(&self.parts.client, &name, &status).await {
+                tracing::warn!(error = %e, "rotation status update failed; retrying soon");
+                self.parts.metrics.reconcile_error(e.category());
+                self.retry = true;
+                continue;
+            }
+            self.announce_rotation(a, before).await;
+            self.rotation_statuses.insert(name, status);
+        }
+        let in_progress = assessed.iter().filter(|a| a.decision.in_progress()).count();
+        self.parts.metrics.set_rotations(&phases, in_progress, states);
+        let present: HashSet<String> = assessed.iter().map(Assessed::name).collect();
+        self.rotation_statuses.retain(|name, _| present.contains(name));
+    }
+
+    /// Events on the KeyRotation for its phase change (status written first: a lost Event is
+    /// better than a duplicate).
+    async fn announce_rotation(&self, a: &Assessed, before: Option<crate::crd::KeyRotationPhase>) {
+        let announcements = rotation::status::announcements(a, before);
+        if announcements.is_empty() {
+            return;
+        }
+        if let (Some(at), true) = (a.decision.completed_at, before != Some(a.decision.phase)) {
+            let elapsed = at.duration_since(a.decision.window_start);
+            self.parts
+                .metrics
+                .rotation_completed(Duration::try_from(elapsed).unwrap_or_default());
+        }
+        let object = kube::Resource::object_ref(a.rotation.as_ref(), &());
+        let what = format!("KeyRotation {}", a.name());
+        for announcement in &announcements {
+            match events::publish_on(&self.parts.recorder, &object, &what, announcement).await {
+                Ok(()) => self.parts.metrics.event_emitted(announcement.reason),
+                Err(e) => {
+                    tracing::warn!(error = %e, "event not published");
+                    self.parts.metrics.reconcile_error(e.category());
+                }
+            }
+        }
+        tracing::info!(
+            rotation = %a.name(),
+            phase = rotation::status::phase_name(a.decision.phase),
+            events = ?announcements.iter().map(|a| a.reason).collect::<Vec<_>>(),
+            "rotation"
+        );
     }
 
     async fn write(&mut self, changes: Vec<Change>) {
@@ -335,6 +538,7 @@ impl Reconciler {
         &mut self,
         reports: &[RootReport],
         counts: &HashMap<String, WorkloadCounts>,
+        mut keys: HashMap<String, Vec<KeyStatus>>,
         now: Timestamp,
     ) {
         for report in reports.iter().filter(|r| !r.name.is_empty()) {
@@ -346,6 +550,7 @@ impl Reconciler {
                     .get(&report.name)
                     .cloned()
                     .or_else(|| on_object.and_then(|s| s.last_sweep.clone())),
+                keys: keys.remove(&report.name),
             };
             let previous = self.statuses.get(&report.name).or(on_object);
             let status = status::build(report, &observed, previous, now);
@@ -413,8 +618,13 @@ enum Next {
 
 /// What to write for `w` going from `previous` to `next`: the annotations that differ from those
 /// on the object, and the Events of the transition.
-fn change(w: &Workload, previous: Option<&Recorded>, next: Recorded, roots: &[Arc<CompiledRoot>]) -> Next {
-    let announcements = events::announcements(previous, &next, |k| accepts(roots, k));
+fn change(
+    w: &Workload,
+    previous: Option<&Recorded>,
+    next: Recorded,
+    refusal: impl Fn(&str) -> Option<String>,
+) -> Next {
+    let announcements = events::announcements(previous, &next, refusal);
     let patch = annotations::merge_patch(&w.annotations, &annotations::encode(&next));
     if patch.is_none() && announcements.is_empty() {
         return Next::Unchanged(next);
@@ -448,12 +658,28 @@ fn to_evaluation(outcome: Outcome, signatures: &Signatures) -> Evaluation {
     }
 }
 
-/// `root/key` is accepted by that root now.
-fn accepts(roots: &[Arc<CompiledRoot>], key: &str) -> bool {
+/// Why `root/key` is not accepted by that root now (`None`: it is).
+fn refusal(
+    roots: &[Arc<CompiledRoot>],
+    acceptance: &HashMap<String, Acceptance>,
+    key: &str,
+) -> Option<String> {
     let Some((root, name)) = key.split_once('/') else {
-        return false;
+        return Some("is not a key of a trust root".into());
     };
-    roots.iter().any(|r| r.name == root && r.accepts(name))
+    if !roots.iter().any(|r| r.name == root && r.declares(name)) {
+        return Some("removed from its trust root".into());
+    }
+    acceptance
+        .get(root)
+        .and_then(|a| a.refusal(name))
+        .map(str::to_string)
+}
+
+/// The `Instant` at which the wall clock reads `at` (now, when `at` is past).
+fn instant_at(at: Timestamp, now: Timestamp) -> Instant {
+    let ahead = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+    Instant::now() + ahead
 }
 
 /// The metrics label of a recorded state.

@@ -22,7 +22,7 @@ use kube::{
 use serde_json::json;
 
 use super::{error::Error, trust::RootReport};
-use crate::crd::{FieldError, KeyState, SweepSummary, TrustRoot, TrustRootStatus, WorkloadCounts};
+use crate::crd::{FieldError, KeyState, KeyStatus, SweepSummary, TrustRoot, TrustRootStatus, WorkloadCounts};
 
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = super::CONTROLLER;
@@ -33,6 +33,9 @@ pub struct Observed {
     pub counts: WorkloadCounts,
     /// The last sweep of this root, when one ran.
     pub last_sweep: Option<SweepSummary>,
+    /// Each declared key's state with rotations applied (`rotation::key_states`); the report's
+    /// own when `None`.
+    pub keys: Option<Vec<KeyStatus>>,
 }
 
 /// The status to write.
@@ -69,24 +72,64 @@ pub fn build(
             join(&report.key_errors)
         },
     );
-    let (ready_ok, reason, message) = readiness(report, observed);
-    let mut keys = report.keys.clone();
+    let mut keys = observed.keys.clone().unwrap_or_else(|| report.keys.clone());
     for key in &mut keys {
         let before = previous.and_then(|p| p.keys.iter().find(|k| k.name == key.name));
-        key.since = match before {
+        // A rotation says when its states began; otherwise the state began when it was first seen.
+        key.since = key.since.clone().or_else(|| match before {
             Some(b) if b.state == key.state && b.fingerprint == key.fingerprint => b.since.clone(),
             _ => Some(Time(now)),
-        };
+        });
     }
-    // What verifies now: the generation in force, which may be an earlier one.
+    let (ready_ok, reason, message) = readiness(report, observed, &keys);
+    // What verifies now: the generation in force (which may be an earlier one), less the keys
+    // a rotation holds back or retired.
     let accepted: Vec<&str> = report
         .active
         .iter()
         .flat_map(|a| a.keys.keys.iter().map(|k| k.name.as_str()))
+        .filter(|name| {
+            keys.iter()
+                .find(|k| k.name == *name)
+                .is_none_or(|k| is_accepted(k.state))
+        })
         .collect();
+    let retired: Vec<String> = keys
+        .iter()
+        .filter(|k| k.state == KeyState::Retired)
+        .map(|k| {
+            format!(
+                "{} (retired by KeyRotation {})",
+                k.name,
+                k.rotation.as_deref().unwrap_or("(deleted)")
+            )
+        })
+        .collect();
+    let retired_removed = if retired.is_empty() {
+        condition(
+            "RetiredKeysRemoved",
+            true,
+            "NoRetiredKeys",
+            "no retired key is declared".into(),
+        )
+    } else {
+        condition(
+            "RetiredKeysRemoved",
+            false,
+            "RetiredKeyDeclared",
+            format!(
+                "remove from spec.keys: {}; retired keys are never accepted again while declared",
+                retired.join(", ")
+            ),
+        )
+    };
     TrustRootStatus {
         observed_generation: report.generation,
-        conditions: vec![condition("Ready", ready_ok, reason, message), keys_valid],
+        conditions: vec![
+            condition("Ready", ready_ok, reason, message),
+            keys_valid,
+            retired_removed,
+        ],
         accepted_keys: (!accepted.is_empty()).then(|| accepted.join(",")),
         keys,
         workloads: Some(observed.counts),
@@ -94,7 +137,12 @@ pub fn build(
     }
 }
 
-fn readiness(report: &RootReport, observed: &Observed) -> (bool, &'static str, String) {
+/// Whether signatures by a key in this state are accepted.
+pub fn is_accepted(state: KeyState) -> bool {
+    matches!(state, KeyState::Active | KeyState::DualAcceptance)
+}
+
+fn readiness(report: &RootReport, observed: &Observed, keys: &[KeyStatus]) -> (bool, &'static str, String) {
     let errors: Vec<FieldError> = report
         .spec_errors
         .iter()
@@ -108,7 +156,7 @@ fn readiness(report: &RootReport, observed: &Observed) -> (bool, &'static str, S
         };
         return (false, "InvalidSpec", format!("{}{in_force}", join(&errors)));
     }
-    let accepted = report.keys.iter().filter(|k| k.state == KeyState::Active).count();
+    let accepted = keys.iter().filter(|k| is_accepted(k.state)).count();
     let threshold = report.active.as_ref().map_or(1, |a| a.keys.threshold);
     if accepted < threshold {
         let message = format!(

@@ -29,6 +29,7 @@ fn swept() -> Observed {
             digests: 2,
             duration_ms: 12,
         }),
+        keys: None,
     }
 }
 

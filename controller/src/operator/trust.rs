@@ -44,8 +44,9 @@ pub struct CompiledRoot {
 }
 
 impl CompiledRoot {
-    /// Whether `root/key` names a key this root accepts now.
-    pub fn accepts(&self, key: &str) -> bool {
+    /// Whether this root declares `key` and it loads. Whether it is accepted right now also
+    /// depends on rotations (see `rotation::Acceptance`).
+    pub fn declares(&self, key: &str) -> bool {
         self.keys.keys.iter().any(|k| k.name == key)
     }
 }
@@ -247,7 +248,8 @@ async fn referenced(
     PublicKey::from_pem(pem).map_err(|e| FieldError::new(at, format!("{what} key {:?}: {e}", r.key)))
 }
 
-/// Every declared key's state. Without rotations (a later feature) a key that loads is Active.
+/// Every declared key's state before rotations: Active when it loads. `rotation::key_states`
+/// turns this into the states rotations give them.
 fn key_statuses(keys: &[TrustRootKey], loaded: &[Result<PublicKey, FieldError>]) -> Vec<KeyStatus> {
     keys.iter()
         .zip(loaded)
@@ -260,6 +262,7 @@ fn key_statuses(keys: &[TrustRootKey], loaded: &[Result<PublicKey, FieldError>])
                 KeyState::Invalid
             },
             since: None,
+            rotation: None,
             message: l.as_ref().err().map(ToString::to_string),
         })
         .collect()

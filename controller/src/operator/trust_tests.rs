@@ -38,7 +38,7 @@ fn a_valid_root_compiles_with_its_keys_active() {
     assert!(report.is_current());
     let active = report.active.unwrap_or_else(|| panic!("active"));
     assert_eq!(active.interval, Duration::from_secs(30));
-    assert!(active.accepts("a") && active.accepts("b") && !active.accepts("c"));
+    assert!(active.declares("a") && active.declares("b") && !active.declares("c"));
     assert!(
         report
             .keys
@@ -84,7 +84,7 @@ fn keys_in_secrets_and_config_maps_are_loaded_and_missing_ones_reported() {
     ]);
     let report = compile(&mut TrustCompiler::default(), &objects, root(1, keys));
     let active = report.active.unwrap_or_else(|| panic!("active"));
-    assert!(active.accepts("s") && active.accepts("c") && !active.accepts("gone"));
+    assert!(active.declares("s") && active.declares("c") && !active.declares("gone"));
     assert_eq!(
         report
             .key_errors

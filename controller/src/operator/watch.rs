@@ -24,12 +24,12 @@ use serde::de::DeserializeOwned;
 use super::{
     annotations::ours,
     error::Error,
-    index::{Index, Key, Meta, Mirror, TrustRootEntry},
+    index::{Index, Key, KeyRotationEntry, Meta, Mirror, TrustRootEntry},
     metrics::Metrics,
     pods,
     workload::Owner,
 };
-use crate::crd::TrustRoot;
+use crate::crd::{KeyRotation, TrustRoot};
 
 /// How one kind of object is kept.
 struct Feed<K, T> {
@@ -119,6 +119,17 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
             |i| &i.trust_roots,
             metrics.clone(),
         ),
+        run(
+            Api::<DeserializeGuard<KeyRotation>>::all(c.clone()),
+            Feed {
+                resource: "keyrotations",
+                reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
+                matters: key_rotation_matters,
+            },
+            index.clone(),
+            |i| &i.key_rotations,
+            metrics.clone(),
+        ),
     ]
 }
 
@@ -145,6 +156,23 @@ fn trust_root_matters(new: &TrustRootEntry, old: &TrustRootEntry) -> bool {
         (Ok(n), Ok(o)) => {
             (&n.metadata.uid, n.metadata.generation, &n.spec)
                 != (&o.metadata.uid, o.metadata.generation, &o.spec)
+        }
+        _ => true,
+    }
+}
+
+/// A KeyRotation's spec matters, and so does its status when someone else changed it (a restore
+/// from backup): our own status writes, the same phase as we computed, start no pass.
+fn key_rotation_matters(new: &KeyRotationEntry, old: &KeyRotationEntry) -> bool {
+    match (new, old) {
+        (Ok(n), Ok(o)) => {
+            (&n.metadata.uid, n.metadata.generation, &n.spec)
+                != (&o.metadata.uid, o.metadata.generation, &o.spec)
+                || n.status.as_ref().and_then(|s| s.phase) != o.status.as_ref().and_then(|s| s.phase)
+        }
+        (Err(e), _) => {
+            tracing::warn!(error = %e.error, name = ?e.metadata.name, "a KeyRotation cannot be read; it has no effect");
+            true
         }
         _ => true,
     }

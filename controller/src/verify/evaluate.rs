@@ -55,19 +55,44 @@ impl KeySet {
     }
 }
 
-/// Checks every fetched signature and decides the outcome.
+/// Checks every fetched signature and decides the outcome, every key of `keys` accepted.
 pub fn evaluate(digest: &Digest, fetched: &Fetched, keys: &KeySet) -> (Outcome, Vec<SignatureCheck>) {
-    let checks: Vec<SignatureCheck> = fetched
-        .candidates()
-        .filter_map(|c| check(digest, c, keys))
-        .collect();
-    let outcome = decide(&checks, fetched, keys);
+    let checks = check_all(digest, fetched, keys);
+    let outcome = decide(&checks, fetched, keys.threshold, |_| None);
     (outcome, checks)
 }
 
-fn decide(checks: &[SignatureCheck], fetched: &Fetched, keys: &KeySet) -> Outcome {
-    let signed_by: BTreeSet<&str> = checks.iter().filter_map(|c| c.key.as_deref()).collect();
-    if signed_by.len() >= keys.threshold {
+/// Every fetched signature against every key: the costly half (signature verification), and
+/// the half that does not depend on which keys are accepted right now. The operator keeps it
+/// while the signatures and the declared keys stay the same, and decides again when only the
+/// acceptance changes (a rotation window opening or closing).
+pub fn check_all(digest: &Digest, fetched: &Fetched, keys: &KeySet) -> Vec<SignatureCheck> {
+    fetched
+        .candidates()
+        .filter_map(|c| check(digest, c, keys))
+        .collect()
+}
+
+/// The outcome of `checks` when `refusal(key)` says why a key that verified a signature is not
+/// accepted now (`None`: accepted). A signature by a refused key counts as invalid, with that
+/// reason: "retired by KeyRotation …" is what the on-call needs to read.
+pub fn decide(
+    checks: &[SignatureCheck],
+    fetched: &Fetched,
+    threshold: usize,
+    refusal: impl Fn(&str) -> Option<String>,
+) -> Outcome {
+    let refused: Vec<String> = checks
+        .iter()
+        .filter_map(|c| c.key.as_deref())
+        .filter_map(|k| refusal(k).map(|why| format!("key {k} {why}")))
+        .collect();
+    let signed_by: BTreeSet<&str> = checks
+        .iter()
+        .filter_map(|c| c.key.as_deref())
+        .filter(|k| refusal(k).is_none())
+        .collect();
+    if signed_by.len() >= threshold.max(1) {
         return Outcome::Verified {
             keys: signed_by.into_iter().map(str::to_string).collect(),
         };
@@ -83,11 +108,16 @@ fn decide(checks: &[SignatureCheck], fetched: &Fetched, keys: &KeySet) -> Outcom
         return Outcome::Unsigned;
     }
     Outcome::Invalid {
-        reason: invalid_reason(checks, &signed_by, keys.threshold),
+        reason: invalid_reason(checks, &signed_by, &refused, threshold),
     }
 }
 
-fn invalid_reason(checks: &[SignatureCheck], signed_by: &BTreeSet<&str>, threshold: usize) -> String {
+fn invalid_reason(
+    checks: &[SignatureCheck],
+    signed_by: &BTreeSet<&str>,
+    refused: &[String],
+    threshold: usize,
+) -> String {
     if !signed_by.is_empty() {
         let names: Vec<&str> = signed_by.iter().copied().collect();
         return format!(
@@ -96,7 +126,11 @@ fn invalid_reason(checks: &[SignatureCheck], signed_by: &BTreeSet<&str>, thresho
             names.join(", ")
         );
     }
-    let reasons: BTreeSet<&str> = checks.iter().filter_map(|c| c.rejected.as_deref()).collect();
+    let reasons: BTreeSet<&str> = checks
+        .iter()
+        .filter_map(|c| c.rejected.as_deref())
+        .chain(refused.iter().map(String::as_str))
+        .collect();
     let noun = if checks.len() == 1 {
         "signature"
     } else {
