@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod crds;
 pub mod keys;
 mod registry_args;
+pub mod rotation;
 pub mod run;
 pub mod sign;
 pub mod verify;
@@ -32,6 +33,9 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Run the operator.
     Run(run::RunArgs),
+    /// Follow and drive key rotations (status, resign).
+    #[command(subcommand)]
+    Rotation(rotation::RotationCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::sign(&args),
         Command::Verify(args) => verify::verify(&args),
         Command::Run(args) => run::run(&args),
+        Command::Rotation(command) => rotation::rotation(&command),
     }
 }
 

@@ -206,7 +206,10 @@ fn compiled(
 }
 
 /// Each declared key, loaded, or the problem with it at its field.
-async fn load_keys(keys: &[TrustRootKey], reader: &impl ObjectSource) -> Vec<Result<PublicKey, FieldError>> {
+pub async fn load_keys(
+    keys: &[TrustRootKey],
+    reader: &impl ObjectSource,
+) -> Vec<Result<PublicKey, FieldError>> {
     let mut out = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let at = format!("spec.keys[{i}]");
