@@ -3,7 +3,9 @@
 # controller-manager, scheduler, kwok) and a real registry on 127.0.0.1, the countersign operator,
 # a sample TrustRoot, and four Deployments: signed by cosign v3, signed by countersign (cosign v2
 # format), unsigned, and signed by a key nobody trusts. It prints their verdicts and events, then
-# shows drift: a key removed from the TrustRoot is noticed within seconds.
+# shows drift: a key removed from the TrustRoot is noticed within seconds; and a key rotation,
+# ci-2026 → ci-2027, through its dual-acceptance window, `countersign rotation resign` and the old
+# key's retirement, without a workload ever failing.
 #
 #   e2e/demo.sh          run, print, clean up
 #   e2e/demo.sh --keep   leave everything running (prints how to reach it; Ctrl-C to stop)
@@ -137,8 +139,62 @@ echo "noticed after $((SECONDS - started))s:"
 kubectl -n payments get events --field-selector reason=SignatureDrift -o custom-columns='TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message'
 verdicts
 
+say "Rotation: trust both keys again, then rotate ci-2026 → ci-2027 (retire early once re-signed)"
+python3 - "$WORK/trustroot.yaml" "$WORK/keys/ci-2027.pub" >"$WORK/trustroot-both.yaml" <<'PY'
+import sys
+doc, key = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+body = "".join("        " + l + "\n" for l in key.strip().splitlines())
+doc = doc.replace("  threshold: 1", "    - name: ci-2027\n      publicKey: |\n" + body + "  threshold: 1")
+print(doc, end="")
+PY
+kubectl apply -f "$WORK/trustroot-both.yaml"
+wait_verdict() { # wait_verdict DEPLOYMENT VERDICT
+  for _ in $(seq 120); do
+    [ "$(kubectl -n payments get deployment "$1" -o jsonpath='{.metadata.annotations.countersign\.dev/verdict}')" = "$2" ] && return
+    sleep 0.5
+  done
+}
+wait_verdict api Verified && wait_verdict worker Verified
+WINDOW_START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+kubectl apply -f - <<YAML
+apiVersion: countersign.dev/v1alpha1
+kind: KeyRotation
+metadata:
+  name: payments-2027
+spec:
+  trustRootRef: payments
+  fromKey: ci-2026
+  toKey: ci-2027
+  window: {start: "$WINDOW_START", duration: 72h}
+  retirement: WhenResigned
+  retireEarly: true
+YAML
+rotation_phase() { kubectl get keyrotation payments-2027 -o jsonpath='{.status.phase}'; }
+for _ in $(seq 60); do [ "$(rotation_phase)" = DualAcceptance ] && break; sleep 0.5; done
+export KUBECONFIG="$WORK/cluster/kubeconfig"
+"$COUNTERSIGN" rotation status payments-2027
+kubectl get trustroots
+say "Re-sign the stragglers with ci-2027 (each checked against ci-2026 first)"
+COSIGN_PASSWORD=demo "$COUNTERSIGN" rotation resign payments-2027 --key "$WORK/keys/ci-2027.key" || true
+started=$SECONDS
+for _ in $(seq 60); do [ "$(rotation_phase)" = Completed ] && break; sleep 0.5; done
+echo "completed $((SECONDS - started))s after the last re-sign:"
+"$COUNTERSIGN" rotation status payments-2027
+kubectl get keyrotations
+kubectl get trustroots
+kubectl get events --field-selector involvedObject.kind=KeyRotation -o custom-columns='TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message'
+verdicts
+echo "workloads announced as failing or drifting since the rotation began: $(kubectl -n payments get events -o json | python3 -c '
+import json, sys
+start = sys.argv[1]
+bad = [e for e in json.load(sys.stdin)["items"]
+       if e["reason"] in ("SignatureDrift", "VerificationFailed") and e["involvedObject"]["name"] in ("api", "worker")
+       and (e.get("lastTimestamp") or e.get("eventTime") or "") >= start]
+print(len(bad))' "$WINDOW_START")"
+unset KUBECONFIG
+
 say "Metrics (excerpt)"
-curl -s "http://$METRICS/metrics" | grep -E '^countersign_(workloads|verifications_total|registry_requests_total)' | head -12 || true
+curl -s "http://$METRICS/metrics" | grep -E '^countersign_(workloads|verifications_total|registry_requests_total|rotations|rotation_)' | grep -v ' 0$' | head -16 || true
 
 if [ "$KEEP" = "--keep" ]; then
   say "Still running. In another shell:"

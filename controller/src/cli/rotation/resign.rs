@@ -23,7 +23,7 @@ use crate::{
     crd::{KeyRotation, TrustRoot, ValidatedSpec},
     keys::{PublicKey, SigningKey},
     operator::{objects::ObjectCache, pods, trust::load_keys},
-    reference::{Digest, ImageRef},
+    reference::ImageRef,
     registry::RegistryClient,
     sign::{SignRequest, sign_bundle, sign_legacy},
     verify::{KeySet, NamedKey, SignatureFormat, check_all, fetch_signatures},
@@ -172,7 +172,9 @@ async fn rotation_keys(
     ))
 }
 
-/// Every running digest the TrustRoot governs, as `repository@digest`, each once.
+/// Every running image the TrustRoot governs, each once: `repository@digest` when the kubelet
+/// reported the digest it pulled, else the reference the pod spec names (resolved, as the
+/// operator does, when signing).
 async fn running_digests(client: &Client, spec: &ValidatedSpec) -> anyhow::Result<Vec<ImageRef>> {
     let pods = Api::<Pod>::all(client.clone())
         .list(&ListParams::default())
@@ -186,23 +188,27 @@ async fn running_digests(client: &Client, spec: &ValidatedSpec) -> anyhow::Resul
         .into_iter()
         .map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default()))
         .collect();
-    let mut out: BTreeSet<(String, Digest)> = BTreeSet::new();
+    let mut out: BTreeSet<String> = BTreeSet::new();
     for pod in &pods.items {
         let labels = namespaces.get(&pod.namespace().unwrap_or_default());
         if !labels.is_some_and(|l| spec.selects_namespace(l)) {
             continue;
         }
         for image in pods::reduce(pod).map(|p| p.images).unwrap_or_default() {
-            let (Some(digest), true) = (image.digest, spec.governs(&image.image)) else {
+            let Ok(reference) = ImageRef::parse(&image.image) else {
                 continue;
             };
-            if let Ok(reference) = ImageRef::parse(&image.image) {
-                out.insert((reference.repository_name(), digest));
+            if !spec.governs(&image.image) {
+                continue;
             }
+            out.insert(match image.digest {
+                Some(digest) => format!("{}@{digest}", reference.repository_name()),
+                None => reference.to_string(),
+            });
         }
     }
-    out.into_iter()
-        .map(|(repo, digest)| ImageRef::parse(&format!("{repo}@{digest}")).context("a running image"))
+    out.iter()
+        .map(|image| ImageRef::parse(image).context("a running image"))
         .collect()
 }
 
@@ -218,9 +224,14 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     async fn one(&self, image: &ImageRef) -> Resigned {
-        let Some(digest) = image.digest() else {
-            return Resigned::Failed("no digest".into());
+        let digest = match image.digest() {
+            Some(d) => d,
+            None => match self.registry.resolve(image).await {
+                Ok(d) => d,
+                Err(e) => return Resigned::Failed(format!("its tag could not be resolved: {e}")),
+            },
         };
+        let image = &image.at_digest(&digest);
         let repo = self.signature_repository.unwrap_or(image);
         let fetched = fetch_signatures(self.registry, repo, &digest).await;
         let checks = check_all(&digest, &fetched, self.keys);
