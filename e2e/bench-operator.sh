@@ -4,6 +4,7 @@
 # registry's own log), peak RSS, API server request rate. Prints a markdown report on stdout.
 #   e2e/bench-operator.sh [PODS] [DIGESTS] [-- bench flags]   (default 5000 pods over 500 digests)
 #   e2e/bench-operator.sh 5000 500 --interval 30 --warm-sweeps 3 -- --max-concurrent-verifications 32
+#   e2e/bench-operator.sh 5000 500 --rotation    (also: rotate the key, re-sign everything)
 # Release builds of countersign and the benchmark. Figures and how they were taken:
 # docs/benchmarks.md ("Operator").
 set -euo pipefail

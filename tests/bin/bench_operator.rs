@@ -20,6 +20,10 @@
 //! 6. the API server's request rate (its own `apiserver_request_total`, whole cluster, with a
 //!    window before the operator starts as the baseline).
 //!
+//! With `--rotation`, a key rotation runs between the warm sweeps and the key removal: every
+//! digest re-signed by `countersign rotation resign`, then the time to `Completed` (see
+//! `bench_rotation.rs`).
+//!
 //! Phase boundaries come from the operator's sweep counter (`countersign_sweep_duration_seconds`
 //! count): the registry log is cut the moment a sweep is seen finished, and the next sweep starts
 //! a `reverifyInterval` later, so each warm window holds exactly one sweep's requests.
@@ -64,6 +68,9 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, sync::watch};
 
+#[path = "bench_rotation.rs"]
+mod rotation;
+
 const MANAGER: &str = "countersign-bench";
 const LEASE_NAMESPACE: &str = "countersign-system";
 const TRUST_ROOT: &str = "bench";
@@ -104,6 +111,9 @@ struct Args {
     /// Deployments per namespace.
     #[arg(long, default_value_t = 100)]
     per_namespace: usize,
+    /// Also rotate the TrustRoot's key and re-sign every digest (after the warm sweeps).
+    #[arg(long)]
+    rotation: bool,
     /// Flags handed to `countersign run` as they are (after `--`), e.g.
     /// `-- --max-concurrent-verifications 32`.
     #[arg(last = true)]
@@ -239,6 +249,29 @@ async fn main() -> Result<()> {
         previous = now;
     }
 
+    let rotation = if args.rotation {
+        let before = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+        let keys = rotation::Keys {
+            ci: &trusted,
+            spare: &spare,
+        };
+        let rotated = rotation::rotate(
+            &client,
+            &countersign,
+            cluster.kubeconfig_path(),
+            cluster.dir(),
+            (&glob, args.interval),
+            keys,
+            &verdicts,
+        )
+        .await?;
+        let after = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+        phases.push(Phase::new("rotation", &before, &after));
+        Some(rotated)
+    } else {
+        None
+    };
+
     // A key removed from the TrustRoot: every workload must drift.
     let before_drift = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
     let drift_events_before = value(
@@ -308,6 +341,7 @@ async fn main() -> Result<()> {
         log: log.lines().collect(),
         status,
         stopped,
+        rotation,
     };
     report.print();
     progress(&format!(
@@ -1091,6 +1125,7 @@ struct Report<'a> {
     log: Vec<&'a str>,
     status: Option<countersign::crd::TrustRootStatus>,
     stopped: String,
+    rotation: Option<rotation::Rotation>,
 }
 
 impl Report<'_> {
@@ -1196,6 +1231,31 @@ impl Report<'_> {
                 "| registry requests while reacting to the key removal | {} |",
                 requests(p)
             );
+        }
+        if let (Some(r), Some(p)) = (&self.rotation, self.phases.iter().find(|p| p.name == "rotation")) {
+            println!(
+                "| rotation: `countersign rotation resign` of all {} digests | **{:.2} s** ({:.0} digests/s) |",
+                self.signed,
+                r.resign.as_secs_f64(),
+                self.signed as f64 / r.resign.as_secs_f64().max(0.001)
+            );
+            println!(
+                "| rotation: last signature pushed → KeyRotation `Completed` | **{:.2} s** |",
+                r.completed_after.as_secs_f64()
+            );
+            println!(
+                "| rotation: KeyRotation created → `Completed` | {:.2} s |",
+                r.total.as_secs_f64()
+            );
+            println!(
+                "| rotation: registry requests, resign's and the operator's (all kinds) | {} |",
+                requests(p)
+            );
+            println!(
+                "| rotation: most Deployments ever annotated other than Verified | **{}** |",
+                r.worst_not_verified
+            );
+            println!("| rotation: resign's summary | {} |", r.summary);
         }
         println!(
             "| operator peak RSS (`VmHWM`): after the cold sweep / at the end | **{:.1} MiB** / **{:.1} MiB** |",

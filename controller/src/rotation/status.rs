@@ -199,3 +199,89 @@ pub async fn apply(client: &Client, name: &str, status: &KeyRotationStatus) -> R
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::{
+        crd::{KeyRotationSpec, RetirementPolicy, RotationWindow},
+        rotation::{Gate, RootKeys, decide},
+    };
+
+    fn assessed(now: &str, gate: Gate, previous: Option<&KeyRotationStatus>) -> Assessed {
+        let spec = KeyRotationSpec {
+            trust_root_ref: "payments".into(),
+            from_key: "old".into(),
+            to_key: "new".into(),
+            window: RotationWindow {
+                start: Time("2026-12-01T00:00:00Z".parse().unwrap_or_default()),
+                duration: "1h".into(),
+            },
+            retirement: RetirementPolicy::WhenResigned,
+            abort: false,
+            retire_early: false,
+        };
+        let keys = RootKeys::Found {
+            from: Some(true),
+            to: Some(true),
+        };
+        let now: Timestamp = now.parse().unwrap_or_default();
+        let decision = decide(&spec, previous, &keys, None, gate, now);
+        Assessed {
+            rotation: Arc::new(KeyRotation::new("rot", spec)),
+            decision,
+            tally: None,
+        }
+    }
+
+    fn reasons(a: &Assessed, before: Option<KeyRotationPhase>) -> Vec<&'static str> {
+        announcements(a, before).iter().map(|e| e.reason).collect()
+    }
+
+    #[test]
+    fn each_transition_is_announced_once() {
+        let open = assessed("2026-12-01T00:10:00Z", Gate::NotMet, None);
+        assert_eq!(
+            reasons(&open, Some(KeyRotationPhase::Scheduled)),
+            [ROTATION_STARTED]
+        );
+        assert!(reasons(&open, Some(KeyRotationPhase::DualAcceptance)).is_empty());
+        let stalled = assessed("2026-12-01T02:00:00Z", Gate::NotMet, None);
+        assert_eq!(
+            reasons(&stalled, Some(KeyRotationPhase::DualAcceptance)),
+            [ROTATION_STALLED]
+        );
+        let done = assessed("2026-12-01T02:00:00Z", Gate::Met, None);
+        assert_eq!(
+            reasons(&done, Some(KeyRotationPhase::Stalled)),
+            [KEY_RETIRED, ROTATION_COMPLETED]
+        );
+    }
+
+    #[test]
+    fn status_keeps_transition_times_and_the_story_of_a_completion() {
+        let t0: Timestamp = "2026-12-01T00:10:00Z".parse().unwrap_or_default();
+        let open = assessed("2026-12-01T00:10:00Z", Gate::NotMet, None);
+        let first = build(&open, None, t0);
+        assert_eq!(first.phase, Some(KeyRotationPhase::DualAcceptance));
+        assert_eq!(first.phase_since, Some(Time(t0)));
+        let later = build(&open, Some(&first), t0 + jiff::SignedDuration::from_secs(60));
+        assert_eq!(
+            later, first,
+            "nothing changed: the same status, so nothing is written"
+        );
+        let done = assessed("2026-12-01T02:00:00Z", Gate::Met, Some(&first));
+        let status = build(&done, Some(&first), t0);
+        let completed = status.conditions.iter().find(|c| c.type_ == "Completed");
+        assert_eq!(completed.map(|c| c.status.as_str()), Some("True"));
+        assert!(status.stragglers.is_empty());
+        assert_eq!(
+            status.window_end.map(|t| t.0.to_string()).as_deref(),
+            Some("2026-12-01T01:00:00Z")
+        );
+    }
+}
