@@ -27,6 +27,33 @@ use crate::crd::{FieldError, KeyState, KeyStatus, SweepSummary, TrustRoot, Trust
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = super::CONTROLLER;
 
+/// Builds conditions for one object: each carries the generation it was computed from, and keeps
+/// its `lastTransitionTime` while its status stays what it was.
+pub struct Conditions<'a> {
+    pub previous: &'a [Condition],
+    pub generation: Option<i64>,
+    pub now: Timestamp,
+}
+
+impl Conditions<'_> {
+    pub fn set(&self, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+        let status = if ok { "True" } else { "False" };
+        let kept = self
+            .previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: truncate_message(&message),
+            observed_generation: self.generation,
+            last_transition_time: kept.unwrap_or(Time(self.now)),
+        }
+    }
+}
+
 /// What a pass observed about one TrustRoot besides its report.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -45,22 +72,13 @@ pub fn build(
     previous: Option<&TrustRootStatus>,
     now: Timestamp,
 ) -> TrustRootStatus {
-    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
-    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
-        let status = if ok { "True" } else { "False" };
-        let kept = previous_conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: truncate_message(&message),
-            observed_generation: report.generation,
-            last_transition_time: kept.unwrap_or(Time(now)),
-        }
+    let conditions = Conditions {
+        previous: previous.map(|p| p.conditions.as_slice()).unwrap_or_default(),
+        generation: report.generation,
+        now,
     };
+    let condition =
+        |type_: &str, ok: bool, reason: &str, message: String| conditions.set(type_, ok, reason, message);
     let keys_ok = report.key_errors.is_empty();
     let keys_valid = condition(
         "KeysValid",

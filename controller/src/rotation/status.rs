@@ -13,7 +13,7 @@
 //! | Invalid | `RotationInvalid` | Warning |
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
@@ -23,7 +23,7 @@ use serde_json::json;
 use super::Assessed;
 use crate::{
     crd::{KeyRotation, KeyRotationPhase, KeyRotationStatus},
-    operator::{error::Error, events::Announcement},
+    operator::{error::Error, events::Announcement, status::Conditions},
 };
 
 pub const ROTATION_STARTED: &str = "RotationStarted";
@@ -42,22 +42,13 @@ pub fn build(a: &Assessed, previous: Option<&KeyRotationStatus>, now: Timestamp)
         _ => None,
     }
     .unwrap_or(Time(now));
-    let conditions_before = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
-    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
-        let status = if ok { "True" } else { "False" };
-        let kept = conditions_before
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time: kept.unwrap_or(Time(now)),
-        }
+    let conditions = Conditions {
+        previous: previous.map(|p| p.conditions.as_slice()).unwrap_or_default(),
+        generation,
+        now,
     };
+    let condition =
+        |type_: &str, ok: bool, reason: &str, message: String| conditions.set(type_, ok, reason, message);
     let valid = match &d.invalid {
         Some(i) => condition("Valid", false, i.reason, i.message.clone()),
         None => condition(
