@@ -28,7 +28,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::peer_path;
+use crate::{peer_path, ports};
 
 /// Annotation by which kwok recognises the nodes it fakes (`--manage-nodes-with-annotation-selector`).
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
@@ -56,6 +56,8 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 /// How long a component may take to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Attempts at starting one component on fresh ports (see [`start_with_retry`]).
+const START_ATTEMPTS: usize = 3;
 
 /// The processes, by the names their logs carry.
 const COMPONENTS: [&str; 5] = [
@@ -392,7 +394,8 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// A free port on 127.0.0.1 at the time of asking. Another process may take it before the
-/// component binds it; [`start_with_retry`] covers that race.
+/// component binds it (these components advertise their ports, so cannot be started on port 0);
+/// [`start_with_retry`] covers that race.
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     Ok(listener.local_addr().context("local address")?.port())
@@ -461,9 +464,10 @@ impl Component {
         )
     }
 
-    /// Whether the process exited because a port was taken (the race [`free_port`] leaves open).
-    fn lost_port_race(&self) -> bool {
-        self.log_tail().contains("address already in use")
+    /// Whether the process itself listens on every one of `ports` (see [`ports`]).
+    fn holds(&self, ports: &[u16]) -> bool {
+        let listening = ports::listening_ports(self.child.id());
+        ports.iter().all(|p| listening.contains(p))
     }
 
     /// Polls `probe` until it succeeds, failing when the process exits or `timeout` passes.
@@ -516,9 +520,15 @@ impl Drop for Component {
     }
 }
 
-/// Starts a component on fresh ports, once more on fresh ports when it lost a port race.
+/// Starts a component on fresh ports, and again on other fresh ports when it lost a port race.
 /// `ports` is how many ports it needs; `spawn` starts it on them; `ready` waits for it and
 /// returns what the caller needs to know about it (its URL, say).
+///
+/// A lost race is read from the process, not from its log (each component words a failed bind
+/// its own way): either it exits before it is ready (its bind failed), or a probe passed while
+/// the process does not hold its ports, so what answered was whoever took them (another test's
+/// etcd, say). A component that exits for any other reason fails every attempt the same way, and
+/// the error quotes its log.
 async fn start_with_retry<S, R, Fut, T>(ports: usize, mut spawn: S, mut ready: R) -> Result<(Component, T)>
 where
     S: FnMut(&[u16]) -> Result<Component>,
@@ -530,18 +540,24 @@ where
         attempt += 1;
         let chosen = (0..ports).map(|_| free_port()).collect::<Result<Vec<_>>>()?;
         let component = spawn(&chosen)?;
-        let (mut component, outcome) = ready(component, chosen).await;
-        match outcome {
-            Ok(value) => return Ok((component, value)),
-            Err(e) if attempt == 1 && component.exited().is_some() && component.lost_port_race() => {
-                eprintln!(
-                    "[cluster] {} lost a port race; retrying on other ports",
-                    component.name
-                );
-                drop(e);
-            }
-            Err(e) => return Err(e),
+        let (mut component, outcome) = ready(component, chosen.clone()).await;
+        let lost_race = match &outcome {
+            Ok(_) => !component.holds(&chosen),
+            Err(_) => component.exited().is_some(),
+        };
+        if !lost_race {
+            return outcome.map(|value| (component, value));
         }
+        if attempt == START_ATTEMPTS {
+            return Err(match outcome {
+                Err(e) => e,
+                Ok(_) => component.failure(&format!("does not hold its ports {chosen:?}")),
+            });
+        }
+        eprintln!(
+            "[cluster] {} lost a port race on {chosen:?}; retrying on other ports",
+            component.name
+        );
     }
 }
 
