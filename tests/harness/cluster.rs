@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Every component logs to `<dir>/<name>.log`; a failed wait names the component and quotes the
-//! tail of its log. Dropping the cluster stops every process (SIGTERM, then SIGKILL) and removes a
+//! tail of its log. The API server audits ServiceAccounts' requests to `<dir>/audit.log`
+//! ([`LocalCluster::audited_requests`]). Dropping the cluster stops every process (SIGTERM, then SIGKILL) and removes a
 //! temporary dir unless `COUNTERSIGN_KEEP_CLUSTER=1`.
 
 use std::future::Future;
@@ -40,6 +41,76 @@ pub const IMAGE_ID_ANNOTATION_PREFIX: &str = "kwok.countersign.dev/image-id.";
 
 /// Set to `1` to keep the cluster's temporary dir (logs, etcd data, kubeconfig) after it stops.
 pub const KEEP_ENV: &str = "COUNTERSIGN_KEEP_CLUSTER";
+
+/// The API server's audit log, in the cluster's dir.
+const AUDIT_LOG: &str = "audit.log";
+
+/// What the API server audits: the requests of ServiceAccounts (the identities least-privilege
+/// tests run as), at `Metadata` level (who, what, the response code; no bodies), once each when
+/// answered. The control plane's own components act as the admin and are left out, so a
+/// benchmark's thousands of pods cost nothing here.
+pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: [\"system:serviceaccounts\"]
+- level: None
+";
+
+/// One audited request (an `audit.k8s.io/v1` Event, the fields tests need).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audited {
+    /// `ResponseStarted` (a watch began) or `ResponseComplete`.
+    pub stage: String,
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub user: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, …
+    pub verb: String,
+    /// `resource` or `resource/subresource`, e.g. `deployments`, `trustroots/status`.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub request_uri: String,
+    /// The HTTP status code of the answer (0 if the event has none).
+    pub code: u16,
+}
+
+impl Audited {
+    fn parse(line: &str) -> Result<Self> {
+        let event: serde_json::Value = serde_json::from_str(line).context("an audit event")?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        let object = &event["objectRef"];
+        let resource = match (text(&object["resource"]), text(&object["subresource"])) {
+            (Some(r), Some(sub)) => format!("{r}/{sub}"),
+            (r, _) => r.unwrap_or_default(),
+        };
+        Ok(Self {
+            stage: text(&event["stage"]).context("stage")?,
+            user: text(&event["user"]["username"]).context("user.username")?,
+            verb: text(&event["verb"]).context("verb")?,
+            resource,
+            namespace: text(&object["namespace"]),
+            name: text(&object["name"]),
+            request_uri: text(&event["requestURI"]).unwrap_or_default(),
+            // Every answered request has one; 0 stands for none rather than failing the read.
+            code: event["responseStatus"]["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+impl std::fmt::Display for Audited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} ({}) by {}",
+            self.code, self.verb, self.resource, self.request_uri, self.user
+        )
+    }
+}
 
 /// Service IPs. Kept apart from the pod range so neither hides the other in a test's output.
 const SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -232,6 +303,25 @@ impl LocalCluster {
         &self.nodes
     }
 
+    /// Every request of a ServiceAccount the API server has answered so far, from its audit log
+    /// (see [`AUDIT_POLICY`]): who asked, what, and the status code of the answer. The API
+    /// server's own record, so a test learns of a refused request whether or not the client
+    /// logged it, and in fields rather than in log text.
+    pub fn audited_requests(&self) -> Result<Vec<Audited>> {
+        let path = self.dir.join(AUDIT_LOG);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // No ServiceAccount has sent a request yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        // A line still being written has no newline yet: it is read next time.
+        text.split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
+            .map(|line| Audited::parse(line).with_context(|| format!("{}: {line}", path.display())))
+            .collect()
+    }
+
     /// Stops every process and removes a temporary dir: dropping the cluster does it (see `Drop`),
     /// this only says so at the call site.
     pub fn stop(self) {
@@ -323,8 +413,9 @@ fn clear_previous_run(dir: &Path) -> Result<()> {
             std::fs::remove_dir_all(&path).with_context(|| format!("clear {}", path.display()))?;
         }
     }
-    for component in COMPONENTS {
-        let log = dir.join(format!("{component}.log"));
+    let logs = COMPONENTS.iter().map(|c| format!("{c}.log"));
+    for name in logs.chain([AUDIT_LOG.to_owned()]) {
+        let log = dir.join(name);
         if log.exists() {
             std::fs::remove_file(&log).with_context(|| format!("clear {}", log.display()))?;
         }
@@ -634,6 +725,10 @@ async fn start_apiserver(
     let cert_dir = dir.join("apiserver-certs");
     let kubeconfig = dir.join("kubeconfig");
     let (cert_dir, kubeconfig) = (&cert_dir, &kubeconfig);
+    let audit_policy = dir.join("audit-policy.yaml");
+    std::fs::write(&audit_policy, AUDIT_POLICY)
+        .with_context(|| format!("write {}", audit_policy.display()))?;
+    let audit_log = dir.join(AUDIT_LOG);
     let (component, (url, config)) = start_with_retry(
         1,
         |ports| {
@@ -658,6 +753,11 @@ async fn start_apiserver(
                     files.sa_private.display()
                 ),
                 "--profiling=false".to_owned(),
+                format!("--audit-policy-file={}", audit_policy.display()),
+                format!("--audit-log-path={}", audit_log.display()),
+                // Each event is written before the response is finished, so a client that got
+                // its answer finds the request in the log.
+                "--audit-log-mode=blocking".to_owned(),
                 // Its lease-based reconciler would publish 127.0.0.1 as the `kubernetes`
                 // Service's endpoint, which validation refuses (loopback), every 10 seconds.
                 "--endpoint-reconciler-type=none".to_owned(),

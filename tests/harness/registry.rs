@@ -173,11 +173,3 @@ fn write_distribution_config(dir: &Path, host: &str) -> std::path::PathBuf {
     .expect("config");
     config
 }
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
