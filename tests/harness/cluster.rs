@@ -789,13 +789,15 @@ async fn wait_apiserver(
     admin_token: &str,
 ) -> Result<kube::Config> {
     let cert = cert_dir.join("apiserver.crt");
-    // The certificate appears before the port serves.
+    // The certificate appears before the port serves. The file exists (empty) a moment before
+    // it is written: wait for a whole PEM bundle, not for the file.
     component
         .wait_until("writing its serving certificate", APISERVER_TIMEOUT, || {
-            let outcome = if cert.is_file() {
-                Ok(())
+            let pem = std::fs::read_to_string(&cert).unwrap_or_default();
+            let outcome = if pem.trim_end().ends_with("-----END CERTIFICATE-----") {
+                ca_of(&pem).map(drop)
             } else {
-                Err(anyhow!("no {}", cert.display()))
+                Err(anyhow!("no certificate in {} yet", cert.display()))
             };
             std::future::ready(outcome)
         })
