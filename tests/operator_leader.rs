@@ -199,9 +199,14 @@ async fn one_leads_the_other_takes_over_on_release(
         released.elapsed().as_secs_f64() * 1000.0
     );
     assert_eq!(next.identity(), standby_id);
-    // What the standby took over was the released Lease (no holder), not an expired one.
-    let v = history.versions();
-    let taken = first_held_by(&v, standby_id).expect("the standby in the Lease's history");
+    // What the standby took over was the released Lease (no holder), not an expired one. (The
+    // watch may deliver the takeover a moment after the standby learnt of it.)
+    let v = history
+        .wait("the takeover in the Lease's history", |v| {
+            first_held_by(v, standby_id).is_some()
+        })
+        .await;
+    let taken = first_held_by(&v, standby_id).expect("the standby's takeover");
     assert_eq!(
         (holder_of(&v[taken - 1]), holder_of(&v[taken - 2]).as_deref()),
         (None, Some(leader_id)),
@@ -244,8 +249,12 @@ async fn a_crashed_leader_is_replaced_once_its_lease_expires(
     );
     // Not too early, by the Lease's own record: from the leader's last renewal to the standby's
     // takeover, at least the lease duration went by.
-    let v = history.versions();
-    let taken = first_held_by(&v, "c").expect("the standby in the Lease's history");
+    let v = history
+        .wait("the takeover in the Lease's history", |v| {
+            first_held_by(v, "c").is_some()
+        })
+        .await;
+    let taken = first_held_by(&v, "c").expect("the standby's takeover");
     let last_renewal = &v[taken - 1];
     assert_eq!(holder_of(last_renewal), Some(leader_id), "{v:?}");
     let unrenewed = micros_between(last_renewal.renew_time.as_ref(), v[taken].acquire_time.as_ref());
