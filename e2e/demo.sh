@@ -36,20 +36,54 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/home" "$WORK/keys"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# listening_port PID: the TCP port process PID listens on, read from /proc once it listens. Our
+# servers start on port 0, so the kernel picks a free port and no other process can take it
+# between choosing and binding (as it could from a port chosen beforehand).
+listening_port() {
+  python3 - "$1" <<'PY'
+import os, sys, time
+pid, deadline = sys.argv[1], time.time() + 120
+while time.time() < deadline:
+    try:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+        for table in ("tcp", "tcp6"):
+            for line in open(f"/proc/{pid}/net/{table}").readlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                    print(int(f[1].rsplit(":", 1)[1], 16))
+                    sys.exit(0)
+    except FileNotFoundError:
+        sys.exit(f"process {pid} exited before listening")
+    time.sleep(0.1)
+sys.exit(f"process {pid} not listening after 120s")
+PY
+}
 
 say "Local control plane"
 "$CARGO_TARGET_DIR/debug/local-cluster" up --dir "$WORK/cluster" >"$WORK/cluster.out" 2>"$WORK/cluster.log" &
-PIDS+=($!)
-for _ in $(seq 120); do grep -q '^ready:' "$WORK/cluster.out" 2>/dev/null && break; sleep 0.5; done
-grep '^ready:' "$WORK/cluster.out" || { tail -20 "$WORK/cluster.log"; exit 1; }
+cluster_pid=$!
+PIDS+=($cluster_pid)
+# It prints `ready:` once every component is healthy, or exits when one cannot start (it has
+# its own deadlines): no deadline here that a slow machine could miss.
+until grep -q '^ready:' "$WORK/cluster.out" 2>/dev/null; do
+  kill -0 "$cluster_pid" 2>/dev/null || { tail -20 "$WORK/cluster.log"; exit 1; }
+  sleep 0.5
+done
+grep '^ready:' "$WORK/cluster.out"
 kubectl get nodes
 
 say "Registry (go-containerregistry, OCI referrers API) and images"
-REGISTRY="127.0.0.1:$(free_port)"
-"$COUNTERSIGN_PEER_GGCR_REFERRERS" "$REGISTRY" 2>"$WORK/registry.log" &
-PIDS+=($!)
-for _ in $(seq 50); do crane catalog "$REGISTRY" >/dev/null 2>&1 && break; sleep 0.1; done
+"$COUNTERSIGN_PEER_GGCR_REFERRERS" 127.0.0.1:0 2>"$WORK/registry.log" &
+registry_pid=$!
+PIDS+=($registry_pid)
+REGISTRY="127.0.0.1:$(listening_port "$registry_pid")"
 image() { # image NAME: push a small image with content of its own, print its digest
   mkdir -p "$WORK/img/$1" && echo "$1" >"$WORK/img/$1/app" && tar -C "$WORK/img/$1" -cf "$WORK/img/$1.tar" app
   crane append -f "$WORK/img/$1.tar" -t "$REGISTRY/payments/$1:v1" >/dev/null 2>&1
@@ -71,11 +105,12 @@ echo "rogue:  signed by a key nobody trusts"
 say "CRDs and the operator"
 kubectl apply --server-side -k crds/ >/dev/null
 kubectl create namespace countersign-system >/dev/null
-METRICS="127.0.0.1:$(free_port)"
 KUBECONFIG="$WORK/cluster/kubeconfig" RUST_LOG="${RUST_LOG:-info,oci_client=error,kube=warn}" \
-  "$COUNTERSIGN" run --metrics-addr "$METRICS" --leader-election-namespace countersign-system \
+  "$COUNTERSIGN" run --metrics-addr 127.0.0.1:0 --leader-election-namespace countersign-system \
   --identity demo 2>"$WORK/operator.log" &
-PIDS+=($!)
+operator_pid=$!
+PIDS+=($operator_pid)
+METRICS="127.0.0.1:$(listening_port "$operator_pid")"
 echo "operator running (log: $WORK/operator.log, metrics: http://$METRICS/metrics)"
 
 say "A TrustRoot: ci-2026 may sign $REGISTRY/payments/**"

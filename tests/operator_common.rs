@@ -18,6 +18,7 @@ use countersign::{
 use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
 use k8s_openapi::{
     api::events::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
     Api, Client,
@@ -404,6 +405,44 @@ pub async fn status(client: &Client, name: &str) -> Result<TrustRootStatus> {
         .status
         .context("no status yet")
 }
+
+/// When TrustRoot `name` last finished a re-verification sweep (`status.lastSweep.finishedAt`),
+/// if it has.
+pub async fn last_sweep(client: &Client, name: &str) -> Option<Time> {
+    let status = status(client, name).await.ok()?;
+    status.last_sweep.map(|s| s.finished_at)
+}
+
+/// Waits until TrustRoot `name` has finished `n` sweeps after the one `since` was read from
+/// [`last_sweep`]. Something that changed after `since` is seen by the second sweep at the
+/// latest (the first may have been under way already): waiting for sweeps, not for a number of
+/// seconds, is what "within one re-verification interval" means on a machine of any speed.
+///
+/// Sweeps are at least 10 s apart (the smallest `reverifyInterval`) and `finishedAt` has a
+/// resolution of one second, so each shows as a new value; a poll that misses one only waits
+/// for one more.
+pub async fn sweeps_after(client: &Client, name: &str, since: Option<Time>, n: usize, within: Duration) {
+    let seen = std::cell::RefCell::new(Vec::<Time>::new());
+    eventually(
+        &format!("{n} sweeps of TrustRoot {name} after {since:?}"),
+        within,
+        || async {
+            if let Some(t) = last_sweep(client, name).await {
+                let mut seen = seen.borrow_mut();
+                if Some(&t) > since.as_ref() && !seen.contains(&t) {
+                    seen.push(t);
+                }
+            }
+            let seen = seen.borrow();
+            ensure!(seen.len() >= n, "sweeps seen: {seen:?}");
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// For the `wait_*` helpers: no waiting, it must hold already (checked once).
+pub const AT_ONCE: Duration = Duration::ZERO;
 
 pub fn condition<'a>(
     status: &'a TrustRootStatus,

@@ -9,7 +9,6 @@ mod operator_common;
 
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
 use common::Keys;
 use countersign_tests::{
     images::{crane, push_image},
@@ -20,10 +19,9 @@ use serde_json::json;
 
 const NS: &str = "drift";
 const WAIT: Duration = Duration::from_secs(60);
-/// The TrustRoot's `reverifyInterval` (the smallest the CRD allows).
-const INTERVAL: Duration = Duration::from_secs(10);
-/// What a pass, an Event and our polling may add to an interval.
-const SLACK: Duration = Duration::from_secs(8);
+/// For the waits that span re-verification sweeps (`reverifyInterval: 10s`, the smallest the
+/// CRD allows): several of them, and generous, as a busy machine is slow.
+const SWEEPS: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_removed_signature_deleted_and_tag_moved_are_drift() {
@@ -71,7 +69,9 @@ async fn key_removed_signature_deleted_and_tag_moved_are_drift() {
         wait_verdict(&client, DEPLOYMENT, NS, name, "Verified", WAIT).await;
     }
 
-    // 1. Key b removed from the TrustRoot: drift within seconds.
+    // 1. Key b removed from the TrustRoot: drift, without a registry round trip. How soon is a
+    // figure (printed here, measured by e2e/bench-operator.sh), not a bound a busy machine
+    // could miss.
     let removed = Instant::now();
     trust_root(&client, "drift", root(json!([key("a", &a.public)])))
         .await
@@ -79,13 +79,14 @@ async fn key_removed_signature_deleted_and_tag_moved_are_drift() {
     let drift = wait_event(&client, NS, "Deployment", "by-b", "SignatureDrift", WAIT).await;
     let took = removed.elapsed();
     eprintln!("key removed → SignatureDrift in {:.2}s", took.as_secs_f64());
-    assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(drift.type_, "Warning");
     assert!(drift.note.contains("key drift/b removed"), "{drift:?}");
     let a_by_b = wait_verdict(&client, DEPLOYMENT, NS, "by-b", "Failed", WAIT).await;
     assert!(!a_by_b.contains_key("countersign.dev/verified-by"), "{a_by_b:?}");
 
-    // 2 and 3 together: the .sig of `gone` deleted, the tag of `moved` pushed over.
+    // 2 and 3 together: the .sig of `gone` deleted, the tag of `moved` pushed over; both seen
+    // within one re-verification interval, i.e. by the first sweep that starts after the change.
+    let swept = last_sweep(&client, "drift").await;
     let changed = Instant::now();
     let repo = |name: &str| format!("{host}/drift/{name}");
     let sig_tag = format!(
@@ -99,35 +100,16 @@ async fn key_removed_signature_deleted_and_tag_moved_are_drift() {
         push_image(&format!("{moved_repo}:v1"), "the tag moved here")
     })
     .await;
-    let removed_sig = wait_event(
-        &client,
-        NS,
-        "Deployment",
-        "gone",
-        "SignatureDrift",
-        INTERVAL + SLACK,
-    )
-    .await;
+    sweeps_after(&client, "drift", swept, 2, SWEEPS).await;
     eprintln!(
-        "signature deleted → SignatureDrift in {:.2}s",
+        "signature deleted, tag moved → two sweeps later after {:.2}s",
         changed.elapsed().as_secs_f64()
     );
+    let removed_sig = wait_event(&client, NS, "Deployment", "gone", "SignatureDrift", AT_ONCE).await;
     assert!(removed_sig.note.contains("signature removed"), "{removed_sig:?}");
     wait_verdict(&client, DEPLOYMENT, NS, "gone", "Unsigned", WAIT).await;
 
-    let tag = wait_event(
-        &client,
-        NS,
-        "Deployment",
-        "moved",
-        "DigestDrift",
-        INTERVAL + SLACK,
-    )
-    .await;
-    eprintln!(
-        "tag moved → DigestDrift in {:.2}s",
-        changed.elapsed().as_secs_f64()
-    );
+    let tag = wait_event(&client, NS, "Deployment", "moved", "DigestDrift", AT_ONCE).await;
     assert_eq!(tag.type_, "Warning");
     assert!(
         tag.note.contains(&new_digest) && tag.note.contains(&moved),
@@ -146,13 +128,8 @@ async fn key_removed_signature_deleted_and_tag_moved_are_drift() {
     );
 
     // One more sweep later, nothing was announced twice, and nothing else drifted.
-    let status_before = status(&client, "drift").await.expect("status").last_sweep;
-    eventually("another sweep", INTERVAL + SLACK, || async {
-        let now = status(&client, "drift").await?.last_sweep;
-        ensure!(now.map(|s| s.finished_at) > status_before.as_ref().map(|s| s.finished_at.clone()));
-        Ok(())
-    })
-    .await;
+    let swept = last_sweep(&client, "drift").await;
+    sweeps_after(&client, "drift", swept, 1, SWEEPS).await;
     for (name, reasons) in [
         ("by-b", vec![("SignatureVerified", 1), ("SignatureDrift", 1)]),
         ("gone", vec![("SignatureVerified", 1), ("SignatureDrift", 1)]),

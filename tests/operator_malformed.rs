@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 
 const NS: &str = "malformed";
 const WAIT: Duration = Duration::from_secs(60);
+/// The message of the CRD's CEL rule against `***` in `spec.images`.
+const GLOB_RULE: &str =
+    "'***' is not a wildcard in an image glob: use '*' within a path segment or '**' across segments";
 const BAD_PEM: &str = "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n";
 
 /// The CRDs without `x-kubernetes-validations`.
@@ -64,10 +67,27 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
     )
     .await
     .expect_err("CEL refuses '***'");
-    let refused = format!("{:#}", refused);
+    // The API server's answer, by its fields: 422 Invalid, caused by the field spec.images, with
+    // the message of the CRD's own rule.
+    let answer = match refused.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(answer)) => answer,
+        _ => panic!("not an API error: {refused:#}"),
+    };
+    assert_eq!(
+        (answer.code, answer.reason.as_str()),
+        (422, "Invalid"),
+        "{answer:?}"
+    );
+    let causes = answer
+        .details
+        .as_ref()
+        .map(|d| d.causes.as_slice())
+        .unwrap_or_default();
     assert!(
-        refused.contains("spec.images") && refused.contains("'***'"),
-        "{refused}"
+        causes
+            .iter()
+            .any(|c| c.field == "spec.images" && c.message.ends_with(GLOB_RULE)),
+        "{answer:?}"
     );
 
     install_crds(&client, without_cel()).await;

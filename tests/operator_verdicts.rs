@@ -15,6 +15,7 @@ use countersign_tests::{
     images::push_image,
     registry::{Registry, RegistryKind},
 };
+use k8s_openapi::jiff::Timestamp;
 use operator_common::*;
 use serde_json::json;
 
@@ -201,9 +202,19 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
         .ok()
         .and_then(|s| s.last_sweep)
         .map(|s| s.finished_at);
-    // lastSweep.finishedAt has a resolution of one second: start the next sweep in a later one.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // lastSweep.finishedAt has a resolution of one second: start the next sweep in a later one,
+    // so that it shows as a new value.
+    if let Some(before) = &swept_before {
+        eventually("the clock to pass the last sweep's second", WAIT, || async {
+            let now = Timestamp::now().as_second();
+            ensure!(now > before.0.as_second(), "still {now}");
+            Ok(())
+        })
+        .await;
+    }
     let operator = Operator::start(&cluster, "second");
+    // A sweep writes its workloads' annotations and Events before the TrustRoot status that
+    // reports it finished, so once its lastSweep shows, any (wrong) re-announcement is there.
     eventually("a sweep by the restarted operator", WAIT, || async {
         let s = status(&client, "team").await?;
         let swept = s.last_sweep.map(|s| s.finished_at);
@@ -211,8 +222,6 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
         Ok(())
     })
     .await;
-    // Give a (wrong) re-announcement time to show up before concluding there is none.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     for ((kind, name), before) in workloads.iter().zip(&before) {
         let after = by_reason(&events(&client, NS, kind, name).await.expect("events"));
         assert_eq!(&after, before, "events of {kind} {name} after the restart");

@@ -49,7 +49,8 @@ use countersign::{
 };
 use countersign_tests::{
     cluster::{ClusterOptions, LocalCluster},
-    registry::{Registry, RegistryKind, free_port},
+    ports,
+    registry::{Registry, RegistryKind},
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{
@@ -192,17 +193,16 @@ async fn main() -> Result<()> {
     tokio::time::sleep(BASELINE).await;
 
     // The operator.
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let log_path = cluster.dir().join("operator.log");
     let mut phases = Vec::new();
-    let op_start = snapshot(&registry, &client, &metrics_addr, &mut own, false).await?;
-    let operator = OperatorProcess::start(
+    let op_start = snapshot(&registry, &client, "", &mut own, false).await?;
+    let mut operator = OperatorProcess::start(
         &countersign,
         cluster.kubeconfig_path(),
-        &metrics_addr,
         &log_path,
         &args.operator_args,
     )?;
+    let metrics_addr = operator.metrics_addr(&log_path)?;
     let cold = measure_cold(
         &operator,
         &metrics_addr,
@@ -670,12 +670,14 @@ struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    fn start(binary: &Path, kubeconfig: &Path, metrics: &str, log: &Path, extra: &[String]) -> Result<Self> {
+    /// Starts it with its metrics server on a port the kernel picks (port 0; see
+    /// [`OperatorProcess::metrics_addr`]), so no other process can take the port first.
+    fn start(binary: &Path, kubeconfig: &Path, log: &Path, extra: &[String]) -> Result<Self> {
         let log = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,oci_client=error,kube=warn".into());
         let started = Instant::now();
         let child = Command::new(binary)
-            .args(["run", "--metrics-addr", metrics])
+            .args(["run", "--metrics-addr", "127.0.0.1:0"])
             .args([
                 "--leader-election-namespace",
                 LEASE_NAMESPACE,
@@ -695,6 +697,19 @@ impl OperatorProcess {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `127.0.0.1:<port>` of its metrics server, once it listens (read from the process).
+    fn metrics_addr(&mut self, log: &Path) -> Result<String> {
+        let listening =
+            tokio::task::block_in_place(|| ports::wait_listening(&mut self.child, Duration::from_secs(300)));
+        match listening {
+            Ok(port) => Ok(format!("127.0.0.1:{port}")),
+            Err(e) => bail!(
+                "the operator's metrics server {e}; its log ends with:\n{}",
+                tail(log, 30)
+            ),
+        }
     }
 
     /// `VmHWM` (peak resident set) and `VmRSS`, in KiB.

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Every component logs to `<dir>/<name>.log`; a failed wait names the component and quotes the
-//! tail of its log. Dropping the cluster stops every process (SIGTERM, then SIGKILL) and removes a
+//! tail of its log. The API server audits ServiceAccounts' requests to `<dir>/audit.log`
+//! ([`LocalCluster::audited_requests`]). Dropping the cluster stops every process (SIGTERM, then SIGKILL) and removes a
 //! temporary dir unless `COUNTERSIGN_KEEP_CLUSTER=1`.
 
 use std::future::Future;
@@ -28,7 +29,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::peer_path;
+use crate::{peer_path, ports};
 
 /// Annotation by which kwok recognises the nodes it fakes (`--manage-nodes-with-annotation-selector`).
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
@@ -40,6 +41,76 @@ pub const IMAGE_ID_ANNOTATION_PREFIX: &str = "kwok.countersign.dev/image-id.";
 
 /// Set to `1` to keep the cluster's temporary dir (logs, etcd data, kubeconfig) after it stops.
 pub const KEEP_ENV: &str = "COUNTERSIGN_KEEP_CLUSTER";
+
+/// The API server's audit log, in the cluster's dir.
+const AUDIT_LOG: &str = "audit.log";
+
+/// What the API server audits: the requests of ServiceAccounts (the identities least-privilege
+/// tests run as), at `Metadata` level (who, what, the response code; no bodies), once each when
+/// answered. The control plane's own components act as the admin and are left out, so a
+/// benchmark's thousands of pods cost nothing here.
+pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: [\"system:serviceaccounts\"]
+- level: None
+";
+
+/// One audited request (an `audit.k8s.io/v1` Event, the fields tests need).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audited {
+    /// `ResponseStarted` (a watch began) or `ResponseComplete`.
+    pub stage: String,
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub user: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, …
+    pub verb: String,
+    /// `resource` or `resource/subresource`, e.g. `deployments`, `trustroots/status`.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub request_uri: String,
+    /// The HTTP status code of the answer (0 if the event has none).
+    pub code: u16,
+}
+
+impl Audited {
+    fn parse(line: &str) -> Result<Self> {
+        let event: serde_json::Value = serde_json::from_str(line).context("an audit event")?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        let object = &event["objectRef"];
+        let resource = match (text(&object["resource"]), text(&object["subresource"])) {
+            (Some(r), Some(sub)) => format!("{r}/{sub}"),
+            (r, _) => r.unwrap_or_default(),
+        };
+        Ok(Self {
+            stage: text(&event["stage"]).context("stage")?,
+            user: text(&event["user"]["username"]).context("user.username")?,
+            verb: text(&event["verb"]).context("verb")?,
+            resource,
+            namespace: text(&object["namespace"]),
+            name: text(&object["name"]),
+            request_uri: text(&event["requestURI"]).unwrap_or_default(),
+            // Every answered request has one; 0 stands for none rather than failing the read.
+            code: event["responseStatus"]["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+impl std::fmt::Display for Audited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} ({}) by {}",
+            self.code, self.verb, self.resource, self.request_uri, self.user
+        )
+    }
+}
 
 /// Service IPs. Kept apart from the pod range so neither hides the other in a test's output.
 const SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -56,6 +127,8 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 /// How long a component may take to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Attempts at starting one component on fresh ports (see [`start_with_retry`]).
+const START_ATTEMPTS: usize = 3;
 
 /// The processes, by the names their logs carry.
 const COMPONENTS: [&str; 5] = [
@@ -230,6 +303,25 @@ impl LocalCluster {
         &self.nodes
     }
 
+    /// Every request of a ServiceAccount the API server has answered so far, from its audit log
+    /// (see [`AUDIT_POLICY`]): who asked, what, and the status code of the answer. The API
+    /// server's own record, so a test learns of a refused request whether or not the client
+    /// logged it, and in fields rather than in log text.
+    pub fn audited_requests(&self) -> Result<Vec<Audited>> {
+        let path = self.dir.join(AUDIT_LOG);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // No ServiceAccount has sent a request yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        // A line still being written has no newline yet: it is read next time.
+        text.split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
+            .map(|line| Audited::parse(line).with_context(|| format!("{}: {line}", path.display())))
+            .collect()
+    }
+
     /// Stops every process and removes a temporary dir: dropping the cluster does it (see `Drop`),
     /// this only says so at the call site.
     pub fn stop(self) {
@@ -321,8 +413,9 @@ fn clear_previous_run(dir: &Path) -> Result<()> {
             std::fs::remove_dir_all(&path).with_context(|| format!("clear {}", path.display()))?;
         }
     }
-    for component in COMPONENTS {
-        let log = dir.join(format!("{component}.log"));
+    let logs = COMPONENTS.iter().map(|c| format!("{c}.log"));
+    for name in logs.chain([AUDIT_LOG.to_owned()]) {
+        let log = dir.join(name);
         if log.exists() {
             std::fs::remove_file(&log).with_context(|| format!("clear {}", log.display()))?;
         }
@@ -392,7 +485,8 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// A free port on 127.0.0.1 at the time of asking. Another process may take it before the
-/// component binds it; [`start_with_retry`] covers that race.
+/// component binds it (these components advertise their ports, so cannot be started on port 0);
+/// [`start_with_retry`] covers that race.
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     Ok(listener.local_addr().context("local address")?.port())
@@ -461,9 +555,10 @@ impl Component {
         )
     }
 
-    /// Whether the process exited because a port was taken (the race [`free_port`] leaves open).
-    fn lost_port_race(&self) -> bool {
-        self.log_tail().contains("address already in use")
+    /// Whether the process itself listens on every one of `ports` (see [`ports`]).
+    fn holds(&self, ports: &[u16]) -> bool {
+        let listening = ports::listening_ports(self.child.id());
+        ports.iter().all(|p| listening.contains(p))
     }
 
     /// Polls `probe` until it succeeds, failing when the process exits or `timeout` passes.
@@ -516,9 +611,15 @@ impl Drop for Component {
     }
 }
 
-/// Starts a component on fresh ports, once more on fresh ports when it lost a port race.
+/// Starts a component on fresh ports, and again on other fresh ports when it lost a port race.
 /// `ports` is how many ports it needs; `spawn` starts it on them; `ready` waits for it and
 /// returns what the caller needs to know about it (its URL, say).
+///
+/// A lost race is read from the process, not from its log (each component words a failed bind
+/// its own way): either it exits before it is ready (its bind failed), or a probe passed while
+/// the process does not hold its ports, so what answered was whoever took them (another test's
+/// etcd, say). A component that exits for any other reason fails every attempt the same way, and
+/// the error quotes its log.
 async fn start_with_retry<S, R, Fut, T>(ports: usize, mut spawn: S, mut ready: R) -> Result<(Component, T)>
 where
     S: FnMut(&[u16]) -> Result<Component>,
@@ -530,18 +631,24 @@ where
         attempt += 1;
         let chosen = (0..ports).map(|_| free_port()).collect::<Result<Vec<_>>>()?;
         let component = spawn(&chosen)?;
-        let (mut component, outcome) = ready(component, chosen).await;
-        match outcome {
-            Ok(value) => return Ok((component, value)),
-            Err(e) if attempt == 1 && component.exited().is_some() && component.lost_port_race() => {
-                eprintln!(
-                    "[cluster] {} lost a port race; retrying on other ports",
-                    component.name
-                );
-                drop(e);
-            }
-            Err(e) => return Err(e),
+        let (mut component, outcome) = ready(component, chosen.clone()).await;
+        let lost_race = match &outcome {
+            Ok(_) => !component.holds(&chosen),
+            Err(_) => component.exited().is_some(),
+        };
+        if !lost_race {
+            return outcome.map(|value| (component, value));
         }
+        if attempt == START_ATTEMPTS {
+            return Err(match outcome {
+                Err(e) => e,
+                Ok(_) => component.failure(&format!("does not hold its ports {chosen:?}")),
+            });
+        }
+        eprintln!(
+            "[cluster] {} lost a port race on {chosen:?}; retrying on other ports",
+            component.name
+        );
     }
 }
 
@@ -618,6 +725,10 @@ async fn start_apiserver(
     let cert_dir = dir.join("apiserver-certs");
     let kubeconfig = dir.join("kubeconfig");
     let (cert_dir, kubeconfig) = (&cert_dir, &kubeconfig);
+    let audit_policy = dir.join("audit-policy.yaml");
+    std::fs::write(&audit_policy, AUDIT_POLICY)
+        .with_context(|| format!("write {}", audit_policy.display()))?;
+    let audit_log = dir.join(AUDIT_LOG);
     let (component, (url, config)) = start_with_retry(
         1,
         |ports| {
@@ -642,6 +753,11 @@ async fn start_apiserver(
                     files.sa_private.display()
                 ),
                 "--profiling=false".to_owned(),
+                format!("--audit-policy-file={}", audit_policy.display()),
+                format!("--audit-log-path={}", audit_log.display()),
+                // Each event is written before the response is finished, so a client that got
+                // its answer finds the request in the log.
+                "--audit-log-mode=blocking".to_owned(),
                 // Its lease-based reconciler would publish 127.0.0.1 as the `kubernetes`
                 // Service's endpoint, which validation refuses (loopback), every 10 seconds.
                 "--endpoint-reconciler-type=none".to_owned(),
@@ -673,13 +789,15 @@ async fn wait_apiserver(
     admin_token: &str,
 ) -> Result<kube::Config> {
     let cert = cert_dir.join("apiserver.crt");
-    // The certificate appears before the port serves.
+    // The certificate appears before the port serves. The file exists (empty) a moment before
+    // it is written: wait for a whole PEM bundle, not for the file.
     component
         .wait_until("writing its serving certificate", APISERVER_TIMEOUT, || {
-            let outcome = if cert.is_file() {
-                Ok(())
+            let pem = std::fs::read_to_string(&cert).unwrap_or_default();
+            let outcome = if pem.trim_end().ends_with("-----END CERTIFICATE-----") {
+                ca_of(&pem).map(drop)
             } else {
-                Err(anyhow!("no {}", cert.display()))
+                Err(anyhow!("no certificate in {} yet", cert.display()))
             };
             std::future::ready(outcome)
         })

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod cosign;
 pub mod faults;
 pub mod images;
+pub mod ports;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

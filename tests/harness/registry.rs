@@ -1,13 +1,17 @@
 //! Real registries on 127.0.0.1 with ephemeral ports, one process per test.
 
 use std::{
-    net::TcpStream,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::{peer_path, scratch_dir};
+use crate::{peer_path, ports, scratch_dir};
+
+/// How long a registry may take to start listening (generous: a busy machine is slow).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Registry::restart`] keeps trying to get its old port back.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which real registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,16 +37,21 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Starts it on a port the kernel picks (port 0), read back from the process itself: no
+    /// other process can take the port between choosing and binding it.
     pub fn start(kind: RegistryKind) -> Registry {
-        let dir = scratch_dir("registry");
-        let port = free_port();
         let mut registry = Registry {
             kind,
-            host: format!("127.0.0.1:{port}"),
-            dir,
+            host: String::new(),
+            dir: scratch_dir("registry"),
             child: None,
         };
-        registry.spawn();
+        let mut child = registry.spawn("127.0.0.1:0");
+        match ports::wait_listening(&mut child, START_TIMEOUT) {
+            Ok(port) => registry.host = format!("127.0.0.1:{port}"),
+            Err(e) => panic!("{kind:?} registry {e}:\n{}", registry.log()),
+        }
+        registry.child = Some(child);
         registry
     }
 
@@ -55,9 +64,36 @@ impl Registry {
     }
 
     /// Starts it again on the same port (content survives only for `Htpasswd`, which is on disk).
+    /// The port is free once it stopped, but another process may bind it meanwhile (an outgoing
+    /// connection can get it as its local port): then the registry exits, and it is started
+    /// again until it holds its port.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        let port: u16 = self
+            .host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("host is 127.0.0.1:<port>");
+        let deadline = Instant::now() + RESTART_TIMEOUT;
+        loop {
+            let mut child = self.spawn(&self.host);
+            let outcome = ports::wait_listening(&mut child, START_TIMEOUT);
+            match outcome {
+                Ok(p) if p == port => {
+                    self.child = Some(child);
+                    return;
+                }
+                Ok(p) => panic!("{:?} registry listens on {p}, not {port}", self.kind),
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("{:?} registry on {} {e}:\n{}", self.kind, self.host, self.log())
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
     }
 
     /// `127.0.0.1:<port>/<repo>`.
@@ -73,46 +109,38 @@ impl Registry {
         .expect("json")
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("registry.log")).expect("log file");
+    /// Starts the registry process on `address` (`127.0.0.1:<port>`, port 0 for any), its log
+    /// appended to `registry.log`.
+    fn spawn(&self, address: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("log file");
         let mut command = match self.kind {
             RegistryKind::Referrers => {
                 let mut c = Command::new(peer_path("ggcr-referrers"));
-                c.arg(&self.host);
+                c.arg(address);
                 c
             }
             RegistryKind::NoReferrers => {
                 let mut c = Command::new(peer_path("crane"));
-                c.args(["registry", "serve", "--address", &self.host]);
+                c.args(["registry", "serve", "--address", address]);
                 c
             }
             RegistryKind::Htpasswd => {
-                let config = write_distribution_config(self.dir.path(), &self.host);
+                let config = write_distribution_config(self.dir.path(), address);
                 let mut c = Command::new(peer_path("distribution"));
                 c.args(["serve"]).arg(config).env("OTEL_TRACES_EXPORTER", "none");
                 c
             }
         };
-        let child = command
+        command
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {:?} registry: {e}", self.kind));
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if TcpStream::connect(&self.host).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
-        panic!("{:?} registry on {} did not start:\n{log}", self.kind, self.host);
+            .unwrap_or_else(|e| panic!("starting {:?} registry: {e}", self.kind))
     }
 
     /// Requests the registry logged (go-containerregistry logs one line per request).
@@ -144,12 +172,4 @@ fn write_distribution_config(dir: &Path, host: &str) -> std::path::PathBuf {
     )
     .expect("config");
     config
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
