@@ -17,6 +17,8 @@
 //! | `countersign_sweep_digests` | gauge | |
 //! | `countersign_events_total` | counter | `reason` |
 //! | `countersign_leader` | gauge | |
+//! | `countersign_gitops_syncs_total` | counter | `outcome` |
+//! | `countersign_gitops_sync_duration_seconds` | histogram | |
 
 use std::{
     collections::BTreeSet,
@@ -116,6 +118,36 @@ pub struct Metrics {
     sweep_digests: Gauge,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
+    gitops: GitopsMetrics,
+}
+
+/// TrustSource syncs (`crate::gitops`): outcome is `applied`, `unchanged` or the error category.
+struct GitopsMetrics {
+    syncs: Family<OutcomeLabels, Counter>,
+    duration: Histogram,
+}
+
+/// A sync is a fetch (a round trip when nothing changed), a tree read and maybe a few applies:
+/// tens of milliseconds to seconds; the top buckets are fetch timeouts.
+const GITOPS_SYNC_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+impl GitopsMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let syncs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "gitops_syncs",
+            "TrustSource syncs by outcome (applied, unchanged, or the error category)",
+            syncs.clone(),
+        );
+        let duration = Histogram::new(GITOPS_SYNC_BUCKETS);
+        registry.register_with_unit(
+            "gitops_sync_duration",
+            "Wall time of one TrustSource sync: fetch, verify, read, apply",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        Self { syncs, duration }
+    }
 }
 
 impl Default for Metrics {
@@ -185,6 +217,7 @@ impl Default for Metrics {
         for verdict in VERDICTS {
             workloads.get_or_create(&VerdictLabels { verdict }).set(0);
         }
+        let gitops = GitopsMetrics::register(&mut registry);
         Self {
             registry,
             workloads,
@@ -198,6 +231,7 @@ impl Default for Metrics {
             sweep_digests,
             events,
             leader,
+            gitops,
         }
     }
 }
@@ -269,6 +303,12 @@ impl Metrics {
     /// Events emitted, by reason (`SignatureDrift`, …).
     pub fn event_emitted(&self, reason: &'static str) {
         self.events.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// One TrustSource sync finished: `outcome` is `applied`, `unchanged` or an error category.
+    pub fn gitops_sync(&self, outcome: &'static str, elapsed: Duration) {
+        self.gitops.syncs.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.gitops.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Whether this replica leads (holds the Lease) right now.
