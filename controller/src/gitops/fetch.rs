@@ -95,6 +95,20 @@ pub fn fetch(request: &Request<'_>) -> Result<Fetched, Error> {
     remote
         .fetch(&[refspec.as_str()], Some(&mut options), None)
         .map_err(wrap)?;
+    // libgit2 fetches nothing, without an error, for a ref the remote does not have: a deleted
+    // branch would otherwise look unchanged (its last fetched commit is still cached).
+    if let Some(wanted) = refspec.strip_prefix('+').and_then(|r| r.split(':').next())
+        && !wanted.contains('*')
+        && !remote.list().map_err(wrap)?.iter().any(|h| h.name() == wanted)
+    {
+        if let Ok(mut stale) = repo.find_reference(&local) {
+            let _ = stale.delete();
+        }
+        return Err(Error::Fetch {
+            url,
+            message: format!("{wanted} does not exist on the remote (deleted?)"),
+        });
+    }
     let stats = remote.stats();
     let (received_objects, received_bytes) = (stats.received_objects(), stats.received_bytes());
     let commit = match &request.git_ref.commit {

@@ -310,13 +310,13 @@ fn check_document(file: &str, i: usize, doc: Value) -> Result<(Kind, String, Val
         Kind::TrustRoot => {
             let root: TrustRoot = typed(file, i, &body)?;
             if let Err(errors) = root.validate() {
+                // The location names the first field; the others follow in full.
                 let first = errors.first().map(|e| e.path.clone());
-                let message = errors
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(invalid(file, Some(i), first.as_deref(), message));
+                let mut parts = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+                if let Some(e) = errors.first() {
+                    parts[0] = e.message.clone();
+                }
+                return Err(invalid(file, Some(i), first.as_deref(), parts.join("; ")));
             }
         }
         Kind::KeyRotation => {
