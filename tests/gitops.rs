@@ -15,7 +15,7 @@ use countersign::{
 };
 use countersign_tests::{
     cluster::LocalCluster,
-    gitea::{self, Gitea, WorkTree},
+    gitea::{self, Gitea, WorkTree, ssh_keygen},
     scratch_dir,
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -407,6 +407,106 @@ async fn a_trust_source_over_http_follows_its_branch() {
     }
     drop(ops);
     drop(tree);
+    drop(gitea);
+    cluster.stop();
+}
+
+/// Over SSH: the host key must be in the Secret's known_hosts (a wrong one is refused), and with
+/// `verify` only commits signed by an allowed signer (SSH signature, made by the real `git`) are
+/// applied; an unsigned commit is refused with the last signed one left in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_ssh_host_keys_are_checked_and_commits_must_be_signed() {
+    let gitea = blocking(Gitea::start).await;
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let cache = scratch_dir("git-cache");
+    let _ops = start_gitops(&cluster, cache.path()).await;
+    let keys = scratch_dir("ssh-keys");
+    let (deploy_key, deploy_pub) = ssh_keygen(keys.path(), "deploy");
+    let (signing_key, signing_pub) = ssh_keygen(keys.path(), "signer");
+    let (_, stranger_pub) = ssh_keygen(keys.path(), "stranger");
+    gitea.create_repo("signed");
+    gitea.add_ssh_key("deploy", &deploy_pub);
+    let tree = WorkTree::new(&gitea, "signed");
+    tree.write("payments.yaml", &trust_root_yaml("payments", 1, "10m"));
+    let signed = tree.commit("signed", Some(&signing_key));
+    tree.push(false);
+
+    let identity = std::fs::read_to_string(&deploy_key).unwrap();
+    let wrong_host = format!("[127.0.0.1]:{} {stranger_pub}\n", gitea.ssh_port);
+    secret(
+        &client,
+        "git-ssh",
+        json!({"identity": identity, "known_hosts": wrong_host}),
+    )
+    .await;
+    create(
+        &client,
+        "v1",
+        "ConfigMap",
+        Some(SECRETS_NS),
+        json!({"metadata": {"name": "signers"}, "data": {"allowed_signers": format!("platform@example.com {signing_pub}\n")}}),
+    )
+    .await;
+    trust_source(
+        &client,
+        "signed",
+        json!({
+            "url": gitea.ssh_url("signed"),
+            "ref": {"branch": "main"},
+            "interval": "5s",
+            "secretRef": {"name": "git-ssh"},
+            "verify": {"mode": "SSH", "configMapRef": {"name": "signers"}},
+        }),
+    )
+    .await;
+    wait_ready(&client, "signed", "HostKeyMismatch", |s| {
+        s.last_applied_revision.is_none()
+    })
+    .await;
+    assert!(
+        Api::<TrustRoot>::all(client.clone())
+            .get_opt("payments")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing applied from an unverified host"
+    );
+
+    // The real host key: the signed commit is applied.
+    secret(
+        &client,
+        "git-ssh",
+        json!({"identity": identity, "known_hosts": gitea.known_hosts()}),
+    )
+    .await;
+    wait_ready(&client, "signed", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&signed))
+    })
+    .await;
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+
+    // An unsigned commit is never applied.
+    tree.write("payments.yaml", &trust_root_yaml("payments", 2, "10m"));
+    let unsigned = tree.commit("unsigned", None);
+    tree.push(false);
+    let status = wait_ready(&client, "signed", "SignatureInvalid", |s| {
+        s.last_attempted_revision.as_deref() == Some(&revision(&unsigned))
+    })
+    .await;
+    assert_eq!(status.last_applied_revision, Some(revision(&signed)));
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+    let text = format!("{status:?}");
+    assert!(!text.contains("PRIVATE KEY") && !text.contains(identity.lines().nth(1).unwrap()));
+
+    // Signed again: applied.
+    let resigned = tree.commit_amend_signed(&signing_key);
+    tree.push(true);
+    wait_ready(&client, "signed", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&resigned))
+    })
+    .await;
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 2);
     drop(gitea);
     cluster.stop();
 }

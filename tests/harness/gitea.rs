@@ -403,6 +403,23 @@ impl WorkTree {
         self.git(&["rev-parse", "HEAD"])
     }
 
+    /// Signs the last commit again (amended, so a new id) with the SSH key `signing_key`.
+    pub fn commit_amend_signed(&self, signing_key: &Path) -> String {
+        let key = format!("user.signingkey={}", signing_key.display());
+        self.git(&[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &key,
+            "commit",
+            "-q",
+            "--amend",
+            "--no-edit",
+            "-S",
+        ]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
     /// Pushes HEAD to `main` (force when asked).
     pub fn push(&self, force: bool) {
         self.push_to("main", force);
