@@ -3,7 +3,7 @@
 # module proxy, and caches them outside the work tree by name and version. Safe to run again: a
 # peer whose binary is already cached is not rebuilt.
 #
-#   e2e/peers.sh [registries|cosign|cluster|all]...   build (default: all)
+#   e2e/peers.sh [registries|cosign|cluster|gitea|all]...   build (default: all)
 #   e2e/peers.sh path NAME                           print the cached binary's path
 #
 # Cache: ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/peers/<name>-<version>/
@@ -16,6 +16,7 @@ DISTRIBUTION_VERSION=v3.1.2
 KUBE_VERSION=1.36.3
 ETCD_VERSION=v3.6.14
 KWOK_VERSION=v0.8.0
+GITEA_VERSION=v1.26.0
 
 CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
 PEERS="$CACHE/peers"
@@ -143,6 +144,40 @@ build_cluster() {
   build_kubernetes
 }
 
+# Gitea (a real Git host: smart HTTP, SSH with a host key, signed push webhooks). Its go.mod has
+# replace lines, so `go install` refuses it: a wrapper module copies them. SQLite needs cgo. Built
+# without `bindata`, it reads templates and locales from disk: they are copied next to the binary
+# (static/), a path that does not depend on the Go module cache (see `env`).
+build_gitea() {
+  have gitea "$GITEA_VERSION" gitea && [ -d "$(dir gitea "$GITEA_VERSION")/static/options" ] && return 0
+  local d; d=$(dir gitea "$GITEA_VERSION"); mkdir -p "$d"
+  local w; w=$(mktemp -d)
+  log "building gitea $GITEA_VERSION"
+  local start=$SECONDS
+  (
+    cd "$w"
+    go mod init local/giteapeer >/dev/null 2>&1
+    local info gomod src
+    info=$(go mod download -json "code.gitea.io/gitea@$GITEA_VERSION")
+    gomod=$(sed -n 's/.*"GoMod": "\(.*\)",*/\1/p' <<<"$info")
+    src=$(sed -n 's/.*"Dir": "\(.*\)",*/\1/p' <<<"$info")
+    # single-line `replace a => b v` and lines inside a `replace ( … )` block
+    awk '/^replace \(/{blk=1; next} blk && /^\)/{blk=0; next}
+         blk && $2=="=>" {print $1"="$3"@"$4}
+         /^replace / && $3=="=>" {print $2"="$4"@"$5}' "$gomod" | while read -r r; do
+      go mod edit -replace="${r%@}"
+    done
+    go get "code.gitea.io/gitea@$GITEA_VERSION" >/dev/null
+    CGO_ENABLED=1 go build -tags 'sqlite sqlite_unlock_notify' -ldflags "-s -w" -o "$d/gitea.tmp" code.gitea.io/gitea
+    rm -rf "$d/static" && mkdir -p "$d/static"
+    cp -r "$src/options" "$src/templates" "$src/public" "$d/static/"
+    chmod -R u+w "$d/static"
+    mv "$d/gitea.tmp" "$d/gitea"
+  )
+  rm -rf "$w"
+  log "built gitea $GITEA_VERSION in $((SECONDS - start))s"
+}
+
 # path NAME: the binary tests and scripts run.
 path() {
   case "$1" in
@@ -154,13 +189,15 @@ path() {
     etcd) echo "$(dir etcd "$ETCD_VERSION")/etcd" ;;
     kwok) echo "$(dir kwok "$KWOK_VERSION")/kwok" ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$(dir kubernetes "$KUBE_VERSION")/$1" ;;
+    gitea) echo "$(dir gitea "$GITEA_VERSION")/gitea" ;;
+    gitea-static) echo "$(dir gitea "$GITEA_VERSION")/static" ;;
     *) log "unknown peer $1"; return 2 ;;
   esac
 }
 
 # env: export lines naming every peer, for tests (COUNTERSIGN_PEER_<NAME>=path).
 print_env() {
-  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static; do
     local var; var="COUNTERSIGN_PEER_$(tr 'a-z-' 'A-Z_' <<<"$p")"
     echo "export $var=$(path "$p")"
   done
@@ -177,7 +214,8 @@ main() {
       registries) build_registries ;;
       cosign) build_cosign ;;
       cluster) build_cluster ;;
-      all) build_registries; build_cosign; build_cluster ;;
+      gitea) build_gitea ;;
+      all) build_registries; build_cosign; build_cluster; build_gitea ;;
       *) log "unknown target $what"; return 2 ;;
     esac
   done

@@ -11,6 +11,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
 
+step "system packages: git2 builds libgit2 against the system's OpenSSL (headers via pkg-config)"
+if ! pkg-config --exists openssl 2>/dev/null; then
+  sudo=$(command -v sudo || true)
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq libssl-dev pkg-config
+fi
+command -v ssh-keygen >/dev/null || { sudo=$(command -v sudo || true); $sudo apt-get install -y -qq openssh-client; }
+
 step "real peers (built once from the Go module proxy, cached in $CACHE/peers)"
 e2e/peers.sh all
 eval "$(e2e/peers.sh env)"

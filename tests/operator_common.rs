@@ -109,6 +109,7 @@ impl Operator {
             insecure_registries: Vec::new(),
             concurrency: 8,
             registry_requests: 16,
+            gitops: countersign::gitops::Config::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let client = cluster.client();

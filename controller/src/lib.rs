@@ -13,11 +13,13 @@
 //! - [`sign`]: writes signatures in cosign v2 (`.sig` tag) and v3 (bundle referrer) form;
 //! - [`crd`]: the Kubernetes API types (TrustRoot, …);
 //! - [`operator`]: `countersign run`, the controller;
+//! - [`gitops`]: TrustSources, TrustRoots and KeyRotations synced from Git (leader only);
 //! - [`cli`]: the `countersign` subcommands.
 
 pub mod cli;
 pub mod crd;
 pub mod formats;
+pub mod gitops;
 pub mod keys;
 pub mod operator;
 pub mod reference;

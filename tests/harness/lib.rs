@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod cosign;
 pub mod faults;
+pub mod gitea;
 pub mod images;
 pub mod ports;
 pub mod registry;

@@ -38,6 +38,15 @@ pub struct RunArgs {
     /// How long a Lease is held without renewal before another replica may take it.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub lease_duration: Duration,
+    /// Where TrustSource repositories are cached between fetches.
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::gitops::Config::default().cache_dir)]
+    pub git_cache_dir: std::path::PathBuf,
+    /// Serve the Git push webhook receiver (POST /hooks/git) on this address, e.g. 0.0.0.0:9443.
+    #[arg(long, value_name = "ADDR")]
+    pub git_webhook_addr: Option<SocketAddr>,
+    /// The Secret (in the operator's namespace) whose `token` authenticates webhook calls.
+    #[arg(long, value_name = "NAME", default_value = "countersign-git-webhook")]
+    pub git_webhook_secret: String,
 }
 
 fn parse_secret_ref(s: &str) -> Result<(String, String), String> {
@@ -97,7 +106,7 @@ fn config(args: &RunArgs) -> anyhow::Result<Config> {
     Ok(Config {
         metrics_addr: args.metrics_addr,
         lease: LeaseConfig {
-            namespace,
+            namespace: namespace.clone(),
             name: args.lease_name.clone(),
             identity,
             lease_duration,
@@ -107,6 +116,12 @@ fn config(args: &RunArgs) -> anyhow::Result<Config> {
         insecure_registries: args.insecure_registry.clone(),
         concurrency: args.max_concurrent_verifications.max(1),
         registry_requests: args.max_registry_requests.max(1),
+        gitops: crate::gitops::Config {
+            cache_dir: args.git_cache_dir.clone(),
+            namespace: namespace.clone(),
+            webhook_addr: args.git_webhook_addr,
+            webhook_secret: args.git_webhook_secret.clone(),
+        },
     })
 }
 

@@ -1,7 +1,8 @@
 //! The Kubernetes API of countersign (group `countersign.dev`, version `v1alpha1`).
 //!
 //! - [`TrustRoot`]: which keys may sign which images, and how strictly;
-//! - [`KeyRotation`]: moves a TrustRoot from one key to another through a dual-acceptance window.
+//! - [`KeyRotation`]: moves a TrustRoot from one key to another through a dual-acceptance window;
+//! - [`TrustSource`]: a Git repository declaring TrustRoots and KeyRotations, synced by the operator.
 //!
 //! The types carry their own schema: doc comments become the descriptions `kubectl explain`
 //! shows, and CEL rules (`x-kubernetes-validations`) let the apiserver refuse what is obviously
@@ -20,6 +21,7 @@ pub mod glob;
 mod keyrotation;
 mod selector;
 mod trustroot;
+mod trustsource;
 mod validate;
 
 pub use duration::{DURATION_REGEX, parse_duration};
@@ -31,6 +33,10 @@ pub use keyrotation::{
 pub use trustroot::{
     KeyState, KeyStatus, Mode, ObjectKeyRef, SweepSummary, TrustRoot, TrustRootKey, TrustRootSpec,
     TrustRootStatus, WorkloadCounts,
+};
+pub use trustsource::{
+    CommitVerification, GitRef, InventoryEntry, LocalObjectRef, MAX_OBJECTS, REQUESTED_AT_ANNOTATION,
+    SOURCE_LABEL, SyncFailure, TrustSource, TrustSourceSpec, TrustSourceStatus, VerificationMode,
 };
 pub use validate::{KeySource, ValidatedKey, ValidatedSpec};
 
@@ -62,7 +68,7 @@ impl FieldError {
 /// All CustomResourceDefinitions of countersign, in a stable order, as `crds/` holds them.
 /// Prefer these to `TrustRoot::crd()`: their descriptions are unwrapped for `kubectl explain`.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![TrustRoot::crd(), KeyRotation::crd()]
+    vec![TrustRoot::crd(), KeyRotation::crd(), TrustSource::crd()]
         .into_iter()
         .map(unwrap_descriptions)
         .collect()
@@ -159,7 +165,8 @@ mod tests {
             names,
             [
                 "countersign.dev_trustroots.yaml",
-                "countersign.dev_keyrotations.yaml"
+                "countersign.dev_keyrotations.yaml",
+                "countersign.dev_trustsources.yaml"
             ]
         );
     }
@@ -192,6 +199,6 @@ mod tests {
     #[test]
     fn the_stream_holds_every_crd() {
         let yaml = all_to_yaml().unwrap_or_default();
-        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 2);
+        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 3);
     }
 }

@@ -21,6 +21,8 @@
 //! | `countersign_rotation_in_progress` | gauge | |
 //! | `countersign_rotation_workloads` | gauge | `state` |
 //! | `countersign_rotation_duration_seconds` | histogram | |
+//! | `countersign_gitops_syncs_total` | counter | `outcome` |
+//! | `countersign_gitops_sync_duration_seconds` | histogram | |
 
 use std::{
     collections::BTreeSet,
@@ -163,6 +165,36 @@ pub struct Metrics {
     rotation_in_progress: Gauge,
     rotation_workloads: Family<StateLabels, Gauge>,
     rotation_duration: Histogram,
+    gitops: GitopsMetrics,
+}
+
+/// TrustSource syncs (`crate::gitops`): outcome is `applied`, `unchanged` or the error category.
+struct GitopsMetrics {
+    syncs: Family<OutcomeLabels, Counter>,
+    duration: Histogram,
+}
+
+/// A sync is a fetch (a round trip when nothing changed), a tree read and maybe a few applies:
+/// tens of milliseconds to seconds; the top buckets are fetch timeouts.
+const GITOPS_SYNC_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+impl GitopsMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let syncs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "gitops_syncs",
+            "TrustSource syncs by outcome (applied, unchanged, or the error category)",
+            syncs.clone(),
+        );
+        let duration = Histogram::new(GITOPS_SYNC_BUCKETS);
+        registry.register_with_unit(
+            "gitops_sync_duration",
+            "Wall time of one TrustSource sync: fetch, verify, read, apply",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        Self { syncs, duration }
+    }
 }
 
 impl Default for Metrics {
@@ -261,6 +293,7 @@ impl Default for Metrics {
             Unit::Seconds,
             rotation_duration.clone(),
         );
+        let gitops = GitopsMetrics::register(&mut registry);
         Self {
             registry,
             workloads,
@@ -278,6 +311,7 @@ impl Default for Metrics {
             rotation_in_progress,
             rotation_workloads,
             rotation_duration,
+            gitops,
         }
     }
 }
@@ -372,6 +406,12 @@ impl Metrics {
     /// A rotation completed, `elapsed` after its window opened.
     pub fn rotation_completed(&self, elapsed: Duration) {
         self.rotation_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// One TrustSource sync finished: `outcome` is `applied`, `unchanged` or an error category.
+    pub fn gitops_sync(&self, outcome: &'static str, elapsed: Duration) {
+        self.gitops.syncs.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.gitops.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Whether this replica leads (holds the Lease) right now.

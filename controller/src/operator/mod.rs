@@ -76,6 +76,8 @@ pub struct Config {
     pub concurrency: usize,
     /// Registry requests in flight at once, per set of credentials.
     pub registry_requests: usize,
+    /// TrustSources: cache folder, namespace of their Secrets, webhook receiver.
+    pub gitops: crate::gitops::Config,
 }
 
 /// Runs the operator until `shutdown` resolves (then releases the Lease and returns `Ok`), or
@@ -94,6 +96,13 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let mut watches = JoinSet::new();
     for w in watch::all(&client, &index, &metrics) {
         watches.spawn(w);
+    }
+    // The Git webhook receiver answers on every replica (it only annotates TrustSources).
+    let mut receiver = JoinSet::new();
+    if let Some(addr) = config.gitops.webhook_addr {
+        let listener = crate::gitops::receiver::bind(addr).await.map_err(Error::Http)?;
+        let (client, gitops) = (client.clone(), config.gitops.clone());
+        receiver.spawn(async move { crate::gitops::receiver::serve(listener, client, &gitops).await });
     }
     let feeds = watches.len();
     let leading = lead(
@@ -125,6 +134,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         }
     };
     watches.abort_all();
+    receiver.abort_all();
     let _ = stop.send(true);
     if !http.is_finished() {
         let _ = http.await;
@@ -169,9 +179,20 @@ async fn lead(
     tracing::info!(identity = %config.lease.identity, "leading");
     metrics.set_leader(true);
     health.set_ready(false);
-    let reconciler = Reconciler::new(parts(client, config, index, metrics));
+    let parts = parts(client, config, index, metrics);
+    let sources = crate::gitops::controller::Context::new(
+        client.clone(),
+        config.gitops.clone(),
+        parts.recorder.clone(),
+        metrics.clone(),
+    );
+    let reconciler = Reconciler::new(parts);
+    let work = futures::future::join(
+        reconciler.run(health.clone()),
+        crate::gitops::controller::run(sources),
+    );
     let lost = tokio::select! {
-        () = reconciler.run(health.clone()) => false,
+        _ = work => false,
         () = leadership.lost() => true,
         _ = stop.wait_for(|s| *s) => false,
     };

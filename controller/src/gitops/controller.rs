@@ -1,0 +1,327 @@
+//! The TrustSource controller (leader only): one reconcile per TrustSource, requeued at its
+//! interval, with per-source backoff after failures that may pass (network, apiserver).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::{self, Action},
+        events::{Event, EventType, Recorder},
+        watcher,
+    },
+};
+
+use super::{
+    Config,
+    apply::{self, Why},
+    credentials::{self, Credentials},
+    error::Error,
+    fetch::{self, Fetched},
+    read::{self, Revision},
+    status::{self, Announcement, Applied, Outcome},
+    url::RepoUrl,
+    verify,
+};
+use crate::{
+    crd::{CommitVerification, FieldError, InventoryEntry, REQUESTED_AT_ANNOTATION, TrustSource},
+    operator::metrics::Metrics,
+};
+
+/// Bytes one fetch may receive.
+const MAX_FETCH_BYTES: usize = 64 << 20;
+/// The first retry after a transient failure; doubles up to the source's interval.
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// The allowed signers' key in the Secret or ConfigMap.
+const ALLOWED_SIGNERS: &str = "allowed_signers";
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    /// The operator's one Recorder (it aggregates repeats only when shared).
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per TrustSource, for the backoff; cleared on success.
+    failures: Mutex<HashMap<String, u32>>,
+    /// One fetch at a time per cache folder, even when a timed-out one still runs.
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, recorder: Recorder, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            config,
+            recorder,
+            metrics,
+            failures: Mutex::default(),
+            locks: Mutex::default(),
+        })
+    }
+}
+
+/// Runs until dropped.
+pub async fn run(ctx: Arc<Context>) {
+    let api = Api::<TrustSource>::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(4))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "trust source reconcile");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(source: Arc<TrustSource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = source.name_any();
+    if source.spec.suspend {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let outcome = sync(&source, &ctx).await;
+    let previous = source.status.clone().unwrap_or_default();
+    let requested_at = source
+        .annotations()
+        .get(REQUESTED_AT_ANNOTATION)
+        .map(String::as_str);
+    let next = status::build(
+        &previous,
+        source.meta().generation,
+        requested_at,
+        &outcome,
+        Timestamp::now(),
+    );
+    let label = match &outcome.result {
+        Ok(a) if a.written.is_empty() && a.pruned.is_empty() => "unchanged",
+        Ok(_) => "applied",
+        Err(e) => e.category(),
+    };
+    ctx.metrics.gitops_sync(label, started.elapsed());
+    for a in status::announcements(&previous, &next, &outcome) {
+        publish(&ctx, &source, &a).await;
+    }
+    if next != previous {
+        status::write(&ctx.client, &name, &next).await?;
+    }
+    let interval = source.interval().unwrap_or(Duration::from_secs(300));
+    match outcome.result {
+        Ok(_) => {
+            lock(&ctx.failures).remove(&name);
+            Ok(Action::requeue(interval))
+        }
+        Err(e) => {
+            tracing::warn!(trust_source = %name, category = e.category(), error = %e, "sync failed");
+            Err(e)
+        }
+    }
+}
+
+fn error_policy(source: Arc<TrustSource>, error: &Error, ctx: Arc<Context>) -> Action {
+    let interval = source.interval().unwrap_or(Duration::from_secs(300));
+    if !error.is_transient() {
+        // A new commit or spec is needed; the next poll looks for one.
+        return Action::requeue(interval);
+    }
+    let mut failures = lock(&ctx.failures);
+    let n = failures.entry(source.name_any()).or_insert(0);
+    *n = n.saturating_add(1);
+    let backoff = FIRST_BACKOFF.saturating_mul(1 << (*n - 1).min(10));
+    Action::requeue(backoff.min(interval))
+}
+
+async fn publish(ctx: &Context, source: &TrustSource, a: &Announcement) {
+    let event = Event {
+        type_: if a.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: a.reason.into(),
+        note: Some(crate::operator::verdict::truncate_to(&a.note, 1000)),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &source.object_ref(&())).await {
+        Ok(()) => ctx.metrics.event_emitted(a.reason),
+        Err(e) => tracing::warn!(reason = a.reason, error = %e, "publishing a TrustSource event failed"),
+    }
+}
+
+/// Fetch, verify, read, apply: the pass, as one outcome.
+async fn sync(source: &TrustSource, ctx: &Context) -> Outcome {
+    let mut attempted = None;
+    let result = sync_steps(source, ctx, &mut attempted).await;
+    Outcome { attempted, result }
+}
+
+async fn sync_steps(
+    source: &TrustSource,
+    ctx: &Context,
+    attempted: &mut Option<String>,
+) -> Result<Applied, Error> {
+    let name = source.name_any();
+    let timeout = source.timeout().map_err(Error::Spec)?;
+    source.interval().map_err(Error::Spec)?;
+    let url = RepoUrl::parse(&source.spec.url).map_err(|m| Error::Spec(FieldError::new("spec.url", m)))?;
+    let credentials = match &source.spec.secret_ref {
+        Some(r) => Credentials::from_data(
+            &credentials::read_secret(&ctx.client, &ctx.config.namespace, &r.name).await?,
+        ),
+        None => Credentials::default(),
+    };
+    let signers = match &source.spec.verify {
+        Some(v) => Some(allowed_signers(ctx, v).await?),
+        None => None,
+    };
+    let uid = source.uid().unwrap_or_default();
+    let dir = fetch::cache_dir(&ctx.config.cache_dir, &name, &uid);
+    let lock = {
+        let mut locks = lock(&ctx.locks);
+        locks.entry(dir.display().to_string()).or_default().clone()
+    };
+    let spec = source.spec.clone();
+    let path = spec.path.clone().unwrap_or_default();
+    let fetched = tokio::time::timeout(
+        timeout + Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || -> Result<Fetched_, Error> {
+            let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let request = fetch::Request {
+                url: &url,
+                git_ref: &spec.git_ref,
+                credentials: &credentials,
+                dir: &dir,
+                limits: fetch::Limits {
+                    timeout,
+                    max_bytes: MAX_FETCH_BYTES,
+                },
+            };
+            let fetched = fetch::fetch(&request)?;
+            let repo = fetch::open(&dir).map_err(|e| Error::Kube(e.message().to_string()))?;
+            let signature = repo
+                .extract_signature(&fetched.commit, None)
+                .ok()
+                .map(|(s, d)| (s.to_vec(), d.to_vec()));
+            let signed_data = match &signature {
+                Some((_, d)) => d.clone(),
+                None => Vec::new(),
+            };
+            let revision = read::read_tree(&repo, fetched.commit, &path, &name, read::Limits::default());
+            Ok(Fetched_ {
+                fetched,
+                signature: signature.map(|(s, _)| s),
+                signed_data,
+                revision,
+            })
+        }),
+    )
+    .await
+    .map_err(|_| Error::Limit {
+        url: super::url::redact(&source.spec.url),
+        message: format!("the fetch did not finish within {timeout:?}"),
+    })?
+    .map_err(|e| Error::Kube(format!("the fetch task failed: {e}")))??;
+    *attempted = Some(fetched.fetched.revision.clone());
+    if let Some(signers) = signers {
+        verify::check(fetched.signature.as_deref(), &fetched.signed_data, &signers).map_err(|message| {
+            Error::Signature {
+                commit: fetched.fetched.commit.to_string(),
+                message,
+            }
+        })?;
+    }
+    let revision = fetched.revision?;
+    apply_revision(source, ctx, &fetched.fetched.revision, &revision).await
+}
+
+/// What the blocking part hands back.
+struct Fetched_ {
+    fetched: Fetched,
+    signature: Option<Vec<u8>>,
+    signed_data: Vec<u8>,
+    revision: Result<Revision, Error>,
+}
+
+async fn apply_revision(
+    source: &TrustSource,
+    ctx: &Context,
+    at: &str,
+    revision: &Revision,
+) -> Result<Applied, Error> {
+    let name = source.name_any();
+    let live = apply::list_live(&ctx.client).await?;
+    let previous = source
+        .status
+        .as_ref()
+        .and_then(|s| s.last_applied_revision.as_deref());
+    let plan = apply::plan(&name, revision, &live, source.spec.prune, previous == Some(at))?;
+    if !plan.is_empty() {
+        apply::execute(&ctx.client, &plan).await?;
+    }
+    Ok(Applied {
+        revision: at.to_string(),
+        inventory: revision
+            .iter()
+            .map(|d| InventoryEntry {
+                kind: d.kind.as_str().into(),
+                name: d.name.clone(),
+            })
+            .collect(),
+        written: plan
+            .writes
+            .iter()
+            .map(|w| (format!("{} {}", w.declared.kind.as_str(), w.declared.name), w.why))
+            .collect::<Vec<(String, Why)>>(),
+        pruned: plan
+            .prunes
+            .iter()
+            .map(|(k, n)| format!("{} {n}", k.as_str()))
+            .collect(),
+    })
+}
+
+async fn allowed_signers(ctx: &Context, v: &CommitVerification) -> Result<Vec<verify::AllowedSigner>, Error> {
+    let ns = &ctx.config.namespace;
+    let text = match (&v.secret_ref, &v.config_map_ref) {
+        (Some(s), _) => {
+            let data = credentials::read_secret(&ctx.client, ns, &s.name).await?;
+            data.get(ALLOWED_SIGNERS)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| {
+                    Error::Credentials(format!("Secret {ns}/{} has no {ALLOWED_SIGNERS} key", s.name))
+                })?
+        }
+        (None, Some(c)) => Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&c.name)
+            .await
+            .map_err(|e| Error::Credentials(format!("reading ConfigMap {ns}/{}: {e}", c.name)))?
+            .and_then(|cm| cm.data.unwrap_or_default().remove(ALLOWED_SIGNERS))
+            .ok_or_else(|| {
+                Error::Credentials(format!("ConfigMap {ns}/{} has no {ALLOWED_SIGNERS} key", c.name))
+            })?,
+        (None, None) => {
+            return Err(Error::Spec(FieldError::new(
+                "spec.verify",
+                "set secretRef or configMapRef",
+            )));
+        }
+    };
+    let signers = verify::parse_allowed_signers(&text).map_err(Error::Credentials)?;
+    if signers.is_empty() {
+        return Err(Error::Credentials("the allowed signers list is empty".into()));
+    }
+    Ok(signers)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

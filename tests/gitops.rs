@@ -1,0 +1,512 @@
+//! TrustSources against a real Gitea and the real local control plane: the gitops controller
+//! (as the leader runs it) and the webhook receiver, in-process. Every wait is on a condition
+//! reason, a revision or an event reason, never on text or a fixed sleep.
+
+#[path = "operator_common.rs"]
+mod operator_common;
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context as _, ensure};
+use countersign::{
+    crd::{SOURCE_LABEL, TrustRoot, TrustSource, TrustSourceStatus},
+    gitops::{self, controller::Context},
+    operator::metrics::Metrics,
+};
+use countersign_tests::{
+    cluster::LocalCluster,
+    gitea::{self, Gitea, WorkTree, ssh_keygen},
+    scratch_dir,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+    runtime::events::{Recorder, Reporter},
+};
+use operator_common::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+const SECRETS_NS: &str = LEASE_NAMESPACE;
+const WEBHOOK_TOKEN: &str = "webhook-s3cret";
+
+const PEM: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE1WANxE1OU1KaI7tHSDWuz4PfiKs0
+1Nh1TN+1r2SbZJ/Su/G7BguCOshPNPi6qkeP1FdW3g9FNTMjBv6rFryLLg==
+-----END PUBLIC KEY-----
+";
+
+fn trust_root_yaml(name: &str, threshold: u32, interval: &str) -> String {
+    let pem: String = PEM.lines().map(|l| format!("        {l}\n")).collect();
+    format!(
+        "apiVersion: countersign.dev/v1alpha1\nkind: TrustRoot\nmetadata:\n  name: {name}\nspec:\n  images: [\"registry.example.com/{name}/**\"]\n  keys:\n    - name: ci\n      publicKey: |\n{pem}    - name: ci-next\n      publicKey: |\n{pem}  threshold: {threshold}\n  reverifyInterval: {interval}\n"
+    )
+}
+
+const ROTATION: &str = "apiVersion: countersign.dev/v1alpha1\nkind: KeyRotation\nmetadata:\n  name: payments-rotation\nspec:\n  trustRootRef: payments\n  fromKey: ci\n  toKey: ci-next\n  window:\n    start: \"2030-01-01T00:00:00Z\"\n    duration: 72h\n";
+
+/// The gitops controller and receiver, as `countersign run` starts them.
+struct Gitops {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    webhook: String,
+}
+
+impl Drop for Gitops {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+async fn start_gitops(cluster: &LocalCluster, cache: &Path) -> Gitops {
+    let client = cluster.client();
+    let config = gitops::Config {
+        cache_dir: cache.to_path_buf(),
+        namespace: SECRETS_NS.into(),
+        webhook_addr: None,
+        webhook_secret: "git-webhook".into(),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: countersign::operator::CONTROLLER.into(),
+            instance: None,
+        },
+    );
+    let ctx = Context::new(client.clone(), config.clone(), recorder, Metrics::new());
+    let listener = gitops::receiver::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let webhook = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        gitops::receiver::PATH
+    );
+    let receiver_client = client.clone();
+    let tasks = vec![
+        tokio::spawn(gitops::controller::run(ctx)),
+        tokio::spawn(async move { gitops::receiver::serve(listener, receiver_client, &config).await }),
+    ];
+    Gitops { tasks, webhook }
+}
+
+async fn secret(client: &Client, name: &str, data: Value) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), SECRETS_NS);
+    let body: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+    api.patch(name, &PatchParams::apply("tests").force(), &Patch::Apply(&body))
+        .await
+        .unwrap_or_else(|e| panic!("secret {name}: {e}"));
+}
+
+async fn trust_source(client: &Client, name: &str, spec: Value) {
+    apply(
+        client,
+        "countersign.dev/v1alpha1",
+        "TrustSource",
+        None,
+        json!({"metadata": {"name": name}, "spec": spec}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+async fn source_status(client: &Client, name: &str) -> anyhow::Result<TrustSourceStatus> {
+    Api::<TrustSource>::all(client.clone())
+        .get(name)
+        .await?
+        .status
+        .context("no status yet")
+}
+
+/// Waits until the TrustSource's Ready condition has `reason` and `check` holds; returns the status.
+async fn wait_ready(
+    client: &Client,
+    name: &str,
+    reason: &str,
+    check: impl Fn(&TrustSourceStatus) -> bool,
+) -> TrustSourceStatus {
+    eventually(&format!("TrustSource {name} to be {reason}"), WAIT, || async {
+        let s = source_status(client, name).await?;
+        let ready = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .context("no Ready")?;
+        ensure!(ready.reason == reason && check(&s), "status {s:?}");
+        Ok(s)
+    })
+    .await
+}
+
+fn revision(commit: &str) -> String {
+    format!("main@sha1:{commit}")
+}
+
+async fn threshold(client: &Client, name: &str) -> anyhow::Result<i32> {
+    Ok(Api::<TrustRoot>::all(client.clone())
+        .get(name)
+        .await?
+        .spec
+        .threshold)
+}
+
+/// Over HTTP with basic auth: wrong password, first sync, a push through the webhook (a
+/// KeyRotation arriving), a broken commit, recovery, prune, a manual edit reverted, bomb YAML,
+/// force-pushed history, a deleted branch, the server down. Credentials never show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trust_source_over_http_follows_its_branch() {
+    let mut gitea = blocking(Gitea::start).await;
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let cache = scratch_dir("git-cache");
+    let ops = start_gitops(&cluster, cache.path()).await;
+    secret(&client, "git-webhook", json!({"token": WEBHOOK_TOKEN})).await;
+
+    gitea.create_repo("trust");
+    gitea.add_webhook("trust", &ops.webhook, WEBHOOK_TOKEN);
+    let tree = WorkTree::new(&gitea, "trust");
+    let gitea_url = gitea.http_url("trust");
+    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 1, "10m"));
+    tree.write("README.md", "not YAML, not read\n");
+    let first = tree.commit("payments trust root", None);
+    tree.push(false);
+
+    // Wrong password: nothing applied, the reason says why, the password is nowhere.
+    secret(
+        &client,
+        "git-http",
+        json!({"username": gitea::USER, "password": "wrong-pa55"}),
+    )
+    .await;
+    trust_source(
+        &client,
+        "team",
+        json!({"url": gitea_url, "ref": {"branch": "main"}, "path": "trust", "interval": "1h", "secretRef": {"name": "git-http"}}),
+    )
+    .await;
+    let failed = wait_ready(&client, "team", "FetchFailed", |s| {
+        s.last_applied_revision.is_none()
+    })
+    .await;
+    assert!(!format!("{failed:?}").contains("wrong-pa55"));
+
+    // The right password: first sync.
+    secret(
+        &client,
+        "git-http",
+        json!({"username": gitea::USER, "password": gitea::PASSWORD}),
+    )
+    .await;
+    // A spec change (interval) makes the controller look again at once.
+    trust_source(
+        &client,
+        "team",
+        json!({"url": gitea_url, "ref": {"branch": "main"}, "path": "trust", "interval": "59m", "secretRef": {"name": "git-http"}}),
+    )
+    .await;
+    let synced = wait_ready(&client, "team", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&first))
+    })
+    .await;
+    assert_eq!(synced.inventory.len(), 1);
+    let root = Api::<TrustRoot>::all(client.clone())
+        .get("payments")
+        .await
+        .unwrap();
+    assert_eq!(
+        root.metadata
+            .labels
+            .unwrap()
+            .get(SOURCE_LABEL)
+            .map(String::as_str),
+        Some("team")
+    );
+    wait_event(&client, "default", "TrustSource", "team", "Synced", WAIT).await;
+
+    // A push arrives through the webhook (the interval is an hour): a KeyRotation comes in.
+    tree.write("trust/rotation.yaml", ROTATION);
+    let second = tree.commit("rotate payments", None);
+    tree.push(false);
+    let pushed = wait_ready(&client, "team", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&second))
+    })
+    .await;
+    assert!(pushed.last_handled_requested_at.is_some(), "{pushed:?}");
+    let rotation = dynamic(&client, "countersign.dev/v1alpha1", "KeyRotation", None)
+        .get("payments-rotation")
+        .await
+        .unwrap();
+    assert_eq!(rotation.data["spec"]["toKey"], "ci-next");
+
+    // A broken commit applies nothing: the last good revision stays in force.
+    tree.write(
+        "trust/payments.yaml",
+        &trust_root_yaml("payments", 2, "10 minutes"),
+    );
+    tree.write("trust/other.yaml", &trust_root_yaml("other", 1, "10m"));
+    let broken = tree.commit("broken", None);
+    tree.push(false);
+    let status = wait_ready(&client, "team", "InvalidObject", |s| {
+        s.last_attempted_revision.as_deref() == Some(&revision(&broken))
+    })
+    .await;
+    assert_eq!(status.last_applied_revision, Some(revision(&second)));
+    let failure = status.failure.clone().unwrap();
+    assert_eq!(failure.file.as_deref(), Some("trust/payments.yaml"));
+    assert_eq!(failure.document, Some(0));
+    assert_eq!(failure.field.as_deref(), Some("spec.reverifyInterval"));
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+    assert!(
+        Api::<TrustRoot>::all(client.clone())
+            .get_opt("other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    wait_event(&client, "default", "TrustSource", "team", "SyncFailed", WAIT).await;
+
+    // Recovery, and prune: the rotation file is removed.
+    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 2, "10m"));
+    tree.remove("trust/rotation.yaml");
+    let fixed = tree.commit("fixed; rotation dropped", None);
+    tree.push(false);
+    wait_ready(&client, "team", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&fixed))
+    })
+    .await;
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 2);
+    eventually("the rotation pruned", WAIT, || async {
+        let r = dynamic(&client, "countersign.dev/v1alpha1", "KeyRotation", None)
+            .get_opt("payments-rotation")
+            .await?;
+        ensure!(r.is_none(), "still there");
+        Ok(())
+    })
+    .await;
+
+    // A manual edit is reverted within one interval and announced once.
+    trust_source(
+        &client,
+        "team",
+        json!({"url": gitea_url, "ref": {"branch": "main"}, "path": "trust", "interval": "5s", "secretRef": {"name": "git-http"}}),
+    )
+    .await;
+    let roots = dynamic(&client, "countersign.dev/v1alpha1", "TrustRoot", None);
+    roots
+        .patch(
+            "payments",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"threshold": 1}})),
+        )
+        .await
+        .unwrap();
+    eventually("the manual edit reverted", WAIT, || async {
+        ensure!(
+            threshold(&client, "payments").await? == 2,
+            "threshold still edited"
+        );
+        Ok(())
+    })
+    .await;
+    let reverted = wait_event(
+        &client,
+        "default",
+        "TrustSource",
+        "team",
+        "ManualEditReverted",
+        WAIT,
+    )
+    .await;
+    assert_eq!(reverted.count, 1);
+
+    // Bomb YAML: refused, nothing applied.
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    tree.write("trust/bomb.yaml", &bomb);
+    let bombed = tree.commit("bomb", None);
+    tree.push(false);
+    let status = wait_ready(&client, "team", "InvalidObject", |s| {
+        s.last_attempted_revision.as_deref() == Some(&revision(&bombed))
+    })
+    .await;
+    assert_eq!(status.failure.unwrap().file.as_deref(), Some("trust/bomb.yaml"));
+    assert_eq!(status.last_applied_revision, Some(revision(&fixed)));
+
+    // Force-pushed history: the branch is rewritten to a new commit on top of `fixed`'s parent.
+    tree.git(&["reset", "-q", "--hard", &fixed]);
+    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 1, "10m"));
+    let rewritten = tree.commit("rewritten", None);
+    tree.push(true);
+    wait_ready(&client, "team", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&rewritten))
+    })
+    .await;
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+
+    // The server down: the last revision stays in force; back up, synced again.
+    gitea.stop();
+    wait_ready(&client, "team", "FetchFailed", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&rewritten))
+    })
+    .await;
+    assert!(
+        Api::<TrustRoot>::all(client.clone())
+            .get_opt("payments")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    gitea.restart();
+    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 2, "10m"));
+    let after_outage = tree.commit("after the outage", None);
+    tree.push(false);
+    wait_ready(&client, "team", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&after_outage))
+    })
+    .await;
+
+    // The branch deleted: a fetch error, the last revision stays in force, nothing is pruned.
+    // (Gitea refuses to delete its default branch, so the source follows another one first.)
+    tree.push_to("staging", false);
+    trust_source(
+        &client,
+        "team",
+        json!({"url": gitea_url, "ref": {"branch": "staging"}, "path": "trust", "interval": "5s", "secretRef": {"name": "git-http"}}),
+    )
+    .await;
+    let staging = format!("staging@sha1:{after_outage}");
+    wait_ready(&client, "team", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&staging)
+    })
+    .await;
+    tree.delete_remote_branch("staging");
+    let status = wait_ready(&client, "team", "FetchFailed", |s| {
+        s.last_applied_revision.as_deref() == Some(&staging)
+    })
+    .await;
+    assert_eq!(status.inventory.len(), 2, "{status:?}");
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 2);
+
+    // No credential anywhere a person or a scraper looks.
+    let status = format!("{:?}", source_status(&client, "team").await.unwrap());
+    let events = format!(
+        "{:?}",
+        events(&client, "default", "TrustSource", "team").await.unwrap()
+    );
+    for text in [&status, &events] {
+        assert!(
+            !text.contains(gitea::PASSWORD) && !text.contains(WEBHOOK_TOKEN),
+            "{text}"
+        );
+    }
+    drop(ops);
+    drop(tree);
+    drop(gitea);
+    cluster.stop();
+}
+
+/// Over SSH: the host key must be in the Secret's known_hosts (a wrong one is refused), and with
+/// `verify` only commits signed by an allowed signer (SSH signature, made by the real `git`) are
+/// applied; an unsigned commit is refused with the last signed one left in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_ssh_host_keys_are_checked_and_commits_must_be_signed() {
+    let gitea = blocking(Gitea::start).await;
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let cache = scratch_dir("git-cache");
+    let _ops = start_gitops(&cluster, cache.path()).await;
+    let keys = scratch_dir("ssh-keys");
+    let (deploy_key, deploy_pub) = ssh_keygen(keys.path(), "deploy");
+    let (signing_key, signing_pub) = ssh_keygen(keys.path(), "signer");
+    let (_, stranger_pub) = ssh_keygen(keys.path(), "stranger");
+    gitea.create_repo("signed");
+    gitea.add_ssh_key("deploy", &deploy_pub);
+    let tree = WorkTree::new(&gitea, "signed");
+    tree.write("payments.yaml", &trust_root_yaml("payments", 1, "10m"));
+    let signed = tree.commit("signed", Some(&signing_key));
+    tree.push(false);
+
+    let identity = std::fs::read_to_string(&deploy_key).unwrap();
+    let wrong_host = format!("[127.0.0.1]:{} {stranger_pub}\n", gitea.ssh_port);
+    secret(
+        &client,
+        "git-ssh",
+        json!({"identity": identity, "known_hosts": wrong_host}),
+    )
+    .await;
+    create(
+        &client,
+        "v1",
+        "ConfigMap",
+        Some(SECRETS_NS),
+        json!({"metadata": {"name": "signers"}, "data": {"allowed_signers": format!("platform@example.com {signing_pub}\n")}}),
+    )
+    .await;
+    trust_source(
+        &client,
+        "signed",
+        json!({
+            "url": gitea.ssh_url("signed"),
+            "ref": {"branch": "main"},
+            "interval": "5s",
+            "secretRef": {"name": "git-ssh"},
+            "verify": {"mode": "SSH", "configMapRef": {"name": "signers"}},
+        }),
+    )
+    .await;
+    wait_ready(&client, "signed", "HostKeyMismatch", |s| {
+        s.last_applied_revision.is_none()
+    })
+    .await;
+    assert!(
+        Api::<TrustRoot>::all(client.clone())
+            .get_opt("payments")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing applied from an unverified host"
+    );
+
+    // The real host key: the signed commit is applied.
+    secret(
+        &client,
+        "git-ssh",
+        json!({"identity": identity, "known_hosts": gitea.known_hosts()}),
+    )
+    .await;
+    wait_ready(&client, "signed", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&signed))
+    })
+    .await;
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+
+    // An unsigned commit is never applied.
+    tree.write("payments.yaml", &trust_root_yaml("payments", 2, "10m"));
+    let unsigned = tree.commit("unsigned", None);
+    tree.push(false);
+    let status = wait_ready(&client, "signed", "SignatureInvalid", |s| {
+        s.last_attempted_revision.as_deref() == Some(&revision(&unsigned))
+    })
+    .await;
+    assert_eq!(status.last_applied_revision, Some(revision(&signed)));
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+    let text = format!("{status:?}");
+    assert!(!text.contains("PRIVATE KEY") && !text.contains(identity.lines().nth(1).unwrap()));
+
+    // Signed again: applied.
+    let resigned = tree.commit_amend_signed(&signing_key);
+    tree.push(true);
+    wait_ready(&client, "signed", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&resigned))
+    })
+    .await;
+    assert_eq!(threshold(&client, "payments").await.unwrap(), 2);
+    drop(gitea);
+    cluster.stop();
+}
