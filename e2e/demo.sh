@@ -74,16 +74,23 @@ sys.exit(f"process {pid} not listening on {want} port(s) after 120s")
 PY
 }
 
+# up NAME ARGS…: starts tests/bin's local-NAME (stdout in $WORK/NAME.out, log in $WORK/NAME.log)
+# and waits for it. It prints `ready:` once up, or exits when it cannot start (it has its own
+# deadlines): no deadline here that a slow machine could miss.
+up() {
+  local name=$1
+  shift
+  "$CARGO_TARGET_DIR/debug/local-$name" up "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+  local pid=$!
+  PIDS+=($pid)
+  until grep -q '^ready:' "$WORK/$name.out" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/$name.log"; exit 1; }
+    sleep 0.5
+  done
+}
+
 say "Local control plane"
-"$CARGO_TARGET_DIR/debug/local-cluster" up --dir "$WORK/cluster" >"$WORK/cluster.out" 2>"$WORK/cluster.log" &
-cluster_pid=$!
-PIDS+=($cluster_pid)
-# It prints `ready:` once every component is healthy, or exits when one cannot start (it has
-# its own deadlines): no deadline here that a slow machine could miss.
-until grep -q '^ready:' "$WORK/cluster.out" 2>/dev/null; do
-  kill -0 "$cluster_pid" 2>/dev/null || { tail -20 "$WORK/cluster.log"; exit 1; }
-  sleep 0.5
-done
+up cluster --dir "$WORK/cluster"
 grep '^ready:' "$WORK/cluster.out"
 kubectl get nodes
 
@@ -131,13 +138,7 @@ done
 echo "operator running (log: $WORK/operator.log, metrics: http://$METRICS/metrics, webhook: $WEBHOOK)"
 
 say "A Git server (Gitea) with a private repository for trust"
-"$CARGO_TARGET_DIR/debug/local-gitea" up --repo trust >"$WORK/gitea.out" 2>"$WORK/gitea.log" &
-gitea_pid=$!
-PIDS+=($gitea_pid)
-until grep -q '^ready:' "$WORK/gitea.out" 2>/dev/null; do
-  kill -0 "$gitea_pid" 2>/dev/null || { tail -20 "$WORK/gitea.log"; exit 1; }
-  sleep 0.5
-done
+up gitea --repo trust
 source <(grep '^export GITEA_' "$WORK/gitea.out")
 echo "gitea: $GITEA_URL, repository $GITEA_REPO_TRUST (private)"
 REPO="$WORK/trust"
