@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The main job on an embedded default: a real local control plane (kube-apiserver, etcd,
-# controller-manager, scheduler, kwok) and a real registry on 127.0.0.1, the countersign operator,
-# a sample TrustRoot, and four Deployments: signed by cosign v3, signed by countersign (cosign v2
-# format), unsigned, and signed by a key nobody trusts. It prints their verdicts and events, then
-# shows drift: a key removed from the TrustRoot is noticed within seconds; and a key rotation,
-# ci-2026 → ci-2027, through its dual-acceptance window, `countersign rotation resign` and the old
-# key's retirement, without a workload ever failing.
+# controller-manager, scheduler, kwok), a real registry and a real Git server (Gitea) on
+# 127.0.0.1, the countersign operator, and four Deployments: signed by cosign v3, signed by
+# countersign (cosign v2 format), unsigned, and signed by a key nobody trusts. Trust is declared
+# in Git: the TrustRoot is committed (with the real `git` CLI) to a repository on Gitea, which a
+# TrustSource points at; every change of trust below is a commit, pushed, announced to the
+# operator by Gitea's webhook and applied by it. It prints the verdicts and events, then shows
+# drift: a commit replacing the trusted key is noticed within seconds; and a key rotation,
+# ci-2026 → ci-2027 (the TrustRoot change and the KeyRotation both committed), through its
+# dual-acceptance window, `countersign rotation resign` and the old key's retirement, without a
+# workload ever failing.
 #
 #   e2e/demo.sh          run, print, clean up
 #   e2e/demo.sh --keep   leave everything running (prints how to reach it; Ctrl-C to stop)
@@ -24,7 +28,7 @@ cosign() { HOME="$WORK/home" TUF_ROOT="$WORK/tuf" COSIGN_PASSWORD=demo "$COUNTER
 crane() { "$COUNTERSIGN_PEER_CRANE" "$@"; }
 
 say "Building countersign"
-cargo build -q -p countersign --bin countersign -p countersign-tests --bin local-cluster
+cargo build -q -p countersign --bin countersign -p countersign-tests --bin local-cluster --bin local-gitea
 COUNTERSIGN="$CARGO_TARGET_DIR/debug/countersign"
 
 WORK=$(mktemp -d -t countersign-demo-XXXX)
@@ -36,13 +40,14 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/home" "$WORK/keys"
-# listening_port PID: the TCP port process PID listens on, read from /proc once it listens. Our
-# servers start on port 0, so the kernel picks a free port and no other process can take it
-# between choosing and binding (as it could from a port chosen beforehand).
+# listening_port PID [N]: the TCP ports process PID listens on (one a line, N of them: default
+# 1), read from /proc once it listens on that many. Our servers start on port 0, so the kernel
+# picks a free port and no other process can take it between choosing and binding (as it could
+# from a port chosen beforehand).
 listening_port() {
-  python3 - "$1" <<'PY'
+  python3 - "$1" "${2:-1}" <<'PY'
 import os, sys, time
-pid, deadline = sys.argv[1], time.time() + 120
+pid, want, deadline = sys.argv[1], int(sys.argv[2]), time.time() + 120
 while time.time() < deadline:
     try:
         inodes = set()
@@ -53,29 +58,39 @@ while time.time() < deadline:
                 continue
             if target.startswith("socket:["):
                 inodes.add(target[len("socket:["):-1])
+        ports = set()
         for table in ("tcp", "tcp6"):
             for line in open(f"/proc/{pid}/net/{table}").readlines()[1:]:
                 f = line.split()
                 if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
-                    print(int(f[1].rsplit(":", 1)[1], 16))
-                    sys.exit(0)
+                    ports.add(int(f[1].rsplit(":", 1)[1], 16))
+        if len(ports) >= want:
+            print("\n".join(str(p) for p in sorted(ports)))
+            sys.exit(0)
     except FileNotFoundError:
         sys.exit(f"process {pid} exited before listening")
     time.sleep(0.1)
-sys.exit(f"process {pid} not listening after 120s")
+sys.exit(f"process {pid} not listening on {want} port(s) after 120s")
 PY
 }
 
+# up NAME ARGS…: starts tests/bin's local-NAME (stdout in $WORK/NAME.out, log in $WORK/NAME.log)
+# and waits for it. It prints `ready:` once up, or exits when it cannot start (it has its own
+# deadlines): no deadline here that a slow machine could miss.
+up() {
+  local name=$1
+  shift
+  "$CARGO_TARGET_DIR/debug/local-$name" up "$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+  local pid=$!
+  PIDS+=($pid)
+  until grep -q '^ready:' "$WORK/$name.out" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/$name.log"; exit 1; }
+    sleep 0.5
+  done
+}
+
 say "Local control plane"
-"$CARGO_TARGET_DIR/debug/local-cluster" up --dir "$WORK/cluster" >"$WORK/cluster.out" 2>"$WORK/cluster.log" &
-cluster_pid=$!
-PIDS+=($cluster_pid)
-# It prints `ready:` once every component is healthy, or exits when one cannot start (it has
-# its own deadlines): no deadline here that a slow machine could miss.
-until grep -q '^ready:' "$WORK/cluster.out" 2>/dev/null; do
-  kill -0 "$cluster_pid" 2>/dev/null || { tail -20 "$WORK/cluster.log"; exit 1; }
-  sleep 0.5
-done
+up cluster --dir "$WORK/cluster"
 grep '^ready:' "$WORK/cluster.out"
 kubectl get nodes
 
@@ -102,18 +117,59 @@ echo "reports: not signed"
 COSIGN_PASSWORD=demo "$COUNTERSIGN" sign --key "$WORK/keys/rogue.key" "$REGISTRY/payments/rogue:v1"
 echo "rogue:  signed by a key nobody trusts"
 
-say "CRDs and the operator"
+say "CRDs and the operator (with its Git webhook receiver)"
 kubectl apply --server-side -k crds/ >/dev/null
 kubectl create namespace countersign-system >/dev/null
 KUBECONFIG="$WORK/cluster/kubeconfig" RUST_LOG="${RUST_LOG:-info,oci_client=error,kube=warn}" \
-  "$COUNTERSIGN" run --metrics-addr 127.0.0.1:0 --leader-election-namespace countersign-system \
+  "$COUNTERSIGN" run --metrics-addr 127.0.0.1:0 --git-webhook-addr 127.0.0.1:0 \
+  --git-cache-dir "$WORK/git-cache" --leader-election-namespace countersign-system \
   --identity demo 2>"$WORK/operator.log" &
 operator_pid=$!
 PIDS+=($operator_pid)
-METRICS="127.0.0.1:$(listening_port "$operator_pid")"
-echo "operator running (log: $WORK/operator.log, metrics: http://$METRICS/metrics)"
+# Two ports: the one serving /metrics is the metrics server, the other the webhook receiver
+# (which answers 404 there).
+for port in $(listening_port "$operator_pid" 2); do
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")" = 200 ]; then
+    METRICS="127.0.0.1:$port"
+  else
+    WEBHOOK="http://127.0.0.1:$port/hooks/git"
+  fi
+done
+echo "operator running (log: $WORK/operator.log, metrics: http://$METRICS/metrics, webhook: $WEBHOOK)"
 
-say "A TrustRoot: ci-2026 may sign $REGISTRY/payments/**"
+say "A Git server (Gitea) with a private repository for trust"
+up gitea --repo trust
+source <(grep '^export GITEA_' "$WORK/gitea.out")
+echo "gitea: $GITEA_URL, repository $GITEA_REPO_TRUST (private)"
+REPO="$WORK/trust"
+mkdir -p "$REPO/clusters/demo"
+# The platform team's working copy: the real git CLI, commits pushed over HTTP with basic auth.
+tgit() { git -C "$REPO" -c user.name="Platform Team" -c user.email=platform@example.com -c commit.gpgsign=false "$@"; }
+tgit init -q -b main
+REMOTE=${GITEA_REPO_TRUST/http:\/\//http://$GITEA_USER:$GITEA_PASSWORD@}
+ms() { date +%s%3N; }
+push() { # push MESSAGE: commit everything in the working copy and push it; sets COMMIT, PUSHED_MS
+  tgit add -A && tgit commit -q -m "$1"
+  # Quiet unless it fails (Gitea's progress lines come on stderr even with -q).
+  out=$(tgit push -q "$REMOTE" HEAD:refs/heads/main 2>&1) || { echo "$out"; exit 1; }
+  COMMIT=$(tgit rev-parse HEAD)
+  PUSHED_MS=$(ms)
+  tgit log -1 --format='pushed %h %s' --stat=72 | sed '/^$/d'
+}
+applied() { # applied [SINCE]: wait until the TrustSource has applied COMMIT; say how long after
+  # PUSHED_MS that was
+  for _ in $(seq 240); do
+    [ "$(kubectl get trustsource demo -o jsonpath='{.status.lastAppliedRevision}')" = "main@sha1:$COMMIT" ] && break
+    sleep 0.25
+  done
+  [ "$(kubectl get trustsource demo -o jsonpath='{.status.lastAppliedRevision}')" = "main@sha1:$COMMIT" ] \
+    || { kubectl get trustsource demo -o yaml; exit 1; }
+  APPLIED_MS=$(ms)
+  awk -v ms=$((APPLIED_MS - PUSHED_MS)) -v since="${1:-the push (webhook)}" \
+    'BEGIN { printf "applied %.1fs after %s\n", ms / 1000, since }'
+}
+
+say "A TrustRoot, committed to Git: ci-2026 may sign $REGISTRY/payments/**"
 indent() { sed 's/^/        /'; }
 cat >"$WORK/trustroot.yaml" <<YAML
 apiVersion: countersign.dev/v1alpha1
@@ -129,7 +185,36 @@ $(indent <"$WORK/keys/ci-2026.pub")
   threshold: 1
   reverifyInterval: 30s
 YAML
-kubectl apply -f "$WORK/trustroot.yaml"
+cp "$WORK/trustroot.yaml" "$REPO/clusters/demo/payments.yaml"
+push "payments: ci-2026 may sign payments images"
+
+say "A TrustSource pointing at it (credentials in a Secret; Gitea's push webhook to the operator)"
+kubectl -n countersign-system create secret generic git-trust \
+  --from-literal=username="$GITEA_USER" --from-literal=password="$GITEA_PASSWORD" >/dev/null
+WEBHOOK_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+kubectl -n countersign-system create secret generic countersign-git-webhook \
+  --from-literal=token="$WEBHOOK_TOKEN" >/dev/null
+curl -sf -u "$GITEA_USER:$GITEA_PASSWORD" -H 'Content-Type: application/json' \
+  -d "{\"type\": \"gitea\", \"events\": [\"push\"], \"active\": true,
+       \"config\": {\"url\": \"$WEBHOOK\", \"content_type\": \"json\", \"secret\": \"$WEBHOOK_TOKEN\"}}" \
+  "$GITEA_URL/api/v1/repos/$GITEA_USER/trust/hooks" >/dev/null
+cat >"$WORK/trustsource.yaml" <<YAML
+apiVersion: countersign.dev/v1alpha1
+kind: TrustSource
+metadata:
+  name: demo
+spec:
+  url: $GITEA_REPO_TRUST
+  ref: {branch: main}
+  path: clusters/demo
+  interval: 10m          # pushes arrive through the webhook at once
+  secretRef: {name: git-trust}
+YAML
+sed 's/^/    /' "$WORK/trustsource.yaml"
+kubectl apply -f "$WORK/trustsource.yaml"
+PUSHED_MS=$(ms)
+applied "the TrustSource was created"
+kubectl get trustsources
 
 say "Workloads in namespace payments"
 kubectl create namespace payments >/dev/null
@@ -154,7 +239,7 @@ say "Events"
 kubectl -n payments get events --field-selector involvedObject.kind!=Pod --sort-by=.lastTimestamp \
   -o custom-columns='TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message' | grep -v -E 'ScalingReplicaSet|SuccessfulCreate|Completed' || true
 
-say "Drift: remove ci-2026 from the TrustRoot (keep only a new key)"
+say "Drift: a commit removes ci-2026 from the TrustRoot (keeps only a new key)"
 (cd "$WORK/keys" && COSIGN_PASSWORD=demo "$COUNTERSIGN" generate-key-pair --output-key-prefix ci-2027) 2>/dev/null
 sed -e 's/name: ci-2026/name: ci-2027/' "$WORK/trustroot.yaml" >"$WORK/trustroot-2027.yaml"
 python3 - "$WORK/trustroot-2027.yaml" "$WORK/keys/ci-2027.pub" <<'PY'
@@ -164,17 +249,19 @@ body = "".join("        " + l + "\n" for l in key.strip().splitlines())
 doc = re.sub(r"(      publicKey: \|\n)(        .*\n)+", lambda m: m.group(1) + body, doc)
 open(sys.argv[1], "w").write(doc)
 PY
-kubectl apply -f "$WORK/trustroot-2027.yaml"
-started=$SECONDS
-for _ in $(seq 60); do
+cp "$WORK/trustroot-2027.yaml" "$REPO/clusters/demo/payments.yaml"
+push "payments: replace ci-2026 by ci-2027"
+applied
+kubectl get trustsources
+for _ in $(seq 120); do
   kubectl -n payments get events --field-selector reason=SignatureDrift -o name | grep -q . && break
-  sleep 0.5
+  sleep 0.25
 done
-echo "noticed after $((SECONDS - started))s:"
+awk -v ms=$(($(ms) - APPLIED_MS)) 'BEGIN { printf "drift noticed %.1fs after that:\n", ms / 1000 }'
 kubectl -n payments get events --field-selector reason=SignatureDrift -o custom-columns='TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message'
 verdicts
 
-say "Rotation: trust both keys again, then rotate ci-2026 → ci-2027 (retire early once re-signed)"
+say "Rotation, in two commits: trust both keys again, then rotate ci-2026 → ci-2027 (retire early once re-signed)"
 python3 - "$WORK/trustroot.yaml" "$WORK/keys/ci-2027.pub" >"$WORK/trustroot-both.yaml" <<'PY'
 import sys
 doc, key = open(sys.argv[1]).read(), open(sys.argv[2]).read()
@@ -182,7 +269,9 @@ body = "".join("        " + l + "\n" for l in key.strip().splitlines())
 doc = doc.replace("  threshold: 1", "    - name: ci-2027\n      publicKey: |\n" + body + "  threshold: 1")
 print(doc, end="")
 PY
-kubectl apply -f "$WORK/trustroot-both.yaml"
+cp "$WORK/trustroot-both.yaml" "$REPO/clusters/demo/payments.yaml"
+push "payments: trust ci-2026 and ci-2027"
+applied
 wait_verdict() { # wait_verdict DEPLOYMENT VERDICT
   for _ in $(seq 120); do
     [ "$(kubectl -n payments get deployment "$1" -o jsonpath='{.metadata.annotations.countersign\.dev/verdict}')" = "$2" ] && return
@@ -191,7 +280,7 @@ wait_verdict() { # wait_verdict DEPLOYMENT VERDICT
 }
 wait_verdict api Verified && wait_verdict worker Verified
 WINDOW_START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-kubectl apply -f - <<YAML
+cat >"$REPO/clusters/demo/rotation.yaml" <<YAML
 apiVersion: countersign.dev/v1alpha1
 kind: KeyRotation
 metadata:
@@ -204,6 +293,8 @@ spec:
   retirement: WhenResigned
   retireEarly: true
 YAML
+push "payments: rotate ci-2026 → ci-2027 from $WINDOW_START"
+applied
 rotation_phase() { kubectl get keyrotation payments-2027 -o jsonpath='{.status.phase}'; }
 for _ in $(seq 60); do [ "$(rotation_phase)" = DualAcceptance ] && break; sleep 0.5; done
 export KUBECONFIG="$WORK/cluster/kubeconfig"
@@ -228,13 +319,20 @@ bad = [e for e in json.load(sys.stdin)["items"]
 print(len(bad))' "$WINDOW_START")"
 unset KUBECONFIG
 
+say "Trust, as Git and the cluster see it"
+tgit log --format='%h %s'
+kubectl get trustsources
+echo "what TrustSource demo manages (status.inventory):"
+kubectl get trustsource demo -o jsonpath='{range .status.inventory[*]}  {.kind}/{.name}{"\n"}{end}'
+
 say "Metrics (excerpt)"
-curl -s "http://$METRICS/metrics" | grep -E '^countersign_(workloads|verifications_total|registry_requests_total|rotations|rotation_)' | grep -v ' 0$' | head -16 || true
+curl -s "http://$METRICS/metrics" | grep -E '^countersign_(workloads|verifications_total|registry_requests_total|rotations|rotation_|gitops_syncs_total)' | grep -v -E ' 0$|_bucket' | head -20 || true
 
 if [ "$KEEP" = "--keep" ]; then
   say "Still running. In another shell:"
   echo "  export KUBECONFIG=$WORK/cluster/kubeconfig; alias kubectl=$COUNTERSIGN_PEER_KUBECTL"
-  echo "  kubectl get trustroots; kubectl -n payments get events"
+  echo "  kubectl get trustroots trustsources; kubectl -n payments get events"
+  echo "  git -C $REPO log   # push a commit (remote: $GITEA_REPO_TRUST, $GITEA_USER / $GITEA_PASSWORD)"
   echo "Ctrl-C stops everything."
   wait
 fi

@@ -4,9 +4,9 @@
 //!   crashed leader's lease is taken over once it expires; a leader whose lease is taken learns it;
 //! - the binary: two `countersign run` replicas elect one leader, and SIGTERM on the leader hands
 //!   over within seconds;
-//! - least privilege: `countersign run` with exactly the RBAC of `manifests/rbac.yaml`, through a
-//!   ServiceAccount token, leads, writes TrustRoot status, annotates workloads and emits Events
-//!   without a single 403.
+//! - least privilege: `countersign run`, with the flags of `manifests/deployment.yaml` and exactly
+//!   the RBAC of `manifests/rbac.yaml`, through a ServiceAccount token, leads, answers a Git push
+//!   webhook, writes TrustRoot status, annotates workloads and emits Events without a single 403.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -603,8 +603,15 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
     create(&deployments, deployment("signed", &signed)).await;
     create(&deployments, deployment("unsigned", &unsigned)).await;
 
+    // The webhook receiver's Secret (the manifests' Deployment serves the receiver).
+    let webhook =
+        json!({"metadata": {"name": "countersign-git-webhook"}, "stringData": {"token": "hook-t0ken"}});
+    create(&Api::<Secret>::namespaced(admin.clone(), NS), webhook).await;
+
     let started = Instant::now();
-    let mut replica = Replica::start(&bin, &kubeconfig, "least-privilege", dir.path(), &[]);
+    let args = manifest_run_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut replica = Replica::start(&bin, &kubeconfig, "least-privilege", dir.path(), &args);
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
     eventually("the lease", WAIT, || async {
         refusals.assert_none();
@@ -633,6 +640,32 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
         "workloads annotated after {:.1}s",
         started.elapsed().as_secs_f64()
     );
+
+    // A push webhook call, authenticated with the Secret's token: the receiver reads the Secret
+    // and looks for the TrustSources of the repository (none here) under the same RBAC.
+    let receiver = eventually("the git webhook receiver to listen", WAIT, || async {
+        for port in ports::listening_ports(replica.child.id()) {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // The metrics server answers /metrics; the receiver only /hooks/git.
+            if http_get(addr, "/metrics").await.0 == 404 {
+                return Ok(addr);
+            }
+        }
+        anyhow::bail!("no port answering 404 on /metrics yet")
+    })
+    .await;
+    let push = json!({"project": {"git_http_url": "https://git.example.com/platform/trust.git"}});
+    let (code, body) = http_request(
+        receiver,
+        "POST",
+        "/hooks/git",
+        "X-Gitlab-Token: hook-t0ken\r\nContent-Type: application/json\r\n",
+        &push.to_string(),
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!((code, &answer["triggered"]), (202, &json!(0)), "{body}");
+    refusals.assert_none();
 
     let trust_roots: Api<TrustRoot> = Api::all(admin.clone());
     let status = eventually("TrustRoot status with the counts", WAIT, || async {
@@ -768,6 +801,27 @@ async fn install_crds(client: &kube::Client) {
 
 /// Creates every object of `manifests/rbac.yaml`, namespaced ones in the controller's namespace
 /// (as kustomize would). Returns `Kind/name` of each.
+/// The flags the Deployment in `manifests/` runs `countersign run` with, listening addresses
+/// moved to `127.0.0.1:0` (a port the kernel picks).
+fn manifest_run_args() -> Vec<String> {
+    let path = repo_root().join("manifests/deployment.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: Value =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let args = doc["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no container args", path.display()));
+    let args: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+    assert_eq!(args.first(), Some(&"run"), "{}: {args:?}", path.display());
+    args[1..]
+        .iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((flag, _)) if flag.ends_with("-addr") => format!("{flag}=127.0.0.1:0"),
+            _ => (*arg).to_owned(),
+        })
+        .collect()
+}
+
 async fn apply_rbac_manifest(client: &kube::Client) -> Vec<String> {
     let path = repo_root().join("manifests/rbac.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -853,10 +907,25 @@ where
 
 /// One HTTP/1.1 GET over a fresh connection: (status, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, "", "").await
+}
+
+/// One HTTP/1.1 request over a fresh connection (`headers`: whole `Name: value\r\n` lines):
+/// (status, body).
+async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();

@@ -33,7 +33,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -48,18 +47,15 @@ use countersign::{
     sign::{SignRequest, sign_bundle, sign_legacy},
 };
 use countersign_tests::{
+    bench::{
+        ApiServer, ChildProbe, MANAGER, Memory, OperatorProcess, OwnRequests, POLL, create_namespace,
+        install, progress, prometheus_label, scrape_metrics, settle, tail, value, wait_metric,
+    },
     cluster::{ClusterOptions, LocalCluster},
-    ports,
     registry::{Registry, RegistryKind},
 };
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::{
-    api::{
-        apps::v1::Deployment,
-        core::v1::{Namespace, Pod},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
     Api, Client,
     api::{ListParams, Patch, PatchParams, PostParams},
@@ -67,21 +63,17 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::{Value, json};
-use tokio::{io::AsyncReadExt, io::AsyncWriteExt, sync::watch};
+use tokio::sync::watch;
 
 #[path = "bench_rotation.rs"]
 mod rotation;
 
-const MANAGER: &str = "countersign-bench";
-const LEASE_NAMESPACE: &str = "countersign-system";
 const TRUST_ROOT: &str = "bench";
 /// The label every benchmark Deployment carries, to watch them and nothing else.
 const BENCH_LABEL: &str = "countersign.dev/bench";
 const VERDICT: &str = "countersign.dev/verdict";
 /// Pushes and signatures in flight at once while preparing.
 const PREPARE_CONCURRENCY: usize = 8;
-/// How often the operator's /metrics is read while waiting for a phase to end.
-const POLL: Duration = Duration::from_millis(100);
 /// The baseline window of the API server's request rate, before the operator starts.
 const BASELINE: Duration = Duration::from_secs(10);
 /// How long the API server is still watched after the drift, for what it sets off.
@@ -353,43 +345,8 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn progress(what: &str) {
-    eprintln!("[bench] {what}");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Preparation: CRDs, images, signatures, workloads.
-
-/// The CRDs (server-side apply, as `kubectl apply --server-side` does) and the Lease namespace.
-async fn install(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in countersign::crd::all() {
-        let name = crd.metadata.name.clone().context("named CRD")?;
-        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("apply CRD {name}"))?;
-    }
-    create_namespace(client, LEASE_NAMESPACE).await?;
-    let roots: Api<TrustRoot> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while roots.list(&ListParams::default().limit(1)).await.is_err() {
-        ensure!(
-            Instant::now() < deadline,
-            "the TrustRoot API is not served after 30s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
-async fn create_namespace(client: &Client, name: &str) -> Result<()> {
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .with_context(|| format!("create namespace {name}"))?;
-    Ok(())
-}
 
 /// A pushed, signed image.
 struct Image {
@@ -664,96 +621,6 @@ fn watch_verdicts(client: Client) -> watch::Receiver<Verdicts> {
 // ---------------------------------------------------------------------------------------------
 // The operator process.
 
-struct OperatorProcess {
-    child: Child,
-    started: Instant,
-}
-
-impl OperatorProcess {
-    /// Starts it with its metrics server on a port the kernel picks (port 0; see
-    /// [`OperatorProcess::metrics_addr`]), so no other process can take the port first.
-    fn start(binary: &Path, kubeconfig: &Path, log: &Path, extra: &[String]) -> Result<Self> {
-        let log = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,oci_client=error,kube=warn".into());
-        let started = Instant::now();
-        let child = Command::new(binary)
-            .args(["run", "--metrics-addr", "127.0.0.1:0"])
-            .args([
-                "--leader-election-namespace",
-                LEASE_NAMESPACE,
-                "--identity",
-                "bench",
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", filter)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        Ok(Self { child, started })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `127.0.0.1:<port>` of its metrics server, once it listens (read from the process).
-    fn metrics_addr(&mut self, log: &Path) -> Result<String> {
-        let listening =
-            tokio::task::block_in_place(|| ports::wait_listening(&mut self.child, Duration::from_secs(300)));
-        match listening {
-            Ok(port) => Ok(format!("127.0.0.1:{port}")),
-            Err(e) => bail!(
-                "the operator's metrics server {e}; its log ends with:\n{}",
-                tail(log, 30)
-            ),
-        }
-    }
-
-    /// `VmHWM` (peak resident set) and `VmRSS`, in KiB.
-    fn memory(&self) -> Memory {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let kib = |field: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        Memory {
-            peak_kib: kib("VmHWM:"),
-            rss_kib: kib("VmRSS:"),
-        }
-    }
-
-    /// SIGTERM, as a kubelet stops it; SIGKILL after 20 s. Returns how long it took and how it
-    /// ended.
-    fn stop(mut self) -> String {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let t = Instant::now();
-        let pid = Pid::from_raw(i32::try_from(self.pid()).unwrap_or(i32::MAX));
-        let _ = kill(pid, Signal::SIGTERM);
-        while t.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return format!("{status} {:.1}s after SIGTERM", t.elapsed().as_secs_f64());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        "killed: still running 20s after SIGTERM".into()
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Memory {
-    peak_kib: u64,
-    rss_kib: u64,
-}
-
 struct Cold {
     leading: Duration,
     first_sweep: Duration,
@@ -810,164 +677,8 @@ async fn measure_cold(
     }
 }
 
-/// Whether a pid still runs, without owning its `Child`.
-struct ChildProbe(u32);
-
-impl ChildProbe {
-    fn check(&mut self, log: &Path) -> Result<()> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0)).unwrap_or_default();
-        let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
-        ensure!(
-            !status.is_empty() && !zombie,
-            "the operator exited; its log ends with:\n{}",
-            tail(log, 30)
-        );
-        Ok(())
-    }
-}
-
-/// Polls the operator's metrics until `done` holds.
-async fn wait_metric(
-    metrics: &str,
-    limit: Duration,
-    operator: &OperatorProcess,
-    log: &Path,
-    done: impl Fn(&HashMap<String, f64>) -> bool,
-) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    let mut probe = ChildProbe(operator.pid());
-    loop {
-        if let Ok(m) = scrape_metrics(metrics).await
-            && done(&m)
-        {
-            return Ok(());
-        }
-        probe.check(log)?;
-        ensure!(Instant::now() < deadline, "not within {limit:?}");
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Metrics: the operator's, and the API server's.
-
-/// The operator's /metrics as `series → value` (series as exposed, labels included).
-async fn scrape_metrics(addr: &str) -> Result<HashMap<String, f64>> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("an HTTP response")?;
-    ensure!(head.starts_with("HTTP/1.1 200"), "metrics: {head}");
-    Ok(parse_exposition(body))
-}
-
-fn parse_exposition(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            // `name{labels} value [timestamp]`; label values here never hold "} ".
-            let (series, rest) = match l.find("} ") {
-                Some(i) => (&l[..=i], &l[i + 2..]),
-                None => l.split_once(' ')?,
-            };
-            Some((series.to_string(), rest.split(' ').next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-fn value(metrics: &HashMap<String, f64>, series: &str) -> f64 {
-    metrics.get(series).copied().unwrap_or(0.0)
-}
-
-/// Requests this benchmark itself sends to the API server while the operator runs, subtracted
-/// from the API server's counts.
-#[derive(Default)]
-struct OwnRequests(u64);
-
-impl OwnRequests {
-    fn count(&mut self, n: u64) {
-        self.0 += n;
-    }
-}
-
-/// `apiserver_request_total` summed by `VERB resource[/subresource]`, and when it was read.
-#[derive(Clone)]
-struct ApiServer {
-    at: Instant,
-    by_kind: BTreeMap<String, f64>,
-    /// This benchmark's own requests until then.
-    own: u64,
-}
-
-impl ApiServer {
-    async fn scrape(client: &Client, own: &mut OwnRequests) -> Result<Self> {
-        let request = http::Request::get("/metrics").body(Vec::new())?;
-        let text = client
-            .request_text(request)
-            .await
-            .context("API server /metrics")?;
-        own.count(1);
-        let mut by_kind = BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-            let Some((labels, v)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = v.parse::<f64>() else { continue };
-            let label = |name: &str| prometheus_label(labels, name);
-            let (resource, sub) = (label("resource"), label("subresource"));
-            let what = match (resource.as_str(), sub.as_str()) {
-                ("", _) => "(non-resource)".to_string(),
-                (r, "") => r.to_string(),
-                (r, s) => format!("{r}/{s}"),
-            };
-            // Failures (a 409 conflict, say) are told apart from successes.
-            let code = label("code");
-            let code = if code.starts_with('2') {
-                String::new()
-            } else {
-                format!(" → {code}")
-            };
-            *by_kind
-                .entry(format!("{} {what}{code}", label("verb")))
-                .or_insert(0.0) += v;
-        }
-        Ok(Self {
-            at: Instant::now(),
-            by_kind,
-            own: own.0,
-        })
-    }
-
-    fn total(&self) -> f64 {
-        self.by_kind.values().sum()
-    }
-}
-
-/// Waits (up to 3 min) until the API server serves fewer than 3 requests a second.
-async fn settle(client: &Client, own: &mut OwnRequests) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let a = ApiServer::scrape(client, own).await?;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let b = ApiServer::scrape(client, own).await?;
-        let rate = (b.total() - a.total() - (b.own - a.own) as f64) / (b.at - a.at).as_secs_f64();
-        if rate < 3.0 || started.elapsed() > Duration::from_secs(180) {
-            progress(&format!(
-                "API server at {rate:.1} requests/s after {:.0}s of settling",
-                started.elapsed().as_secs_f64()
-            ));
-            return Ok(());
-        }
-    }
-}
 
 /// Everything read at a phase boundary.
 struct Snapshot {
@@ -1394,14 +1105,4 @@ impl Report<'_> {
             );
         }
     }
-}
-
-/// The value of label `name` in a Prometheus series' label set (`a="x",b="y"`).
-fn prometheus_label(labels: &str, name: &str) -> String {
-    labels
-        .split(&format!("{name}=\""))
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap_or("")
-        .to_string()
 }

@@ -231,6 +231,8 @@ async fn sync_steps(
     })?
     .map_err(|e| Error::Kube(format!("the fetch task failed: {e}")))??;
     *attempted = Some(fetched.fetched.revision.clone());
+    ctx.metrics
+        .gitops_fetched(fetched.fetched.received_objects, fetched.fetched.received_bytes);
     if let Some(signers) = signers {
         verify::check(fetched.signature.as_deref(), &fetched.signed_data, &signers).map_err(|message| {
             Error::Signature {

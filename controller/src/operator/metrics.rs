@@ -23,6 +23,8 @@
 //! | `countersign_rotation_duration_seconds` | histogram | |
 //! | `countersign_gitops_syncs_total` | counter | `outcome` |
 //! | `countersign_gitops_sync_duration_seconds` | histogram | |
+//! | `countersign_gitops_fetched_objects_total` | counter | |
+//! | `countersign_gitops_fetched_bytes_total` | counter | |
 
 use std::{
     collections::BTreeSet,
@@ -172,6 +174,9 @@ pub struct Metrics {
 struct GitopsMetrics {
     syncs: Family<OutcomeLabels, Counter>,
     duration: Histogram,
+    /// What fetches received: zero while the refs do not move (the cache holds the rest).
+    fetched_objects: Counter,
+    fetched_bytes: Counter,
 }
 
 /// A sync is a fetch (a round trip when nothing changed), a tree read and maybe a few applies:
@@ -193,7 +198,25 @@ impl GitopsMetrics {
             Unit::Seconds,
             duration.clone(),
         );
-        Self { syncs, duration }
+        let fetched_objects = Counter::default();
+        registry.register(
+            "gitops_fetched_objects",
+            "Git objects received by TrustSource fetches (none when the ref did not move)",
+            fetched_objects.clone(),
+        );
+        let fetched_bytes = Counter::default();
+        registry.register_with_unit(
+            "gitops_fetched",
+            "Bytes received by TrustSource fetches",
+            Unit::Bytes,
+            fetched_bytes.clone(),
+        );
+        Self {
+            syncs,
+            duration,
+            fetched_objects,
+            fetched_bytes,
+        }
     }
 }
 
@@ -409,6 +432,12 @@ impl Metrics {
     }
 
     /// One TrustSource sync finished: `outcome` is `applied`, `unchanged` or an error category.
+    /// What one TrustSource fetch received.
+    pub fn gitops_fetched(&self, objects: usize, bytes: usize) {
+        self.gitops.fetched_objects.inc_by(objects as u64);
+        self.gitops.fetched_bytes.inc_by(bytes as u64);
+    }
+
     pub fn gitops_sync(&self, outcome: &'static str, elapsed: Duration) {
         self.gitops.syncs.get_or_create(&OutcomeLabels { outcome }).inc();
         self.gitops.duration.observe(elapsed.as_secs_f64());
