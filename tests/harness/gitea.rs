@@ -153,10 +153,7 @@ impl Gitea {
                 if held.contains(&self.http_port) && held.contains(&self.ssh_port) {
                     return Ok(());
                 }
-                if let Some(mut child) = self.child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+                self.stop();
                 return Err(format!(
                     "another process answers on port {} or {} (gitea holds {held:?})",
                     self.http_port, self.ssh_port
