@@ -110,6 +110,7 @@ impl Operator {
             concurrency: 8,
             registry_requests: 16,
             gitops: countersign::gitops::Config::default(),
+            admission: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let client = cluster.client();

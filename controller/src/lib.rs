@@ -14,8 +14,11 @@
 //! - [`crd`]: the Kubernetes API types (TrustRoot, …);
 //! - [`operator`]: `countersign run`, the controller;
 //! - [`gitops`]: TrustSources, TrustRoots and KeyRotations synced from Git (leader only);
+//! - [`admission`]: the validating and mutating webhooks (every replica);
+//! - [`server`]: the one HTTP stack (axum, rustls) every listener is served by;
 //! - [`cli`]: the `countersign` subcommands.
 
+pub mod admission;
 pub mod cli;
 pub mod crd;
 pub mod formats;
@@ -25,5 +28,6 @@ pub mod operator;
 pub mod reference;
 pub mod registry;
 pub mod rotation;
+pub mod server;
 pub mod sign;
 pub mod verify;

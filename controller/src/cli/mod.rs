@@ -32,7 +32,7 @@ enum Command {
     /// Verify an image's cosign signatures against public keys.
     Verify(verify::VerifyArgs),
     /// Run the operator.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Follow and drive key rotations (status, resign).
     #[command(subcommand)]
     Rotation(rotation::RotationCommand),

@@ -47,6 +47,52 @@ pub struct RunArgs {
     /// The Secret (in the operator's namespace) whose `token` authenticates webhook calls.
     #[arg(long, value_name = "NAME", default_value = "countersign-git-webhook")]
     pub git_webhook_secret: String,
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
+}
+
+/// The admission webhooks: served (HTTPS) when `--admission-addr` is given.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdmissionArgs {
+    /// Serve the validating (/validate) and mutating (/mutate) admission webhooks over HTTPS on
+    /// this address, e.g. 0.0.0.0:9443.
+    #[arg(long, value_name = "ADDR")]
+    pub admission_addr: Option<SocketAddr>,
+    /// The ValidatingWebhookConfiguration and MutatingWebhookConfiguration (same name) whose
+    /// caBundle is kept in step with the webhook's CA.
+    #[arg(long, value_name = "NAME", default_value = "countersign")]
+    pub webhook_configuration: String,
+    /// The Secret (in the operator's namespace) holding the webhook's CA and certificate.
+    #[arg(long, value_name = "NAME", default_value = "countersign-webhook-tls")]
+    pub webhook_secret: String,
+    /// The Service the API server calls: its DNS names go into the serving certificate.
+    #[arg(long, value_name = "NAME", default_value = "countersign-webhook")]
+    pub webhook_service: String,
+    /// More names (DNS or IP) for the serving certificate, e.g. 127.0.0.1 for a local API server.
+    #[arg(long, value_name = "NAME")]
+    pub webhook_cert_name: Vec<String>,
+    /// Create and renew the certificates (false: the Secret is cert-manager's; read it only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub webhook_manage_certs: bool,
+    /// Lifetime of the serving certificate; renewed past two thirds of it.
+    #[arg(long, default_value = "2160h", value_parser = parse_duration, value_name = "DURATION")]
+    pub webhook_cert_validity: Duration,
+    /// Lifetime of the webhook's CA; a new one is trusted past four fifths of it.
+    #[arg(long, default_value = "87600h", value_parser = parse_duration, value_name = "DURATION")]
+    pub webhook_ca_validity: Duration,
+    /// A never-seen digest is verified within this time, else "registry unreachable".
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub admission_deadline: Duration,
+    /// While a registry is unreachable, a cached verdict this young still decides.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub admission_max_stale: Duration,
+    /// Namespaces never checked, besides kube-system and the operator's own.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub admission_exclude_namespace: Vec<String>,
+    /// Pin every governed, verified image tag to its digest (otherwise per TrustRoot, with
+    /// spec.pinToDigest).
+    #[arg(long)]
+    pub pin_digests: bool,
 }
 
 fn parse_secret_ref(s: &str) -> Result<(String, String), String> {
@@ -59,7 +105,7 @@ fn parse_secret_ref(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::crd::parse_duration("--lease-duration", s).map_err(|e| e.message)
+    crate::crd::parse_duration("duration", s).map_err(|e| e.message)
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
@@ -122,6 +168,43 @@ fn config(args: &RunArgs) -> anyhow::Result<Config> {
             webhook_addr: args.git_webhook_addr,
             webhook_secret: args.git_webhook_secret.clone(),
         },
+        admission: admission(&args.admission, &namespace),
+    })
+}
+
+fn admission(args: &AdmissionArgs, namespace: &str) -> Option<crate::admission::Config> {
+    let addr = args.admission_addr?;
+    let service = &args.webhook_service;
+    let mut names = crate::admission::certs::Names {
+        dns: vec![
+            format!("{service}.{namespace}.svc"),
+            format!("{service}.{namespace}.svc.cluster.local"),
+        ],
+        ips: Vec::new(),
+    };
+    for name in &args.webhook_cert_name {
+        match name.parse() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns.push(name.clone()),
+        }
+    }
+    let mut excluded = vec!["kube-system".to_string(), namespace.to_string()];
+    excluded.extend(args.admission_exclude_namespace.iter().cloned());
+    Some(crate::admission::Config {
+        addr,
+        certs: crate::admission::tls::CertConfig {
+            namespace: namespace.to_string(),
+            secret: args.webhook_secret.clone(),
+            configuration: args.webhook_configuration.clone(),
+            names,
+            ca_validity: args.webhook_ca_validity,
+            cert_validity: args.webhook_cert_validity,
+            manage: args.webhook_manage_certs,
+        },
+        deadline: args.admission_deadline,
+        max_stale: args.admission_max_stale,
+        excluded_namespaces: excluded,
+        pin_all: args.pin_digests,
     })
 }
 

@@ -143,12 +143,21 @@ pub struct TrustRootSpec {
     )]
     pub reverify_interval: String,
 
-    /// What a failed verification means. Verdicts, annotations, events and metrics are written
-    /// in every mode; the mode only tells the admission webhook (a later feature) what to do
-    /// with a workload that does not verify. `Audit` (the default) records only; `Warn` also
-    /// returns admission warnings; `Enforce` refuses the workload.
+    /// What a failed verification means at admission. Verdicts, annotations, events and metrics
+    /// of running workloads are written in every mode; the mode tells the admission webhook what
+    /// to do with a workload whose governed images do not verify: `Enforce` refuses it (naming
+    /// image, digest, TrustRoot and why); `Warn` admits it with an admission warning; `Audit`
+    /// (the default) admits it with a warning and records an Event for on-call.
     #[serde(default)]
     pub mode: Mode,
+
+    /// Whether the admission webhook rewrites the governed images of admitted workloads from a
+    /// tag to the digest it verified (`registry/app:1.2` becomes `registry/app:1.2@sha256:…`),
+    /// so that the kubelet pulls exactly what was checked even if the tag moves in between.
+    /// Needs the mutating webhook (`manifests/webhooks.yaml`); also set for every TrustRoot by
+    /// `countersign run --pin-digests`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pin_to_digest: bool,
 }
 
 /// One public key of a TrustRoot.
@@ -202,16 +211,16 @@ pub struct ObjectKeyRef {
     pub key: String,
 }
 
-/// What a failed verification means for the admission webhook. Verdicts are written in every
-/// mode.
+/// What a failed verification means for the admission webhook. Verdicts of running workloads
+/// are written in every mode.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum Mode {
     /// Refuse workloads whose images do not verify.
     Enforce,
-    /// Admit them with an admission warning.
+    /// Admit them with an admission warning (what `kubectl` prints), nothing recorded.
     Warn,
-    /// Admit them silently; verdicts, events and metrics only. The default, so that adding a
-    /// TrustRoot never blocks a deployment before its owners chose to.
+    /// Admit them with an admission warning, and record an Event for on-call. The default, so
+    /// that adding a TrustRoot never blocks a deployment before its owners chose to.
     #[default]
     Audit,
 }

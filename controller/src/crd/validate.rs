@@ -41,6 +41,8 @@ pub struct ValidatedSpec {
     pub reverify_interval: Duration,
     /// `spec.mode`.
     pub mode: Mode,
+    /// `spec.pinToDigest`.
+    pub pin_to_digest: bool,
 }
 
 /// A declared key whose syntax is valid.
@@ -120,6 +122,7 @@ impl TrustRootSpec {
             signature_repository: self.signature_repository.clone(),
             reverify_interval,
             mode: self.mode,
+            pin_to_digest: self.pin_to_digest,
         })
     }
 }

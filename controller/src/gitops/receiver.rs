@@ -8,15 +8,17 @@
 //! Answers: 202 with the number of TrustSources woken, 401 without a signature or token, 403
 //! with a wrong one, 404/405 elsewhere, 413 for bodies over 1 MiB.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
-use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{
-    Method, Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hmac::{Hmac, Mac};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
@@ -31,9 +33,8 @@ use crate::crd::{REQUESTED_AT_ANNOTATION, TrustSource};
 
 pub const PATH: &str = "/hooks/git";
 const MAX_BODY: usize = 1 << 20;
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct State {
+struct Receiver {
     client: Client,
     namespace: String,
     secret: String,
@@ -41,58 +42,31 @@ struct State {
 
 /// Binds `addr`; the error names it.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("git webhook address {addr}: {e}")))
+    crate::server::bind("git webhook", addr).await
 }
 
-/// Serves on `listener` until dropped.
-pub async fn serve(listener: TcpListener, client: Client, config: &Config) {
-    let state = Arc::new(State {
+/// The receiver's routes: `POST /hooks/git`; bodies over 1 MiB are refused with 413.
+pub fn router(client: Client, config: &Config) -> Router {
+    let state = Arc::new(Receiver {
         client,
         namespace: config.namespace.clone(),
         secret: config.webhook_secret.clone(),
     });
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "git webhook: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, request).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "git webhook: connection ended with an error");
-            }
-        });
-    }
+    Router::new()
+        .route(PATH, post(handle))
+        .fallback(|| async {
+            reply(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("not found: POST {PATH}")}),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
 }
 
-async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.uri().path() != PATH {
-        return reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": format!("not found: POST {PATH}")}),
-        );
-    }
-    if request.method() != Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "POST only"}));
-    }
+async fn handle(State(state): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
     let header = |name: &str| {
-        request
-            .headers()
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
@@ -106,10 +80,6 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 json!({"error": "X-Hub-Signature-256 or X-Gitlab-Token required"}),
             );
         }
-    };
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "body too large"})),
     };
     let token = match read_secret(&state.client, &state.namespace, &state.secret).await {
         Ok(data) => data.get("token").cloned().filter(|t| !t.is_empty()),
@@ -130,7 +100,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return reply(StatusCode::BAD_REQUEST, json!({"error": "the body is not JSON"}));
     };
-    match wake(state, &repository_keys(&payload)).await {
+    match wake(&state, &repository_keys(&payload)).await {
         Ok(n) => reply(StatusCode::ACCEPTED, json!({"triggered": n})),
         Err(e) => {
             tracing::warn!(error = %e, "git webhook: cannot wake TrustSources");
@@ -205,7 +175,7 @@ pub fn repository_keys(payload: &Value) -> Vec<String> {
     out
 }
 
-async fn wake(state: &State, keys: &[String]) -> Result<usize, kube::Error> {
+async fn wake(state: &Receiver, keys: &[String]) -> Result<usize, kube::Error> {
     if keys.is_empty() {
         return Ok(0);
     }
@@ -223,10 +193,8 @@ async fn wake(state: &State, keys: &[String]) -> Result<usize, kube::Error> {
     Ok(woken)
 }
 
-fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -1,11 +1,7 @@
-//! `/metrics`, `/healthz`, `/readyz`: the operator's only HTTP server.
-//!
-//! Plain hyper 1 (HTTP/1.1) rather than a framework: three fixed GET routes need no router, the
-//! callers (Prometheus, the kubelet's probes) speak HTTP/1.1, and hyper is already in the tree
-//! through kube. hyper-util's `GracefulShutdown` finishes in-flight responses on shutdown.
+//! `/metrics`, `/healthz`, `/readyz`: the router of the operator's plain-HTTP listener, served
+//! by the shared stack in [`crate::server`].
 
 use std::{
-    convert::Infallible,
     future::Future,
     io,
     net::SocketAddr,
@@ -13,35 +9,18 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{
-    Method, Request, Response, StatusCode,
-    body::Incoming,
-    header::{ALLOW, CONTENT_TYPE, HeaderValue},
-    server::conn::http1,
-    service::service_fn,
-};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+    routing::get,
 };
 use tokio::net::TcpListener;
 
 use super::metrics::{self, Metrics};
-
-/// A client that opens a connection and sends no request line within this time is dropped: a
-/// slow or stuck client must not hold a connection (and a task) forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// On shutdown, in-flight responses get this long to finish. The whole process has the pod's
-/// `terminationGracePeriodSeconds` (30 s by default) and the lease release still to do.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// After a failed `accept` (typically EMFILE: out of file descriptors), wait before the next
-/// one instead of spinning on the same error.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
@@ -69,121 +48,67 @@ pub async fn serve(
     health: Health,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let listener = bind(addr).await?;
     serve_listener(listener, health, metrics, shutdown).await
 }
 
-/// Binds the metrics address, with an error that says which address and why. Bind to port 0
-/// and read `local_addr()` to get an ephemeral port (tests).
+/// Binds the metrics address, with an error that says which address and why.
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| bind_error(addr, &e))
+    crate::server::bind("metrics", addr).await
 }
 
-fn bind_error(addr: SocketAddr, e: &io::Error) -> io::Error {
-    let cause = match e.kind() {
-        io::ErrorKind::AddrInUse => "address in use".to_owned(),
-        io::ErrorKind::AddrNotAvailable => "no such address on this machine".to_owned(),
-        io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".to_owned(),
-        _ => e.to_string(),
-    };
-    io::Error::new(e.kind(), format!("metrics address {addr}: {cause}"))
-}
-
-/// Serves on an already bound listener until `shutdown` resolves, then stops accepting and
-/// gives in-flight responses `SHUTDOWN_GRACE` to finish. Idle keep-alive connections are
-/// closed at once.
+/// Serves on an already bound listener until `shutdown` resolves.
 pub async fn serve_listener(
     listener: TcpListener,
     health: Health,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // Per-connection failures (reset before accept, EMFILE) must not stop the
-                    // server that the liveness probe depends on.
-                    tracing::warn!(error = %e, "metrics server: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let (health, metrics) = (health.clone(), Arc::clone(&metrics));
-        let service = service_fn(move |request: Request<Incoming>| {
-            let response = respond(request.method(), request.uri().path(), &health, &metrics);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "metrics server: connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("metrics server: connections still open after {SHUTDOWN_GRACE:?}; closing them");
-    }
-    Ok(())
+    crate::server::serve("metrics", listener, router(health, metrics), None, shutdown).await
 }
 
-fn respond(method: &Method, path: &str, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
-        return text(
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz or /readyz\n",
-        );
-    }
-    if method != Method::GET && method != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    match path {
-        "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
-            response
-        }
+/// The routes. GET (and HEAD) only; anything else is 405 with `Allow`, unknown paths 404.
+pub fn router(health: Health, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
         // Alive as long as this process answers: restarting would not fix anything a
         // readiness problem (an API server or registry outage) causes.
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        _ if health.is_ready() => text(StatusCode::OK, "ok\n"),
-        _ => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        .route("/healthz", get(|| async { text(StatusCode::OK, "ok\n") }))
+        .route("/readyz", get(ready))
+        .fallback(|| async {
+            text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz or /readyz\n",
+            )
+        })
+        .with_state((health, metrics))
+}
+
+async fn scrape(State((_, metrics)): State<(Health, Arc<Metrics>)>) -> Response {
+    let mut response = metrics.encode().into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+    response
+}
+
+async fn ready(State((health, _)): State<(Health, Arc<Metrics>)>) -> Response {
+    if health.is_ready() {
+        text(StatusCode::OK, "ok\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
-    response
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(CONTENT_TYPE, TEXT_PLAIN)], body).into_response()
 }
 
 #[cfg(test)]
 mod tests {
 
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
@@ -300,7 +225,13 @@ mod tests {
         assert_eq!(request(server.addr, "GET", "/metrics/x").await.status, 404);
         let post = request(server.addr, "POST", "/metrics").await;
         assert_eq!(post.status, 405);
-        assert_eq!(post.header("allow"), Some("GET, HEAD"));
+        let allowed: Vec<&str> = post
+            .header("allow")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .collect();
+        assert_eq!(allowed, ["GET", "HEAD"]);
         let head = request(server.addr, "HEAD", "/healthz").await;
         assert_eq!((head.status, head.body.as_str()), (200, ""));
     }

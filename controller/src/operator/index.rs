@@ -104,6 +104,9 @@ pub struct Index {
     pub key_rotations: Mirror<KeyRotationEntry>,
     /// Woken whenever something that can change a verdict changed.
     pub changes: Notify,
+    /// Bumped on every change of a TrustRoot or KeyRotation, status included (admission
+    /// rebuilds what it accepts from both).
+    pub trust_changes: watch::Sender<u64>,
     synced: Synced,
 }
 

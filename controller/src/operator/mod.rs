@@ -41,7 +41,7 @@ use kube::{
     Client,
     runtime::events::{Recorder, Reporter},
 };
-use tokio::{sync::watch as signal, task::JoinSet};
+use tokio::{net::TcpListener, sync::watch as signal, task::JoinSet};
 
 pub use error::{Error, Result};
 
@@ -78,41 +78,103 @@ pub struct Config {
     pub registry_requests: usize,
     /// TrustSources: cache folder, namespace of their Secrets, webhook receiver.
     pub gitops: crate::gitops::Config,
+    /// The admission webhooks (every replica); `None`: not served.
+    pub admission: Option<crate::admission::Config>,
+}
+
+/// The addresses of `countersign run`, bound before anything else runs, so that a port taken
+/// fails at once, and a caller that asked for port 0 can read the port it got.
+pub struct Listeners {
+    pub metrics: TcpListener,
+    pub admission: Option<TcpListener>,
+    pub git: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Self> {
+        let metrics = http::bind(config.metrics_addr).await.map_err(Error::Http)?;
+        let admission = match &config.admission {
+            Some(a) => Some(
+                crate::server::bind("admission", a.addr)
+                    .await
+                    .map_err(Error::Http)?,
+            ),
+            None => None,
+        };
+        let git = match config.gitops.webhook_addr {
+            Some(addr) => Some(crate::gitops::receiver::bind(addr).await.map_err(Error::Http)?),
+            None => None,
+        };
+        Ok(Self {
+            metrics,
+            admission,
+            git,
+        })
+    }
 }
 
 /// Runs the operator until `shutdown` resolves (then releases the Lease and returns `Ok`), or
-/// until something it cannot go on without fails: the metrics address, or the Lease lost.
+/// until something it cannot go on without fails: an address, or the Lease lost.
 pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let listeners = Listeners::bind(&config).await?;
+    run_on(client, config, listeners, shutdown).await
+}
+
+/// [`run`] on listeners already bound.
+pub async fn run_on(
+    client: Client,
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let metrics = Metrics::new();
     let health = Health::default();
     let index = Arc::new(Index::default());
+    let recorder = recorder(&client, &config);
+    let pool = Arc::new(registry_pool(&config, &metrics));
     let (stop, _) = signal::channel(false);
-    let mut http = tokio::spawn(http::serve(
-        config.metrics_addr,
-        health.clone(),
-        metrics.clone(),
-        stopped(stop.subscribe()),
-    ));
-    let mut watches = JoinSet::new();
+    let mut servers = JoinSet::new();
+    let router = http::router(health.clone(), metrics.clone());
+    servers.spawn(serve("metrics", listeners.metrics, router, None, &stop));
+    let mut background = JoinSet::new();
     for w in watch::all(&client, &index, &metrics) {
-        watches.spawn(w);
+        background.spawn(w);
+    }
+    let feeds = background.len();
+    if let (Some(listener), Some(admission)) = (listeners.admission, &config.admission) {
+        let shared = crate::admission::Shared {
+            client: client.clone(),
+            index: index.clone(),
+            feeds,
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            recorder: recorder.clone(),
+        };
+        let started = crate::admission::start(admission, shared)
+            .map_err(|e| Error::Http(std::io::Error::other(e.to_string())))?;
+        background.spawn(started.keepers);
+        servers.spawn(serve(
+            "admission",
+            listener,
+            started.router,
+            Some(started.tls),
+            &stop,
+        ));
     }
     // The Git webhook receiver answers on every replica (it only annotates TrustSources).
-    let mut receiver = JoinSet::new();
-    if let Some(addr) = config.gitops.webhook_addr {
-        let listener = crate::gitops::receiver::bind(addr).await.map_err(Error::Http)?;
-        let (client, gitops) = (client.clone(), config.gitops.clone());
-        receiver.spawn(async move { crate::gitops::receiver::serve(listener, client, &gitops).await });
+    if let Some(listener) = listeners.git {
+        let router = crate::gitops::receiver::router(client.clone(), &config.gitops);
+        servers.spawn(serve("git webhook", listener, router, None, &stop));
     }
-    let feeds = watches.len();
-    let leading = lead(
-        &client,
-        &config,
-        (&index, feeds),
-        &metrics,
-        &health,
-        stop.subscribe(),
-    );
+    let shared = Leading {
+        index: &index,
+        feeds,
+        metrics: &metrics,
+        health: &health,
+        recorder: &recorder,
+        pool: &pool,
+    };
+    let leading = lead(&client, &config, shared, stop.subscribe());
     tokio::pin!(shutdown, leading);
     enum Ended {
         Leading(Result<()>),
@@ -121,7 +183,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     }
     let ended = tokio::select! {
         r = &mut leading => Ended::Leading(r),
-        r = &mut http => Ended::Http(http_error(r)),
+        Some(r) = servers.join_next() => Ended::Http(http_error(r)),
         () = &mut shutdown => Ended::Shutdown,
     };
     let result = match ended {
@@ -133,13 +195,21 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
             leading.await
         }
     };
-    watches.abort_all();
-    receiver.abort_all();
+    background.abort_all();
     let _ = stop.send(true);
-    if !http.is_finished() {
-        let _ = http.await;
-    }
+    while servers.join_next().await.is_some() {}
     result
+}
+
+/// One server of the shared stack, stopping when `stop` turns true.
+fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    stop: &signal::Sender<bool>,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    crate::server::serve(name, listener, router, tls, stopped(stop.subscribe()))
 }
 
 async fn stopped(mut stop: signal::Receiver<bool>) {
@@ -149,9 +219,19 @@ async fn stopped(mut stop: signal::Receiver<bool>) {
 fn http_error(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Error {
     match joined {
         Ok(Err(e)) => Error::Http(e),
-        Ok(Ok(())) => Error::Http(std::io::Error::other("the metrics server stopped")),
+        Ok(Ok(())) => Error::Http(std::io::Error::other("a server stopped")),
         Err(e) => Error::Http(std::io::Error::other(e.to_string())),
     }
+}
+
+/// What the leader's work shares with the rest of the process.
+struct Leading<'a> {
+    index: &'a Arc<Index>,
+    feeds: usize,
+    metrics: &'a Arc<Metrics>,
+    health: &'a Health,
+    recorder: &'a Recorder,
+    pool: &'a Arc<RegistryPool>,
 }
 
 /// Waits for the caches, then for the Lease, then reconciles until the Lease is lost or `stop`
@@ -159,11 +239,17 @@ fn http_error(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Er
 async fn lead(
     client: &Client,
     config: &Config,
-    (index, feeds): (&Arc<Index>, usize),
-    metrics: &Arc<Metrics>,
-    health: &Health,
+    shared: Leading<'_>,
     mut stop: signal::Receiver<bool>,
 ) -> Result<()> {
+    let Leading {
+        index,
+        feeds,
+        metrics,
+        health,
+        recorder,
+        pool,
+    } = shared;
     tokio::select! {
         () = index.synced().wait_for(feeds) => {}
         _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -179,7 +265,15 @@ async fn lead(
     tracing::info!(identity = %config.lease.identity, "leading");
     metrics.set_leader(true);
     health.set_ready(false);
-    let parts = parts(client, config, index, metrics);
+    let parts = Parts {
+        client: client.clone(),
+        index: index.clone(),
+        metrics: metrics.clone(),
+        recorder: recorder.clone(),
+        pool: pool.clone(),
+        objects: ObjectCache::new(client.clone(), OBJECT_TTL),
+        concurrency: config.concurrency,
+    };
     let sources = crate::gitops::controller::Context::new(
         client.clone(),
         config.gitops.clone(),
@@ -208,11 +302,18 @@ async fn lead(
     Ok(())
 }
 
-fn parts(client: &Client, config: &Config, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Parts {
+/// The one event recorder of the process: the leader's verdicts and every replica's admission
+/// Events go through it, under this replica's identity.
+fn recorder(client: &Client, config: &Config) -> Recorder {
     let reporter = Reporter {
         controller: CONTROLLER.into(),
         instance: Some(config.lease.identity.clone()),
     };
+    Recorder::new(client.clone(), reporter)
+}
+
+/// Registry clients and their caches, shared by the leader's passes and admission.
+fn registry_pool(config: &Config, metrics: &Arc<Metrics>) -> RegistryPool {
     let options = RegistryOptions {
         limits: Limits {
             max_concurrent_requests: config.registry_requests,
@@ -222,13 +323,5 @@ fn parts(client: &Client, config: &Config, index: &Arc<Index>, metrics: &Arc<Met
         observer: Some(metrics.registry_observer()),
         ..RegistryOptions::default()
     };
-    Parts {
-        client: client.clone(),
-        index: index.clone(),
-        metrics: metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        pool: RegistryPool::new(options, config.registry_credentials.clone()),
-        objects: ObjectCache::new(client.clone(), OBJECT_TTL),
-        concurrency: config.concurrency,
-    }
+    RegistryPool::new(options, config.registry_credentials.clone())
 }

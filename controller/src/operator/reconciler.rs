@@ -71,7 +71,7 @@ pub struct Parts {
     pub index: Arc<Index>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    pub pool: RegistryPool,
+    pub pool: Arc<RegistryPool>,
     pub objects: ObjectCache,
     /// Digests verified at once.
     pub concurrency: usize,

@@ -213,7 +213,12 @@ where
                     continue;
                 }
             };
+            let trust = matches!(feed.resource, "trustroots" | "keyrotations")
+                && !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
             let changed = apply(&feed, mirror(&index), &mut buffer, event);
+            if trust {
+                index.trust_changes.send_modify(|n| *n += 1);
+            }
             if changed == Applied::Synced && !synced {
                 synced = true;
                 tracing::debug!(resource = feed.resource, "synced");

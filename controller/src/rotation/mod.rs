@@ -20,6 +20,7 @@ pub mod keys;
 pub mod pass;
 pub mod phase;
 pub mod progress;
+pub mod roots;
 pub mod status;
 
 use std::{collections::HashMap, sync::Arc};

@@ -116,6 +116,13 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
         fresh
     }
 
+    /// What the cache holds for `digest` in `repo`, without asking the registry.
+    pub fn peek(&self, repo: &ImageRef, digest: &Digest) -> Option<Arc<Signatures>> {
+        lock(&self.entries)
+            .get(&(repo.repository_name(), digest.clone()))
+            .cloned()
+    }
+
     /// Forgets digests no longer in use (`keep` says which to keep).
     pub fn retain(&self, mut keep: impl FnMut(&str, &Digest) -> bool) {
         lock(&self.entries).retain(|(repo, digest), _| keep(repo, digest));

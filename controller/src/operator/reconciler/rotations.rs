@@ -18,7 +18,7 @@ use crate::{
         plan::{Planned, SignatureKey, TagKey},
         trust::RootReport,
     },
-    rotation::{self, Assessed, RootKeysOf},
+    rotation::{self, Assessed},
 };
 
 impl Reconciler {
@@ -54,18 +54,7 @@ impl Reconciler {
                 Some((kube::ResourceExt::name_any(r.as_ref()), tally))
             })
             .collect();
-        let declared: HashMap<String, RootKeysOf> = reports
-            .iter()
-            .filter(|r| r.root.is_some())
-            .map(|r| {
-                let keys = r
-                    .keys
-                    .iter()
-                    .map(|k| (k.name.clone(), k.fingerprint.is_some()))
-                    .collect();
-                (r.name.clone(), RootKeysOf(keys))
-            })
-            .collect();
+        let declared = rotation::roots::declared(reports);
         let assessed = rotation::assess(&rotations, &declared, &tallies, now);
         self.rechecks = rotation::pass::rechecks(&assessed, &governed);
         self.next_edge = assessed
@@ -73,23 +62,16 @@ impl Reconciler {
             .filter_map(|a| a.decision.next_edge)
             .min()
             .map(|edge| instant_at(edge, now) + EDGE_SLACK);
+        let statuses = &self.statuses;
+        let accepted = rotation::roots::accepted(reports, &assessed, |report| {
+            let on_object = report.root.as_ref().and_then(|r| r.status.as_ref());
+            statuses.get(&report.name).or(on_object)
+        });
         let mut key_states = HashMap::new();
         self.acceptance.clear();
-        for report in reports {
-            let rotating: Vec<rotation::keys::Rotating<'_>> = assessed
-                .iter()
-                .filter(|a| a.spec().trust_root_ref == report.name)
-                .map(|a| rotation::keys::Rotating {
-                    name: a.rotation.metadata.name.as_deref().unwrap_or_default(),
-                    spec: a.spec(),
-                    decision: &a.decision,
-                })
-                .collect();
-            let on_object = report.root.as_ref().and_then(|r| r.status.as_ref());
-            let previous = self.statuses.get(&report.name).or(on_object);
-            let (keys, acceptance) = rotation::key_states(&report.keys, &rotating, previous);
-            self.acceptance.insert(report.name.clone(), acceptance);
-            key_states.insert(report.name.clone(), keys);
+        for (name, (keys, acceptance)) in accepted {
+            self.acceptance.insert(name.clone(), acceptance);
+            key_states.insert(name, keys);
         }
         (assessed, key_states)
     }
