@@ -1,0 +1,258 @@
+//! Helpers for the admission tests: the operator with its webhooks on 127.0.0.1, the webhook
+//! configurations of `manifests/webhooks.yaml` pointed at it, and object creation through the
+//! real API server with what it answered (status, message, admission warnings).
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use countersign::{
+    admission::{self, certs::Names, tls::CertConfig},
+    operator::{self, Listeners, leader::LeaseConfig},
+};
+use countersign_tests::{cluster::LocalCluster, repo_root};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::operator_common::{LEASE_NAMESPACE, eventually};
+
+pub const CONFIGURATION: &str = "countersign";
+pub const CERT_SECRET: &str = "countersign-webhook-tls";
+
+/// An in-process operator serving the webhooks.
+pub struct Replica {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<countersign::operator::Result<()>>,
+    pub admission: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Replica {
+    pub async fn start(cluster: &LocalCluster, identity: &str) -> Replica {
+        let config = operator::Config {
+            metrics_addr: "127.0.0.1:0".parse().expect("address"),
+            lease: LeaseConfig {
+                namespace: LEASE_NAMESPACE.into(),
+                name: "countersign-controller".into(),
+                identity: identity.into(),
+                lease_duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            },
+            registry_credentials: None,
+            insecure_registries: Vec::new(),
+            concurrency: 8,
+            registry_requests: 16,
+            gitops: countersign::gitops::Config::default(),
+            admission: Some(admission::Config {
+                addr: "127.0.0.1:0".parse().expect("address"),
+                certs: CertConfig {
+                    namespace: LEASE_NAMESPACE.into(),
+                    secret: CERT_SECRET.into(),
+                    configuration: CONFIGURATION.into(),
+                    names: Names {
+                        dns: vec!["countersign-webhook.countersign-system.svc".into()],
+                        ips: vec!["127.0.0.1".parse().expect("ip")],
+                    },
+                    ca_validity: Duration::from_secs(3650 * 86_400),
+                    cert_validity: Duration::from_secs(90 * 86_400),
+                    manage: true,
+                },
+                deadline: Duration::from_secs(5),
+                max_stale: Duration::from_secs(600),
+                excluded_namespaces: vec!["kube-system".into(), LEASE_NAMESPACE.into()],
+                pin_all: false,
+            }),
+        };
+        let listeners = Listeners::bind(&config)
+            .await
+            .expect("bind the operator's addresses");
+        let metrics = listeners.metrics.local_addr().expect("metrics address");
+        let admission = listeners
+            .admission
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .expect("admission address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = cluster.client();
+        let task = tokio::spawn(operator::run_on(client, config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        Replica {
+            stop,
+            task,
+            admission,
+            metrics,
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the operator stops within 30s")
+            .expect("the operator task does not panic");
+        result.expect("the operator ends without error");
+    }
+}
+
+/// The webhook configurations of `manifests/webhooks.yaml`, each webhook called at the URL of a
+/// replica instead of the in-cluster Service (one copy of every webhook per replica, so that
+/// every replica is asked).
+pub async fn install_webhooks(client: &Client, replicas: &[SocketAddr]) {
+    let path = repo_root().join("manifests/webhooks.yaml");
+    let text = std::fs::read_to_string(&path).expect("manifests/webhooks.yaml");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("webhooks.yaml parses");
+    for mut doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let hooks = doc["webhooks"].as_array().cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, addr) in replicas.iter().enumerate() {
+            for hook in &hooks {
+                let mut hook = hook.clone();
+                let path = hook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap_or("/")
+                    .to_string();
+                hook["clientConfig"] = json!({"url": format!("https://{addr}{path}")});
+                let name = hook["name"].as_str().unwrap_or_default().to_string();
+                hook["name"] = json!(format!("r{i}.{name}"));
+                out.push(hook);
+            }
+        }
+        doc["webhooks"] = Value::Array(out);
+        match doc["kind"].as_str() {
+            Some("ValidatingWebhookConfiguration") => {
+                let api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+                let _ = api.delete(CONFIGURATION, &DeleteParams::default()).await;
+                let object = serde_json::from_value(doc).expect("a ValidatingWebhookConfiguration");
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .expect("create it");
+            }
+            Some("MutatingWebhookConfiguration") => {
+                let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+                let _ = api.delete(CONFIGURATION, &DeleteParams::default()).await;
+                let object = serde_json::from_value(doc).expect("a MutatingWebhookConfiguration");
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .expect("create it");
+            }
+            other => panic!("{}: unexpected kind {other:?}", path.display()),
+        }
+    }
+}
+
+/// Waits until the operator has filled in every webhook's caBundle.
+pub async fn wait_ca_bundles(client: &Client) {
+    eventually("caBundle in every webhook", Duration::from_secs(60), || async {
+        let v = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .get(CONFIGURATION)
+            .await?;
+        let m = Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .get(CONFIGURATION)
+            .await?;
+        let filled = v
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config.ca_bundle)
+            .chain(m.webhooks.iter().flatten().map(|w| &w.client_config.ca_bundle))
+            .all(|b| b.as_ref().is_some_and(|b| !b.0.is_empty()));
+        anyhow::ensure!(filled, "not yet");
+        Ok(())
+    })
+    .await;
+}
+
+/// What the API server answered to a create.
+#[derive(Debug)]
+pub struct Created {
+    pub code: u16,
+    /// The object as stored (2xx) or the Status (errors).
+    pub body: Value,
+    /// The `Warning` headers' texts (RFC 7234: `299 - "text"`).
+    pub warnings: Vec<String>,
+}
+
+impl Created {
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
+
+/// POSTs `object` to `path` (e.g. `/api/v1/namespaces/x/pods`) as the admin, with `dry_run`.
+pub async fn post(client: &Client, path: &str, object: &Value, dry_run: bool) -> Created {
+    let uri = if dry_run {
+        format!("{path}?dryRun=All")
+    } else {
+        path.to_string()
+    };
+    let request = http::Request::post(uri)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(object.to_string().into_bytes()))
+        .expect("a request");
+    let response = client.send(request).await.expect("the API server answers");
+    let code = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            // 299 - "text": the text between the first and the last quote.
+            let text = v.split_once('"').map_or(v, |(_, rest)| rest);
+            text.rsplit_once('"')
+                .map_or(text, |(t, _)| t)
+                .replace("\\\"", "\"")
+        })
+        .collect();
+    let bytes = response.into_body().collect_bytes().await.expect("a body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Created { code, body, warnings }
+}
+
+/// A bare pod of `image`.
+pub fn pod(name: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    })
+}
+
+/// A Deployment of `image`.
+pub fn deployment(name: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    })
+}
+
+pub fn pods_path(namespace: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods")
+}
+
+pub fn deployments_path(namespace: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{namespace}/deployments")
+}
+
+/// A series' value on a replica's `/metrics` (0 when absent).
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let metrics = countersign_tests::bench::scrape_metrics(&addr.to_string())
+        .await
+        .unwrap_or_default();
+    countersign_tests::bench::value(&metrics, series)
+}
