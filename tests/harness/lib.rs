@@ -7,7 +7,9 @@ pub mod cosign;
 pub mod faults;
 pub mod gitea;
 pub mod images;
+pub mod monitoring;
 pub mod ports;
+pub mod prometheus;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
