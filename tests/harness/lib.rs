@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod cosign;
 pub mod faults;
 pub mod gitea;
+pub mod http;
 pub mod images;
 pub mod monitoring;
 pub mod ports;

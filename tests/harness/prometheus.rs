@@ -9,11 +9,9 @@ use std::{
     time::Duration,
 };
 
+use crate::{http::http_get, peer_path, ports, scratch_dir};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::{peer_path, ports, scratch_dir};
 
 /// The job label of the scraped operator.
 pub const JOB: &str = "countersign";
@@ -155,19 +153,6 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// One GET over a fresh connection. HTTP/1.0, so that the body comes whole (never chunked) and
-/// ends with the connection.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("an HTTP response")?;
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, body.to_string()))
 }
 
 #[cfg(test)]
