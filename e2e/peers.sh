@@ -3,7 +3,7 @@
 # module proxy, and caches them outside the work tree by name and version. Safe to run again: a
 # peer whose binary is already cached is not rebuilt.
 #
-#   e2e/peers.sh [registries|cosign|cluster|gitea|all]...   build (default: all)
+#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|all]...   build (default: all)
 #   e2e/peers.sh path NAME                           print the cached binary's path
 #
 # Cache: ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/peers/<name>-<version>/
@@ -17,6 +17,8 @@ KUBE_VERSION=1.36.3
 ETCD_VERSION=v3.6.14
 KWOK_VERSION=v0.8.0
 GITEA_VERSION=v1.26.0
+# Prometheus 3.x: its Go module is tagged v0.3MM.P for release 3.MM.P.
+PROMETHEUS_VERSION=v0.316.0
 
 CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
 PEERS="$CACHE/peers"
@@ -178,6 +180,16 @@ build_gitea() {
   log "built gitea $GITEA_VERSION in $((SECONDS - start))s"
 }
 
+# Prometheus and promtool for the alerting rules' unit tests and the end-to-end monitoring test.
+# Built without the `builtinassets` tag, the web UI is absent (the HTTP API, which is all the tests
+# use, is there). Both binaries share one dependency build, so the second costs a link.
+build_prometheus() {
+  local start=$SECONDS
+  go_install prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus prometheus
+  go_install prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool promtool
+  log "prometheus and promtool $PROMETHEUS_VERSION ready in $((SECONDS - start))s"
+}
+
 # path NAME: the binary tests and scripts run.
 path() {
   case "$1" in
@@ -191,13 +203,14 @@ path() {
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$(dir kubernetes "$KUBE_VERSION")/$1" ;;
     gitea) echo "$(dir gitea "$GITEA_VERSION")/gitea" ;;
     gitea-static) echo "$(dir gitea "$GITEA_VERSION")/static" ;;
+    prometheus | promtool) echo "$(dir prometheus "$PROMETHEUS_VERSION")/$1" ;;
     *) log "unknown peer $1"; return 2 ;;
   esac
 }
 
 # env: export lines naming every peer, for tests (COUNTERSIGN_PEER_<NAME>=path).
 print_env() {
-  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static; do
+  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static prometheus promtool; do
     local var; var="COUNTERSIGN_PEER_$(tr 'a-z-' 'A-Z_' <<<"$p")"
     echo "export $var=$(path "$p")"
   done
@@ -215,7 +228,8 @@ main() {
       cosign) build_cosign ;;
       cluster) build_cluster ;;
       gitea) build_gitea ;;
-      all) build_registries; build_cosign; build_cluster; build_gitea ;;
+      prometheus) build_prometheus ;;
+      all) build_registries; build_cosign; build_cluster; build_gitea; build_prometheus ;;
       *) log "unknown target $what"; return 2 ;;
     esac
   done

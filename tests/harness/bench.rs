@@ -19,7 +19,6 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ports;
 
@@ -201,14 +200,9 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// The operator's /metrics as `series → value` (series as exposed, labels included).
 pub async fn scrape_metrics(addr: &str) -> Result<HashMap<String, f64>> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("an HTTP response")?;
-    ensure!(head.starts_with("HTTP/1.1 200"), "metrics: {head}");
-    Ok(parse_exposition(body))
+    let (status, body) = crate::http::http_get(addr.parse()?, "/metrics").await?;
+    ensure!(status == 200, "metrics: HTTP {status}");
+    Ok(parse_exposition(&body))
 }
 
 pub fn parse_exposition(text: &str) -> HashMap<String, f64> {

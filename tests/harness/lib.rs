@@ -6,8 +6,11 @@ pub mod cluster;
 pub mod cosign;
 pub mod faults;
 pub mod gitea;
+pub mod http;
 pub mod images;
+pub mod monitoring;
 pub mod ports;
+pub mod prometheus;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

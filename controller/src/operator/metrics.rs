@@ -4,10 +4,18 @@
 //! Every label value is a `&'static str` from a closed set (verdict names, outcome and error
 //! categories, registry operations, event reasons): the type makes an image name or an error
 //! text impossible to pass, which keeps the series count bounded whatever the cluster runs.
+//! One exception: `trust_root` names a TrustRoot, a cluster-scoped object that only the
+//! cluster's administrators create (a handful per cluster), so four series per TrustRoot, removed
+//! with it; dashboards are templated by it.
+//!
+//! Counters whose label values are known in advance (verification outcomes, Event reasons of
+//! workloads and rotations) are exported as 0 from the start: `increase()` and `rate()` need a
+//! sample before the first increment, or an alert on the first drift would never see it.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `countersign_workloads` | gauge | `verdict` |
+//! | `countersign_trust_root_workloads` | gauge | `trust_root`, `verdict` |
 //! | `countersign_verification_duration_seconds` | histogram | |
 //! | `countersign_verifications_total` | counter | `outcome` |
 //! | `countersign_registry_requests_total` | counter | `operation`, `outcome` |
@@ -41,7 +49,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::registry::RequestObserver;
+use crate::{crd::WorkloadCounts, registry::RequestObserver};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -68,6 +76,12 @@ const SWEEP_BUCKETS: [f64; 12] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrustRootLabels {
+    trust_root: String,
     verdict: &'static str,
 }
 
@@ -146,6 +160,29 @@ fn registry_request_histogram() -> Histogram {
 /// alert's `absent()` work before the first sweep (and on a standby replica).
 const VERDICTS: [&str; 4] = ["Verified", "Unsigned", "Failed", "Stale"];
 
+/// `verify::Outcome::name()`, every one.
+const OUTCOMES: [&str; 4] = ["Verified", "Unsigned", "Invalid", "Error"];
+
+/// The Events of workloads and of KeyRotations (gitops' own reasons appear when first emitted).
+const EVENT_REASONS: [&str; 12] = {
+    use super::events as w;
+    use crate::rotation::status as r;
+    [
+        w::SIGNATURE_VERIFIED,
+        w::UNSIGNED,
+        w::VERIFICATION_FAILED,
+        w::SIGNATURE_DRIFT,
+        w::DIGEST_DRIFT,
+        w::VERIFICATION_STALE,
+        r::ROTATION_STARTED,
+        r::ROTATION_STALLED,
+        r::KEY_RETIRED,
+        r::ROTATION_COMPLETED,
+        r::ROTATION_ABORTED,
+        r::ROTATION_INVALID,
+    ]
+};
+
 /// Every metric the operator exports. Labels are low-cardinality: verdict names, error
 /// categories, registry operations and outcomes; never image names or error text.
 ///
@@ -157,6 +194,9 @@ pub struct Metrics {
     /// Verdicts ever set on `workloads`, so a verdict that no workload has any more drops to 0
     /// instead of keeping its last count.
     verdicts_seen: Mutex<BTreeSet<&'static str>>,
+    trust_root_workloads: Family<TrustRootLabels, Gauge>,
+    /// TrustRoots with series in `trust_root_workloads`, so a deleted one's series go with it.
+    trust_roots_seen: Mutex<BTreeSet<String>>,
     verification_duration: Histogram,
     verifications: Family<OutcomeLabels, Counter>,
     registry_requests: Family<RegistryRequestLabels, Counter>,
@@ -293,6 +333,12 @@ impl Default for Metrics {
             "Governed workloads by verdict (Verified, Unsigned, Failed, Stale), as of the last sweep",
             workloads.clone(),
         );
+        let trust_root_workloads = Family::<TrustRootLabels, Gauge>::default();
+        registry.register(
+            "trust_root_workloads",
+            "Workloads governed by each TrustRoot, by verdict, as of the last pass",
+            trust_root_workloads.clone(),
+        );
         let verification_duration = Histogram::new(VERIFICATION_BUCKETS);
         registry.register_with_unit(
             "verification_duration",
@@ -351,6 +397,12 @@ impl Default for Metrics {
         for verdict in VERDICTS {
             workloads.get_or_create(&VerdictLabels { verdict }).set(0);
         }
+        for outcome in OUTCOMES {
+            verifications.get_or_create(&OutcomeLabels { outcome }).inc_by(0);
+        }
+        for reason in EVENT_REASONS {
+            events.get_or_create(&ReasonLabels { reason }).inc_by(0);
+        }
         let rotations = Family::<PhaseLabels, Gauge>::default();
         registry.register("rotations", "KeyRotations by phase", rotations.clone());
         for phase in PHASES {
@@ -386,6 +438,8 @@ impl Default for Metrics {
             registry,
             workloads,
             verdicts_seen: Mutex::new(VERDICTS.into_iter().collect()),
+            trust_root_workloads,
+            trust_roots_seen: Mutex::default(),
             verification_duration,
             verifications,
             registry_requests,
@@ -425,6 +479,35 @@ impl Metrics {
                 .get_or_create(&VerdictLabels { verdict })
                 .set(count);
         }
+    }
+
+    /// Workloads of each active TrustRoot by verdict, set after each pass; the series of a
+    /// TrustRoot absent now are removed.
+    pub fn set_trust_root_workloads<'a>(&self, roots: impl IntoIterator<Item = (&'a str, WorkloadCounts)>) {
+        let mut seen = self.trust_roots_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = BTreeSet::new();
+        for (name, c) in roots {
+            for (verdict, n) in VERDICTS
+                .into_iter()
+                .zip([c.verified, c.unsigned, c.failed, c.stale])
+            {
+                let labels = TrustRootLabels {
+                    trust_root: name.to_string(),
+                    verdict,
+                };
+                self.trust_root_workloads.get_or_create(&labels).set(i64::from(n));
+            }
+            now.insert(name.to_string());
+        }
+        for gone in seen.difference(&now) {
+            for verdict in VERDICTS {
+                self.trust_root_workloads.remove(&TrustRootLabels {
+                    trust_root: gone.clone(),
+                    verdict,
+                });
+            }
+        }
+        *seen = now;
     }
 
     /// One digest verified (or failed to): outcome is `Outcome::name()`, elapsed the wall time.
@@ -568,7 +651,15 @@ mod tests {
             fresh.contains("countersign_workloads{verdict=\"Failed\"} 0\n"),
             "{fresh}"
         );
-        assert!(!fresh.contains("countersign_events"), "{fresh}");
+        assert!(
+            fresh.contains("countersign_events_total{reason=\"SignatureDrift\"} 0\n"),
+            "{fresh}"
+        );
+        assert!(
+            fresh.contains("countersign_verifications_total{outcome=\"Invalid\"} 0\n"),
+            "{fresh}"
+        );
+        assert!(!fresh.contains("countersign_reconcile_errors_total{"), "{fresh}");
         metrics.observe_verification("Verified", Duration::from_millis(10));
         metrics.registry_observer()("manifest", "ok", Duration::from_millis(10));
         metrics.reconcile_error("kube");
@@ -733,6 +824,28 @@ mod tests {
             ),
             1.0
         );
+    }
+
+    #[test]
+    fn trust_root_workloads_by_verdict_and_removed_with_their_root() {
+        let metrics = Metrics::new();
+        let counts = |verified, failed| WorkloadCounts {
+            total: verified + failed,
+            verified,
+            failed,
+            ..WorkloadCounts::default()
+        };
+        metrics.set_trust_root_workloads([("prod", counts(5, 1)), ("dev", counts(2, 0))]);
+        let series = |root: &str, verdict: &str| {
+            format!(r#"countersign_trust_root_workloads{{trust_root="{root}",verdict="{verdict}"}}"#)
+        };
+        assert_eq!(value(&metrics, &series("prod", "Verified")), 5.0);
+        assert_eq!(value(&metrics, &series("prod", "Failed")), 1.0);
+        assert_eq!(value(&metrics, &series("dev", "Unsigned")), 0.0);
+        metrics.set_trust_root_workloads([("prod", counts(6, 0))]);
+        assert_eq!(value(&metrics, &series("prod", "Failed")), 0.0);
+        let text = metrics.encode();
+        assert!(!text.contains("trust_root=\"dev\""), "{text}");
     }
 
     #[test]

@@ -196,6 +196,10 @@ impl Reconciler {
         let now = Timestamp::now();
         let (rotations, keys) = self.rotations(&reports, &planned, &tags, &signatures, now);
         let (changes, counts) = self.assess(&planned, &roots, &tags, &signatures, now);
+        let by_root = roots
+            .iter()
+            .map(|r| (r.name.as_str(), counts.get(&r.name).copied().unwrap_or_default()));
+        self.parts.metrics.set_trust_root_workloads(by_root);
         self.write(changes).await;
         self.finish_sweeps(&due, &planned, &tags, started, now);
         self.write_statuses(&reports, &counts, keys, now).await;
