@@ -2,17 +2,15 @@
 //! certificate and the caBundle are countersign's own), with the webhook configurations of
 //! `manifests/webhooks.yaml`, images in a real registry signed by the real cosign.
 
-#[path = "admission_common.rs"]
-mod admission_common;
 mod common;
 #[path = "operator_common.rs"]
 mod operator_common;
 
 use std::time::{Duration, Instant};
 
-use admission_common::*;
 use common::Keys;
 use countersign_tests::{
+    admission::*,
     images::push_image,
     registry::{Registry, RegistryKind},
 };
@@ -101,7 +99,7 @@ async fn enforce_denies_audit_warns_and_rotations_and_keys_are_seen_at_once() {
 
     let replica = Replica::start(&cluster, "admission-test").await;
     install_webhooks(&client, &[replica.admission]).await;
-    wait_ca_bundles(&client).await;
+    wait_ca_bundles(&client).await.expect("caBundles");
     let pods = pods_path(NS);
 
     // Signed by a trusted key: admitted, silently. The first call may still race the API
@@ -332,7 +330,7 @@ async fn two_replicas_both_answer_and_a_webhook_down_fails_closed() {
     let leader = Replica::start(&cluster, "replica-0").await;
     let standby = Replica::start(&cluster, "replica-1").await;
     install_webhooks(&client, &[leader.admission, standby.admission]).await;
-    wait_ca_bundles(&client).await;
+    wait_ca_bundles(&client).await.expect("caBundles");
     let pods = pods_path(NS);
     eventually("both replicas to admit a signed pod", WAIT, || async {
         let c = post(&client, &pods, &pod("signed", &format!("{repo}@{digest}")), true).await;

@@ -1,6 +1,7 @@
 //! The test harness: finds the real peers that `e2e/peers.sh` built and starts them on 127.0.0.1
 //! with ephemeral ports. Nothing here imitates a peer.
 
+pub mod admission;
 pub mod bench;
 pub mod cluster;
 pub mod cosign;

@@ -1,7 +1,6 @@
-//! Helpers for the admission tests: the operator with its webhooks on 127.0.0.1, the webhook
-//! configurations of `manifests/webhooks.yaml` pointed at it, and object creation through the
-//! real API server with what it answered (status, message, admission warnings).
-#![allow(dead_code)]
+//! Admission tests and benchmark: the operator with its webhooks on 127.0.0.1 (in-process), the
+//! webhook configurations of `manifests/webhooks.yaml` pointed at it, and object creation
+//! through the real API server with what it answered (status, message, admission warnings).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -9,7 +8,11 @@ use countersign::{
     admission::{self, certs::Names, tls::CertConfig},
     operator::{self, Listeners, leader::LeaseConfig},
 };
-use countersign_tests::{cluster::LocalCluster, repo_root};
+use crate::{
+    bench::{LEASE_NAMESPACE, POLL},
+    cluster::LocalCluster,
+    repo_root,
+};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -20,7 +23,6 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::operator_common::{LEASE_NAMESPACE, eventually};
 
 pub const CONFIGURATION: &str = "countersign";
 pub const CERT_SECRET: &str = "countersign-webhook-tls";
@@ -147,15 +149,12 @@ pub async fn install_webhooks(client: &Client, replicas: &[SocketAddr]) {
     }
 }
 
-/// Waits until the operator has filled in every webhook's caBundle.
-pub async fn wait_ca_bundles(client: &Client) {
-    eventually("caBundle in every webhook", Duration::from_secs(60), || async {
-        let v = Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .get(CONFIGURATION)
-            .await?;
-        let m = Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .get(CONFIGURATION)
-            .await?;
+/// Waits (up to a minute) until the operator has filled in every webhook's caBundle.
+pub async fn wait_ca_bundles(client: &Client) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = Api::<ValidatingWebhookConfiguration>::all(client.clone()).get(CONFIGURATION).await?;
+        let m = Api::<MutatingWebhookConfiguration>::all(client.clone()).get(CONFIGURATION).await?;
         let filled = v
             .webhooks
             .iter()
@@ -163,10 +162,12 @@ pub async fn wait_ca_bundles(client: &Client) {
             .map(|w| &w.client_config.ca_bundle)
             .chain(m.webhooks.iter().flatten().map(|w| &w.client_config.ca_bundle))
             .all(|b| b.as_ref().is_some_and(|b| !b.0.is_empty()));
-        anyhow::ensure!(filled, "not yet");
-        Ok(())
-    })
-    .await;
+        if filled {
+            return Ok(());
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "caBundle not filled in within 60 s");
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// What the API server answered to a create.
@@ -251,8 +252,8 @@ pub fn deployments_path(namespace: &str) -> String {
 
 /// A series' value on a replica's `/metrics` (0 when absent).
 pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let metrics = countersign_tests::bench::scrape_metrics(&addr.to_string())
+    let metrics = crate::bench::scrape_metrics(&addr.to_string())
         .await
         .unwrap_or_default();
-    countersign_tests::bench::value(&metrics, series)
+    crate::bench::value(&metrics, series)
 }
