@@ -19,7 +19,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams},
 };
-use operator_common::{apply, blocking, cluster, eventually, events, key, namespace, trust_root, wait_event};
+use operator_common::{apply, blocking, cluster, events, eventually, key, namespace, trust_root, wait_event};
 use serde_json::{Value, json};
 
 const NS: &str = "apps";

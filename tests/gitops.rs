@@ -85,7 +85,12 @@ async fn start_gitops(cluster: &LocalCluster, cache: &Path) -> Gitops {
     let receiver_client = client.clone();
     let tasks = vec![
         tokio::spawn(gitops::controller::run(ctx)),
-        tokio::spawn(async move { gitops::receiver::serve(listener, receiver_client, &config).await }),
+        tokio::spawn(async move {
+            let router = gitops::receiver::router(receiver_client, &config);
+            let served =
+                countersign::server::serve("git webhook", listener, router, None, std::future::pending());
+            let _ = served.await;
+        }),
     ];
     Gitops { tasks, webhook }
 }

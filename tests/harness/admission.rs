@@ -4,14 +4,14 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use countersign::{
-    admission::{self, certs::Names, tls::CertConfig},
-    operator::{self, Listeners, leader::LeaseConfig},
-};
 use crate::{
     bench::{LEASE_NAMESPACE, POLL},
     cluster::LocalCluster,
     repo_root,
+};
+use countersign::{
+    admission::{self, certs::Names, tls::CertConfig},
+    operator::{self, Listeners, leader::LeaseConfig},
 };
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -22,7 +22,6 @@ use kube::{
 };
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
-
 
 pub const CONFIGURATION: &str = "countersign";
 pub const CERT_SECRET: &str = "countersign-webhook-tls";
@@ -153,8 +152,12 @@ pub async fn install_webhooks(client: &Client, replicas: &[SocketAddr]) {
 pub async fn wait_ca_bundles(client: &Client) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let v = Api::<ValidatingWebhookConfiguration>::all(client.clone()).get(CONFIGURATION).await?;
-        let m = Api::<MutatingWebhookConfiguration>::all(client.clone()).get(CONFIGURATION).await?;
+        let v = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .get(CONFIGURATION)
+            .await?;
+        let m = Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .get(CONFIGURATION)
+            .await?;
         let filled = v
             .webhooks
             .iter()
@@ -165,7 +168,10 @@ pub async fn wait_ca_bundles(client: &Client) -> anyhow::Result<()> {
         if filled {
             return Ok(());
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "caBundle not filled in within 60 s");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "caBundle not filled in within 60 s"
+        );
         tokio::time::sleep(POLL).await;
     }
 }
