@@ -98,7 +98,7 @@ async fn enforce_denies_audit_warns_and_rotations_and_keys_are_seen_at_once() {
     namespace(&client, SKIPPED, json!({"countersign.dev/admission": "disabled"})).await;
 
     let replica = Replica::start(&cluster, "admission-test").await;
-    install_webhooks(&client, &[replica.admission]).await;
+    install_webhooks(&client, &[replica.admission], true).await;
     wait_ca_bundles(&client).await.expect("caBundles");
     let pods = pods_path(NS);
 
@@ -329,7 +329,7 @@ async fn two_replicas_both_answer_and_a_webhook_down_fails_closed() {
     namespace(&client, NS, json!({})).await;
     let leader = Replica::start(&cluster, "replica-0").await;
     let standby = Replica::start(&cluster, "replica-1").await;
-    install_webhooks(&client, &[leader.admission, standby.admission]).await;
+    install_webhooks(&client, &[leader.admission, standby.admission], true).await;
     wait_ca_bundles(&client).await.expect("caBundles");
     let pods = pods_path(NS);
     eventually("both replicas to admit a signed pod", WAIT, || async {

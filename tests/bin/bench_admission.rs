@@ -164,7 +164,8 @@ async fn main() -> Result<()> {
     let base_dry = create(&client, "base-d", &same, args.concurrency, true).await?;
 
     progress("with webhooks, warm");
-    admission::install_webhooks(&client, &[replica.admission]).await;
+    // As `kubectl apply -k manifests` installs them: the validating webhook (pinning is opt-in).
+    admission::install_webhooks(&client, &[replica.admission], false).await;
     admission::wait_ca_bundles(&client).await?;
     // The API server reloads the configuration on its own time, and the first call verifies
     // the digest: wait until a creation was admitted by a call to the webhook.

@@ -102,13 +102,23 @@ impl Replica {
     }
 }
 
-/// The webhook configurations of `manifests/webhooks.yaml`, each webhook called at the URL of a
-/// replica instead of the in-cluster Service (one copy of every webhook per replica, so that
-/// every replica is asked).
-pub async fn install_webhooks(client: &Client, replicas: &[SocketAddr]) {
-    let path = repo_root().join("manifests/webhooks.yaml");
-    let text = std::fs::read_to_string(&path).expect("manifests/webhooks.yaml");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("webhooks.yaml parses");
+/// The webhook configuration of `manifests/webhooks.yaml` (and, with `pinning`, the mutating
+/// one of `manifests/pin-digests/`), each webhook called at the URL of a replica instead of the
+/// in-cluster Service (one copy of every webhook per replica, so that every replica is asked).
+pub async fn install_webhooks(client: &Client, replicas: &[SocketAddr], pinning: bool) {
+    let mut files = vec!["manifests/webhooks.yaml"];
+    if pinning {
+        files.push("manifests/pin-digests/mutating-webhook.yaml");
+    }
+    for file in files {
+        let path = repo_root().join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        install(client, replicas, docs, &path).await;
+    }
+}
+
+async fn install(client: &Client, replicas: &[SocketAddr], docs: Vec<Value>, path: &std::path::Path) {
     for mut doc in docs.into_iter().filter(|d| !d.is_null()) {
         let hooks = doc["webhooks"].as_array().cloned().unwrap_or_default();
         let mut out = Vec::new();
@@ -148,22 +158,27 @@ pub async fn install_webhooks(client: &Client, replicas: &[SocketAddr]) {
     }
 }
 
-/// Waits (up to a minute) until the operator has filled in every webhook's caBundle.
+/// Waits (up to a minute) until the operator has filled in the caBundle of every webhook of the
+/// configurations there are.
 pub async fn wait_ca_bundles(client: &Client) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let v = Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .get(CONFIGURATION)
+            .get_opt(CONFIGURATION)
             .await?;
         let m = Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .get(CONFIGURATION)
+            .get_opt(CONFIGURATION)
             .await?;
-        let filled = v
-            .webhooks
+        let validating = v
             .iter()
-            .flatten()
-            .map(|w| &w.client_config.ca_bundle)
-            .chain(m.webhooks.iter().flatten().map(|w| &w.client_config.ca_bundle))
+            .flat_map(|c| c.webhooks.iter().flatten())
+            .map(|w| &w.client_config.ca_bundle);
+        let mutating = m
+            .iter()
+            .flat_map(|c| c.webhooks.iter().flatten())
+            .map(|w| &w.client_config.ca_bundle);
+        let filled = validating
+            .chain(mutating)
             .all(|b| b.as_ref().is_some_and(|b| !b.0.is_empty()));
         if filled {
             return Ok(());

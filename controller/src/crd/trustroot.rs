@@ -154,8 +154,8 @@ pub struct TrustRootSpec {
     /// Whether the admission webhook rewrites the governed images of admitted workloads from a
     /// tag to the digest it verified (`registry/app:1.2` becomes `registry/app:1.2@sha256:…`),
     /// so that the kubelet pulls exactly what was checked even if the tag moves in between.
-    /// Needs the mutating webhook (`manifests/webhooks.yaml`); also set for every TrustRoot by
-    /// `countersign run --pin-digests`.
+    /// Needs the mutating webhook (the `manifests/pin-digests` component); also set for every
+    /// TrustRoot by `countersign run --pin-digests`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pin_to_digest: bool,
 }
