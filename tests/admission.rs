@@ -166,6 +166,23 @@ async fn enforce_denies_audit_warns_and_rotations_and_keys_are_seen_at_once() {
     // A denial is recorded too.
     wait_event(&client, NS, "Pod", "unsigned", "AdmissionDenied", WAIT).await;
 
+    // Changing a running pod's image to one that does not verify is an UPDATE that is checked.
+    let pod_api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), NS);
+    let swap = json!({"spec": {"containers": [{"name": "app", "image": format!("{unsigned}:v1")}]}});
+    let swapped = pod_api
+        .patch("signed", &PatchParams::default(), &Patch::Strategic(swap))
+        .await;
+    assert!(
+        matches!(&swapped, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("no signature")),
+        "{swapped:?}"
+    );
+    // A label is an UPDATE that changes no image: not even sent to the webhook.
+    let labelled = json!({"metadata": {"labels": {"team": "payments"}}});
+    pod_api
+        .patch("signed", &PatchParams::default(), &Patch::Merge(labelled))
+        .await
+        .expect("a label added");
+
     // A namespace labelled out is not checked.
     admitted(
         &post(
