@@ -23,6 +23,7 @@ use countersign_tests::ports;
 use countersign_tests::registry::{Registry, RegistryKind};
 use countersign_tests::{countersign_bin, repo_root, scratch_dir};
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -607,6 +608,15 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
     let webhook =
         json!({"metadata": {"name": "countersign-git-webhook"}, "stringData": {"token": "hook-t0ken"}});
     create(&Api::<Secret>::namespaced(admin.clone(), NS), webhook).await;
+    // The admission webhook's configuration, so that keeping its caBundle in step (get, patch)
+    // runs under the same RBAC. Ignore instead of Fail: nothing serves its Service here, and the
+    // Deployments' pods must still be created.
+    let validating = webhook_configuration_failing_open();
+    create(
+        &Api::<ValidatingWebhookConfiguration>::all(admin.clone()),
+        validating,
+    )
+    .await;
 
     let started = Instant::now();
     let args = manifest_run_args();
@@ -666,6 +676,21 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
     let answer: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!((code, &answer["triggered"]), (202, &json!(0)), "{body}");
     refusals.assert_none();
+
+    // The webhook certificates: the Secret created, the caBundle filled in, under the RBAC.
+    let configurations = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
+    eventually("the webhook caBundle filled in", WAIT, || async {
+        refusals.assert_none();
+        let c = configurations.get("countersign").await?;
+        let filled = c
+            .webhooks
+            .iter()
+            .flatten()
+            .all(|w| w.client_config.ca_bundle.is_some());
+        anyhow::ensure!(filled, "no caBundle yet");
+        Ok(())
+    })
+    .await;
 
     let trust_roots: Api<TrustRoot> = Api::all(admin.clone());
     let status = eventually("TrustRoot status with the counts", WAIT, || async {
@@ -797,6 +822,18 @@ async fn install_crds(client: &kube::Client) {
         Ok(())
     })
     .await;
+}
+
+/// The ValidatingWebhookConfiguration of `manifests/webhooks.yaml`, failing open.
+fn webhook_configuration_failing_open() -> Value {
+    let path = repo_root().join("manifests/webhooks.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut doc: Value =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    for hook in doc["webhooks"].as_array_mut().into_iter().flatten() {
+        hook["failurePolicy"] = json!("Ignore");
+    }
+    doc
 }
 
 /// Creates every object of `manifests/rbac.yaml`, namespaced ones in the controller's namespace
