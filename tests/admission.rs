@@ -385,3 +385,93 @@ async fn two_replicas_both_answer_and_a_webhook_down_fails_closed() {
     leader.stop().await;
     cluster.stop();
 }
+
+/// A serving certificate past two thirds of its life (here: one minute left of six) is renewed
+/// from the same CA as soon as a replica starts, and the API server goes on calling the
+/// webhook: the caBundle did not have to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expiring_serving_certificate_is_renewed_without_breaking_calls() {
+    use countersign::admission::certs::{self, Names};
+    use k8s_openapi::{ByteString, api::core::v1::Secret};
+    use std::time::SystemTime;
+
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let now = SystemTime::now();
+    let ca = certs::new_ca(
+        "countersign-webhook-ca-test",
+        now,
+        Duration::from_secs(3650 * 86_400),
+    )
+    .expect("a CA");
+    let names = Names {
+        dns: vec!["countersign-webhook.countersign-system.svc".into()],
+        ips: vec!["127.0.0.1".parse().expect("an IP")],
+    };
+    let expiring = certs::issue(&ca, &names, now, Duration::from_secs(60)).expect("a certificate");
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(CERT_SECRET.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                ("ca.crt".to_string(), bytes(&ca.cert)),
+                ("ca.key".into(), bytes(&ca.key)),
+                ("tls.crt".into(), bytes(&expiring.cert)),
+                ("tls.key".into(), bytes(&expiring.key)),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let secrets = Api::<Secret>::namespaced(client.clone(), operator_common::LEASE_NAMESPACE);
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .expect("the Secret");
+    namespace(&client, NS, json!({})).await;
+    let replica = Replica::start(&cluster, "renewal").await;
+    install_webhooks(&client, &[replica.admission], false).await;
+    wait_ca_bundles(&client).await.expect("caBundles");
+
+    let renewed = eventually("the serving certificate renewed", WAIT, || async {
+        let s = secrets.get(CERT_SECRET).await?;
+        let data = s.data.unwrap_or_default();
+        let text = |k: &str| String::from_utf8(data.get(k).map(|b| b.0.clone()).unwrap_or_default());
+        let cert = text("tls.crt")?;
+        anyhow::ensure!(cert != expiring.cert, "not yet");
+        anyhow::ensure!(text("ca.crt")? == ca.cert, "the CA changed");
+        Ok(certs::facts(&cert)?)
+    })
+    .await;
+    let left = renewed
+        .not_after
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(left > Duration::from_secs(80 * 86_400), "{left:?} left");
+    assert_eq!(renewed.names, names);
+    // Ungoverned (no TrustRoot): admitted, which needs the API server to reach the webhook
+    // over TLS with the renewed certificate.
+    eventually("a call through the renewed certificate", WAIT, || async {
+        let c = post(
+            &client,
+            &pods_path(NS),
+            &pod("through-tls", "registry.example/any:1"),
+            true,
+        )
+        .await;
+        anyhow::ensure!(c.code == 201, "{c:?}");
+        let series = r#"countersign_admission_requests_total{decision="allowed",reason="ungoverned"}"#;
+        anyhow::ensure!(
+            metric(replica.metrics, series).await >= 1.0,
+            "the webhook was not called"
+        );
+        Ok(())
+    })
+    .await;
+    replica.stop().await;
+    cluster.stop();
+}
