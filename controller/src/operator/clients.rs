@@ -29,6 +29,8 @@ pub type CredentialsKey = Vec<SecretRef>;
 /// Reads and caches through one set of credentials.
 pub struct Verifier {
     credentials: Credentials,
+    /// When a pass or an admission last asked for it.
+    used_at: Mutex<Instant>,
     pub signatures: SignatureCache<RegistryClient>,
     pub tags: TagCache,
 }
@@ -41,6 +43,7 @@ impl Verifier {
         });
         Self {
             credentials,
+            used_at: Mutex::new(Instant::now()),
             signatures: SignatureCache::new(Arc::new(client)),
             tags: TagCache::default(),
         }
@@ -83,7 +86,10 @@ impl RegistryPool {
         let credentials = credentials(key, objects).await;
         let mut verifiers = lock(&self.verifiers);
         match verifiers.get(key) {
-            Some(v) if v.credentials == credentials => v.clone(),
+            Some(v) if v.credentials == credentials => {
+                *lock(&v.used_at) = Instant::now();
+                v.clone()
+            }
             _ => {
                 let v = Arc::new(Verifier::new(&self.options, credentials));
                 verifiers.insert(key.clone(), v.clone());
@@ -92,9 +98,10 @@ impl RegistryPool {
         }
     }
 
-    /// Drops the verifiers no workload uses any more.
-    pub fn retain(&self, used: &HashSet<CredentialsKey>) {
-        lock(&self.verifiers).retain(|k, _| used.contains(k));
+    /// Drops the verifiers no workload uses any more and nothing asked for within `recent`.
+    pub fn retain(&self, recent: Duration, used: &HashSet<CredentialsKey>) {
+        lock(&self.verifiers)
+            .retain(|k, v| used.contains(k) || lock(&v.used_at).elapsed() < recent);
     }
 }
 
@@ -191,9 +198,9 @@ impl TagCache {
         }
     }
 
-    /// Forgets tags no running image uses.
-    pub fn retain(&self, keep: &HashSet<String>) {
-        lock(&self.entries).retain(|k, _| keep.contains(k));
+    /// Forgets tags no running image uses, unless checked within `recent` (admission).
+    pub fn retain(&self, recent: Duration, keep: &HashSet<String>) {
+        lock(&self.entries).retain(|k, e| keep.contains(k) || e.checked_at.elapsed() < recent);
     }
 }
 

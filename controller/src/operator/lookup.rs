@@ -78,7 +78,12 @@ pub async fn signatures(
         .await
 }
 
-/// Forgets cached answers no running workload needs any more, so memory follows what runs.
+/// Answers asked for within this time are kept even when nothing runs them: admission asks
+/// about a Deployment's digest before its pods exist, and about a pod's before it runs.
+pub const RECENT: Duration = Duration::from_secs(600);
+
+/// Forgets cached answers no running workload needs any more (nor admission lately), so memory
+/// follows what runs.
 pub fn prune(
     verifiers: &HashMap<CredentialsKey, Arc<Verifier>>,
     tags: &HashMap<TagKey, Tag>,
@@ -90,7 +95,7 @@ pub fn prune(
             .filter(|(c, _)| c == credentials)
             .map(|(_, t)| t.clone())
             .collect();
-        verifier.tags.retain(&keep_tags);
+        verifier.tags.retain(RECENT, &keep_tags);
         let keep: HashSet<(&str, &crate::reference::Digest)> = signatures
             .keys()
             .filter(|(c, _, _)| c == credentials)
@@ -98,6 +103,6 @@ pub fn prune(
             .collect();
         verifier
             .signatures
-            .retain(|repo, digest| keep.contains(&(repo, digest)));
+            .retain(RECENT, |repo, digest| keep.contains(&(repo, digest)));
     }
 }

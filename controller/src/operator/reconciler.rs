@@ -241,7 +241,7 @@ impl Reconciler {
         let signatures = lookup::signatures(requests, &verifiers, n).await;
         lookup::prune(&verifiers, &tags, &signatures);
         let used = verifiers.into_keys().collect();
-        self.parts.pool.retain(&used);
+        self.parts.pool.retain(lookup::RECENT, &used);
         (tags, signatures)
     }
 

@@ -123,9 +123,11 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
             .cloned()
     }
 
-    /// Forgets digests no longer in use (`keep` says which to keep).
-    pub fn retain(&self, mut keep: impl FnMut(&str, &Digest) -> bool) {
-        lock(&self.entries).retain(|(repo, digest), _| keep(repo, digest));
+    /// Forgets digests no longer in use (`keep` says which to keep) unless confirmed within
+    /// `recent`: admission asks about digests before any pod runs them.
+    pub fn retain(&self, recent: Duration, mut keep: impl FnMut(&str, &Digest) -> bool) {
+        lock(&self.entries)
+            .retain(|(repo, digest), e| keep(repo, digest) || e.checked_at.elapsed() < recent);
     }
 }
 
