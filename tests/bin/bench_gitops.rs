@@ -26,7 +26,10 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use countersign::{crd::TrustSource, keys::SigningKey};
+use countersign::{
+    crd::{REQUESTED_AT_ANNOTATION, TrustSource},
+    keys::SigningKey,
+};
 use countersign_tests::{
     bench::{
         ApiServer, ChildProbe, LEASE_NAMESPACE, MANAGER, Memory, OperatorProcess, OwnRequests, POLL, install,
@@ -36,6 +39,7 @@ use countersign_tests::{
     gitea::{self, Gitea, WorkTree},
     ports, scratch_dir,
 };
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client,
@@ -164,9 +168,26 @@ async fn main() -> Result<()> {
     for i in 0..args.pushes {
         tree.write("roots/team-000.yaml", &trust_root(0, &format!("{}m", 11 + i)));
         let commit = commit_and_push(&tree, &format!("team-000: reverify every {}m", 11 + i));
-        let pushed = Instant::now();
+        let pushed = Timestamp::now();
         wait_applied(&client, &commit, &operator, &log, &mut own).await?;
-        pushes.push(pushed.elapsed());
+        let applied = Timestamp::now();
+        // The receiver stamps the time the Git host's call arrived on the TrustSource: the
+        // Git host's share of the wait and ours, apart.
+        let received = source(&client)
+            .await?
+            .metadata
+            .annotations
+            .and_then(|a| {
+                a.get(REQUESTED_AT_ANNOTATION)
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+            })
+            .context("the receiver's requested-at annotation")?;
+        let secs = |from: Timestamp, to: Timestamp| to.duration_since(from).as_secs_f64();
+        pushes.push(Push {
+            total: secs(pushed, applied),
+            delivery: secs(pushed, received),
+            ours: secs(received, applied),
+        });
     }
     let end = operator.memory();
     let operator_metrics = scrape_metrics(&metrics).await?;
@@ -363,13 +384,28 @@ fn counted(kind: &str) -> bool {
     COUNTED.contains(&resource)
 }
 
+/// One push, in seconds: pushed → applied, pushed → the webhook call received (the Git host's
+/// delivery), received → applied (countersign's share).
+struct Push {
+    total: f64,
+    delivery: f64,
+    ours: f64,
+}
+
+/// The median and the max of `values`.
+fn median_max(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+    (median, values.last().copied().unwrap_or(0.0))
+}
+
 struct Report<'a> {
     args: &'a Args,
     first_sync: Duration,
     /// Idle (leading, no TrustSource), after the first sync, at the end.
     memory: [Memory; 3],
     resync: &'a Resync,
-    pushes: &'a [Duration],
+    pushes: &'a [Push],
     syncs: &'a HashMap<String, f64>,
     ended: &'a str,
 }
@@ -380,12 +416,11 @@ impl Report<'_> {
         let r = self.resync;
         let mib = |kib: u64| kib as f64 / 1024.0;
         let [idle, synced, end] = self.memory;
-        let mut pushes: Vec<f64> = self.pushes.iter().map(Duration::as_secs_f64).collect();
-        pushes.sort_by(f64::total_cmp);
-        let median = pushes.get(pushes.len() / 2).copied().unwrap_or(0.0);
-        let max = pushes.last().copied().unwrap_or(0.0);
+        let (median, max) = median_max(self.pushes.iter().map(|p| p.total).collect());
+        let (delivery, delivery_max) = median_max(self.pushes.iter().map(|p| p.delivery).collect());
+        let (ours, ours_max) = median_max(self.pushes.iter().map(|p| p.ours).collect());
         let writes: Vec<(&String, &f64)> = r.requests.iter().filter(|(k, _)| is_write(k)).collect();
-        let ours: f64 = writes
+        let written: f64 = writes
             .iter()
             .filter(|(k, _)| counted(k))
             .fold(0.0, |sum, (_, n)| sum + **n);
@@ -406,7 +441,7 @@ impl Report<'_> {
         );
         println!(
             "| API writes to countersign objects and events, per unchanged resync | {:.1} | 0 |",
-            ours / r.passes.max(1.0)
+            written / r.passes.max(1.0)
         );
         println!(
             "| Git objects / bytes received, per unchanged resync | {:.0} / {:.0} | 0 / 0 |",
@@ -415,8 +450,12 @@ impl Report<'_> {
         );
         println!(
             "| push → applied (webhook), median / max of {} | {median:.2} s / {max:.2} s | ≤ 2 s |",
-            pushes.len()
+            self.pushes.len()
         );
+        println!(
+            "| of which push → webhook call received (the Git host's delivery) | {delivery:.2} s / {delivery_max:.2} s | |"
+        );
+        println!("| of which call received → applied (countersign) | {ours:.2} s / {ours_max:.2} s | |");
         println!(
             "| operator RSS: leading, no TrustSource → after the first sync | {:.1} → {:.1} MiB (+{:.1}) | |",
             mib(idle.rss_kib),

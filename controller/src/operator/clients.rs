@@ -100,8 +100,7 @@ impl RegistryPool {
 
     /// Drops the verifiers no workload uses any more and nothing asked for within `recent`.
     pub fn retain(&self, recent: Duration, used: &HashSet<CredentialsKey>) {
-        lock(&self.verifiers)
-            .retain(|k, v| used.contains(k) || lock(&v.used_at).elapsed() < recent);
+        lock(&self.verifiers).retain(|k, v| used.contains(k) || lock(&v.used_at).elapsed() < recent);
     }
 }
 

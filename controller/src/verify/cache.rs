@@ -126,8 +126,7 @@ impl<S: SignatureSource + Send + Sync + 'static> SignatureCache<S> {
     /// Forgets digests no longer in use (`keep` says which to keep) unless confirmed within
     /// `recent`: admission asks about digests before any pod runs them.
     pub fn retain(&self, recent: Duration, mut keep: impl FnMut(&str, &Digest) -> bool) {
-        lock(&self.entries)
-            .retain(|(repo, digest), e| keep(repo, digest) || e.checked_at.elapsed() < recent);
+        lock(&self.entries).retain(|(repo, digest), e| keep(repo, digest) || e.checked_at.elapsed() < recent);
     }
 }
 
