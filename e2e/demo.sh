@@ -9,7 +9,9 @@
 # drift: a commit replacing the trusted key is noticed within seconds; and a key rotation,
 # ci-2026 → ci-2027 (the TrustRoot change and the KeyRotation both committed), through its
 # dual-acceptance window, `countersign rotation resign` and the old key's retirement, without a
-# workload ever failing.
+# workload ever failing. Last, the TrustRoot turns to Enforce (a commit) and the API server,
+# calling countersign's admission webhook over TLS, refuses a Deployment whose image is not
+# signed by a trusted key, naming why.
 #
 #   e2e/demo.sh          run, print, clean up
 #   e2e/demo.sh --keep   leave everything running (prints how to reach it; Ctrl-C to stop)
@@ -117,25 +119,28 @@ echo "reports: not signed"
 COSIGN_PASSWORD=demo "$COUNTERSIGN" sign --key "$WORK/keys/rogue.key" "$REGISTRY/payments/rogue:v1"
 echo "rogue:  signed by a key nobody trusts"
 
-say "CRDs and the operator (with its Git webhook receiver)"
+say "CRDs and the operator (with its Git webhook receiver and admission webhooks)"
 kubectl apply --server-side -k crds/ >/dev/null
 kubectl create namespace countersign-system >/dev/null
 KUBECONFIG="$WORK/cluster/kubeconfig" RUST_LOG="${RUST_LOG:-info,oci_client=error,kube=warn}" \
   "$COUNTERSIGN" run --metrics-addr 127.0.0.1:0 --git-webhook-addr 127.0.0.1:0 \
+  --admission-addr 127.0.0.1:0 --webhook-cert-name 127.0.0.1 \
   --git-cache-dir "$WORK/git-cache" --leader-election-namespace countersign-system \
   --identity demo 2>"$WORK/operator.log" &
 operator_pid=$!
 PIDS+=($operator_pid)
-# Two ports: the one serving /metrics is the metrics server, the other the webhook receiver
-# (which answers 404 there).
-for port in $(listening_port "$operator_pid" 2); do
+# Three ports: the one serving /metrics over HTTP is the metrics server, the one speaking TLS
+# the admission webhooks, the other the Git webhook receiver (which answers 404 on /metrics).
+for port in $(listening_port "$operator_pid" 3); do
   if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")" = 200 ]; then
     METRICS="127.0.0.1:$port"
+  elif [ "$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/validate")" = 405 ]; then
+    ADMISSION="127.0.0.1:$port"
   else
     WEBHOOK="http://127.0.0.1:$port/hooks/git"
   fi
 done
-echo "operator running (log: $WORK/operator.log, metrics: http://$METRICS/metrics, webhook: $WEBHOOK)"
+echo "operator running (log: $WORK/operator.log, metrics: http://$METRICS/metrics, git webhook: $WEBHOOK, admission: https://$ADMISSION)"
 
 say "A Git server (Gitea) with a private repository for trust"
 up gitea --repo trust
@@ -319,6 +324,36 @@ bad = [e for e in json.load(sys.stdin)["items"]
 print(len(bad))' "$WINDOW_START")"
 unset KUBECONFIG
 
+say "Admission: the TrustRoot turns to Enforce in Git; the API server asks countersign first"
+# manifests/webhooks.yaml, called at this operator's address instead of its in-cluster Service;
+# countersign fills in the caBundle with its own CA.
+python3 - "$ADMISSION" manifests/webhooks.yaml >"$WORK/webhooks.yaml" <<'PY'
+import json, re, sys
+addr, text = sys.argv[1], open(sys.argv[2]).read()
+# The manifest's one webhook: point clientConfig at the operator (YAML is edited as text here,
+# to need nothing beyond python3; the test suite reads it with a YAML parser).
+text = re.sub(r"clientConfig:\n(\s+)service:\n(?:\1  .*\n)+", lambda m: f"clientConfig:\n{m.group(1)}url: https://{addr}/validate\n", text)
+print(text)
+PY
+kubectl apply -f "$WORK/webhooks.yaml" >/dev/null
+for _ in $(seq 120); do
+  [ -n "$(kubectl get validatingwebhookconfiguration countersign -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] && break
+  sleep 0.5
+done
+sed -i 's/^  threshold: 1$/  threshold: 1\n  mode: Enforce/' "$REPO/clusters/demo/payments.yaml"
+push "payments: enforce at admission"
+applied
+for _ in $(seq 60); do
+  [ "$(kubectl get trustroot payments -o jsonpath='{.spec.mode}')" = Enforce ] && break
+  sleep 0.25
+done
+echo "\$ kubectl -n payments create deployment rogue --image $REGISTRY/payments/rogue:v1"
+kubectl -n payments create deployment rogue --image "$REGISTRY/payments/rogue:v1" 2>&1 | fold -s -w 100 || true
+echo "\$ kubectl -n payments create deployment reports-2 --image $REGISTRY/payments/reports:v1"
+kubectl -n payments create deployment reports-2 --image "$REGISTRY/payments/reports:v1" 2>&1 | fold -s -w 100 || true
+echo "\$ kubectl -n payments run api-debug --image $REGISTRY/payments/api:v1"
+kubectl -n payments run api-debug --image "$REGISTRY/payments/api:v1"
+
 say "Trust, as Git and the cluster see it"
 tgit log --format='%h %s'
 kubectl get trustsources
@@ -326,7 +361,7 @@ echo "what TrustSource demo manages (status.inventory):"
 kubectl get trustsource demo -o jsonpath='{range .status.inventory[*]}  {.kind}/{.name}{"\n"}{end}'
 
 say "Metrics (excerpt)"
-curl -s "http://$METRICS/metrics" | grep -E '^countersign_(workloads|verifications_total|registry_requests_total|rotations|rotation_|gitops_syncs_total)' | grep -v -E ' 0$|_bucket' | head -20 || true
+curl -s "http://$METRICS/metrics" | grep -E '^countersign_(workloads|verifications_total|registry_requests_total|rotations|rotation_|gitops_syncs_total|admission_requests_total)' | grep -v -E ' 0$|_bucket' | head -20 || true
 
 if [ "$KEEP" = "--keep" ]; then
   say "Still running. In another shell:"
