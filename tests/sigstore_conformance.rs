@@ -145,3 +145,59 @@ fn happy_path_with_another_identity_is_an_identity_mismatch() {
         }
     }
 }
+
+/// The engine's side: a keyless bundle found as an image signature (cosign's sign predicate)
+/// is rejected, with a reason, when the trust root has no identity, and goes through the full
+/// Sigstore verification when it has one (here it fails: the statement was rewritten, so the
+/// DSSE signature no longer verifies). Never a verdict of Verified, never a panic.
+#[test]
+fn engine_rejects_keyless_bundles_it_cannot_verify() {
+    use countersign::{
+        reference::Digest,
+        verify::{Candidate, Fetched, Found, KeySet, NamedIdentity, Outcome, evaluate},
+    };
+    let dir = suite().join("cases/happy-path-intoto-in-dsse-v3");
+    let mut bundle: serde_json::Value =
+        serde_json::from_slice(&read(&dir.join("bundle.sigstore.json"))).unwrap_or_else(|e| panic!("{e}"));
+    let digest = Digest::parse("sha256:a0cfc71271d6e278e57cd332ff957c3f7043fdda354c4cbb190a30d56efa01bf")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "image", "digest": {"sha256": digest.as_str().trim_start_matches("sha256:")}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    });
+    use base64::Engine as _;
+    bundle["dsseEnvelope"]["payload"] = base64::prelude::BASE64_STANDARD
+        .encode(statement.to_string())
+        .into();
+    let fetched = Fetched {
+        legacy: Ok(Found::default()),
+        bundles: Ok(Found {
+            revision: "r".into(),
+            candidates: vec![Candidate::Bundle {
+                manifest: "sha256:m".into(),
+                bundle: serde_json::to_vec(&bundle).unwrap_or_default().into(),
+            }],
+        }),
+    };
+    let identity = Identity {
+        subject: Pattern::new(None, Some(".*"), "s").unwrap_or_else(|e| panic!("{e}")),
+        issuer: Pattern::new(None, Some(".*"), "i").unwrap_or_else(|e| panic!("{e}")),
+    };
+    let root = TrustedRoot::public_good().unwrap_or_else(|e| panic!("{e}"));
+    let without = KeySet::new(Vec::new(), 1);
+    let with = KeySet::new(Vec::new(), 1).with_identities(
+        vec![NamedIdentity {
+            name: "anyone".into(),
+            identity,
+        }],
+        root,
+    );
+    for keys in [without, with] {
+        let (outcome, checks) = evaluate(&digest, &fetched, &keys);
+        assert!(matches!(outcome, Outcome::Invalid { .. }), "{outcome:?}");
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].key.is_none() && checks[0].rejected.is_some());
+    }
+}

@@ -71,6 +71,12 @@ pub struct Identity {
     pub issuer: Pattern,
 }
 
+impl AsRef<Identity> for Identity {
+    fn as_ref(&self) -> &Identity {
+        self
+    }
+}
+
 impl Identity {
     pub fn matches(&self, signer: &Signer) -> bool {
         self.subject.matches(&signer.subject) && self.issuer.matches(&signer.issuer)

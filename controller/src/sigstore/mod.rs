@@ -159,21 +159,21 @@ impl TrustedRoot {
     }
 
     /// Verifies a keyless bundle and checks the signer against `identities`: the first that
-    /// matches, or why none does.
-    pub fn verify_identity<'i>(
+    /// matches and the signer, or why none does.
+    pub fn verify_identity<'i, I: AsRef<Identity>>(
         &self,
         bundle: &[u8],
         artifact: Artifact<'_>,
-        identities: &'i [Identity],
-    ) -> Result<&'i Identity, SigstoreError> {
+        identities: &'i [I],
+    ) -> Result<(&'i I, Signer), SigstoreError> {
         let signer = self.verify_keyless(bundle, artifact)?;
-        identities
-            .iter()
-            .find(|i| i.matches(&signer))
-            .ok_or(SigstoreError::IdentityMismatch {
+        match identities.iter().find(|i| i.as_ref().matches(&signer)) {
+            Some(identity) => Ok((identity, signer)),
+            None => Err(SigstoreError::IdentityMismatch {
                 subject: signer.subject,
                 issuer: signer.issuer,
-            })
+            }),
+        }
     }
 }
 
