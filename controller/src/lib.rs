@@ -11,6 +11,8 @@
 //!   type that keeps "not there" apart from "could not ask";
 //! - [`verify`]: the verification engine, fetch then a pure evaluation against a key set;
 //! - [`sign`]: writes signatures in cosign v2 (`.sig` tag) and v3 (bundle referrer) form;
+//! - [`sigstore`](mod@sigstore): keyless verification of Sigstore bundles (Fulcio, CT, Rekor, TSA) offline
+//!   from a trusted root, and the identity policy;
 //! - [`crd`]: the Kubernetes API types (TrustRoot, …);
 //! - [`operator`]: `countersign run`, the controller;
 //! - [`gitops`]: TrustSources, TrustRoots and KeyRotations synced from Git (leader only);
@@ -30,4 +32,5 @@ pub mod registry;
 pub mod rotation;
 pub mod server;
 pub mod sign;
+pub mod sigstore;
 pub mod verify;

@@ -1,6 +1,6 @@
 //! `countersign verify`: exit codes and JSON for terminals and CI.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 
@@ -9,7 +9,8 @@ use crate::{
     keys::PublicKey,
     reference::ImageRef,
     registry::RegistryError,
-    verify::{KeySet, NamedKey, Outcome, Policy, Verification, verify_image},
+    sigstore::{Identity, Pattern, TrustedRoot},
+    verify::{KeySet, NamedIdentity, NamedKey, Outcome, Policy, Verification, verify_image},
 };
 
 /// Exit codes, one per verdict (documented in the README and in `--help`).
@@ -26,6 +27,7 @@ pub mod exit {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("subject").args(["certificate_identity", "certificate_identity_regexp"]))]
 #[command(
     after_help = "Exit codes: 0 verified, 10 unsigned, 12 invalid (signatures, none valid), \
 13 registry error (no verdict), 1 bad input. With several images, the highest code wins."
@@ -35,8 +37,36 @@ pub struct VerifyArgs {
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
     /// Public key (PEM) that may have signed; repeat for several.
-    #[arg(long = "key", required = true, value_name = "FILE")]
+    #[arg(long = "key", value_name = "FILE", required_unless_present_any = ["certificate_identity", "certificate_identity_regexp"])]
     pub keys: Vec<PathBuf>,
+    /// Keyless: the signing certificate's identity (SAN: an email or a URI), exactly.
+    #[arg(
+        long,
+        value_name = "IDENTITY",
+        conflicts_with = "certificate_identity_regexp",
+        requires = "issuer"
+    )]
+    pub certificate_identity: Option<String>,
+    /// Keyless: a regular expression the certificate's identity must match (unanchored, as
+    /// cosign's: write `^…$` to match all of it).
+    #[arg(long, value_name = "REGEXP", requires = "issuer")]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless: the certificate's OIDC issuer, exactly (e.g. https://token.actions.githubusercontent.com).
+    #[arg(
+        long,
+        value_name = "URL",
+        group = "issuer",
+        conflicts_with = "certificate_oidc_issuer_regexp",
+        requires = "subject"
+    )]
+    pub certificate_oidc_issuer: Option<String>,
+    /// Keyless: a regular expression the certificate's OIDC issuer must match (unanchored).
+    #[arg(long, value_name = "REGEXP", group = "issuer", requires = "subject")]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Keyless: the Sigstore `trusted_root.json` (Fulcio CAs, CT logs, Rekor keys, TSAs) to verify
+    /// against, offline. Default: the public-good instance's, shipped in countersign.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
     /// Distinct keys that must have signed.
     #[arg(long, default_value_t = 1)]
     pub threshold: usize,
@@ -67,7 +97,10 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
 }
 
 fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let keys = KeySet::new(load_keys(&args.keys)?, args.threshold);
+    let mut keys = KeySet::new(load_keys(&args.keys)?, args.threshold);
+    if let Some(identity) = identity(args)? {
+        keys = keys.with_identities(vec![identity], trusted_root(args.trusted_root.as_deref())?);
+    }
     let images = args
         .images
         .iter()
@@ -119,6 +152,38 @@ pub fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<NamedKey>> {
             Ok(NamedKey { name, key })
         })
         .collect()
+}
+
+/// The identity of `--certificate-identity[-regexp]` and `--certificate-oidc-issuer[-regexp]`,
+/// named after what it matches; `None` without them (clap requires both halves together).
+fn identity(args: &VerifyArgs) -> anyhow::Result<Option<NamedIdentity>> {
+    let subject = args.certificate_identity.as_deref();
+    let subject_regexp = args.certificate_identity_regexp.as_deref();
+    if subject.is_none() && subject_regexp.is_none() {
+        return Ok(None);
+    }
+    let identity = Identity {
+        subject: Pattern::new(subject, subject_regexp, "--certificate-identity-regexp")?,
+        issuer: Pattern::new(
+            args.certificate_oidc_issuer.as_deref(),
+            args.certificate_oidc_issuer_regexp.as_deref(),
+            "--certificate-oidc-issuer-regexp",
+        )?,
+    };
+    let name = subject.or(subject_regexp).unwrap_or_default().to_string();
+    Ok(Some(NamedIdentity { name, identity }))
+}
+
+/// `--trusted-root FILE`, or the public-good root shipped in the binary.
+pub fn trusted_root(path: Option<&std::path::Path>) -> anyhow::Result<Arc<TrustedRoot>> {
+    let Some(path) = path else {
+        return Ok(TrustedRoot::public_good()?);
+    };
+    let json = std::fs::read(path).with_context(|| format!("reading trusted root {}", path.display()))?;
+    Ok(Arc::new(TrustedRoot::from_json(
+        &path.display().to_string(),
+        &json,
+    )?))
 }
 
 pub fn exit_code(outcome: &Outcome) -> u8 {

@@ -18,6 +18,7 @@ use kube::CustomResourceExt;
 
 mod duration;
 pub mod glob;
+mod identity;
 mod keyrotation;
 mod selector;
 mod trustroot;
@@ -26,6 +27,7 @@ mod validate;
 
 pub use duration::{DURATION_REGEX, parse_duration};
 pub use glob::Glob;
+pub use identity::{TrustRootIdentity, TrustedRootRef, TrustedRootSource};
 pub use keyrotation::{
     KeyRotation, KeyRotationPhase, KeyRotationSpec, KeyRotationStatus, MAX_STRAGGLERS, RetirementPolicy,
     RotationProgress, RotationWindow, Straggler, StragglerState,

@@ -8,7 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{DURATION_REGEX, glob};
+use super::{DURATION_REGEX, TrustRootIdentity, TrustedRootSource, glob};
+
+/// How many signers a spec declares, in CEL (both lists may be absent).
+const SIGNERS: &str =
+    "((has(self.keys) ? size(self.keys) : 0) + (has(self.identities) ? size(self.identities) : 0))";
 
 /// Globs use this alphabet: what image repositories use, plus the wildcards.
 const GLOB_CHARS_RULE: &str = "self.all(g, g.matches('^[a-z0-9._:/*?-]+$'))";
@@ -78,9 +82,16 @@ const GLOB_CHARS_RULE: &str = "self.all(g, g.matches('^[a-z0-9._:/*?-]+$'))";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.threshold <= size(self.keys)")
-    .message("threshold must not exceed the number of keys")
-    .field_path(".threshold"))]
+#[x_kube(
+    validation = Rule::new(format!("{SIGNERS} >= 1"))
+        .message("declare at least one signer: a public key in keys or a keyless signer in identities"),
+    validation = Rule::new(format!("self.threshold <= {SIGNERS}"))
+        .message("threshold must not exceed the number of keys and identities")
+        .field_path(".threshold"),
+    validation = Rule::new("!has(self.keys) || !has(self.identities) || self.identities.all(i, !self.keys.exists(k, k.name == i.name))")
+        .message("identity names and key names share one namespace: an identity must not have the name of a key")
+        .field_path(".identities"),
+)]
 pub struct TrustRootSpec {
     /// Globs of the image repositories this TrustRoot governs, matched against the repository of
     /// each running image without its tag or digest. Docker Hub short names are spelled out
@@ -107,17 +118,34 @@ pub struct TrustRootSpec {
     /// The public keys that may sign the governed images. Each has a stable name that rotations,
     /// events and status refer to, and exactly one source: an inline PEM, a Secret or a
     /// ConfigMap.
+    /// May be empty when `identities` declares keyless signers.
+    #[serde(default)]
     #[schemars(length(max = 16))]
     #[x_kube(
         // A map keyed by name: the apiserver refuses duplicate names ("spec.keys[1]: Duplicate
         // value: {"name":"a"}") and server-side apply merges keys by name.
         merge_strategy = ListMerge::Map(vec!["name".into()]),
-        validation = Rule::new("size(self) >= 1").message("keys must declare at least one public key"),
     )]
     pub keys: Vec<TrustRootKey>,
 
-    /// How many distinct accepted keys must have signed an image for it to verify. At least 1,
-    /// at most the number of keys.
+    /// Keyless signers: a Fulcio certificate identity and OIDC issuer, each exact or a regular
+    /// expression. A keyless signature counts only when its certificate chains to the trusted
+    /// root's CAs, carries a valid SCT, was logged (Rekor inclusion proof or SET) or timestamped
+    /// (RFC 3161) within the certificate's validity, and verifies over the image digest; all of
+    /// it offline, from `trustedRoot`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub identities: Vec<TrustRootIdentity>,
+
+    /// The Sigstore `trusted_root.json` (Fulcio CAs, CT logs, Rekor keys, timestamp
+    /// authorities) keyless signatures are verified against, from a Secret or ConfigMap. Unset:
+    /// the Sigstore public-good instance's, shipped in countersign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_root: Option<TrustedRootSource>,
+
+    /// How many distinct accepted signers (keys and identities) must have signed an image for it
+    /// to verify. At least 1, at most the number of keys and identities.
     #[serde(default = "default_threshold")]
     #[schemars(range(min = 1, max = 16))]
     pub threshold: i32,

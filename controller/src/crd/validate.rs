@@ -12,10 +12,10 @@ use std::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{
-    FieldError, Glob, Mode, ObjectKeyRef, TrustRoot, TrustRootKey, TrustRootSpec, glob, parse_duration,
-    selector,
+    FieldError, Glob, Mode, ObjectKeyRef, TrustRoot, TrustRootIdentity, TrustRootKey, TrustRootSpec, glob,
+    parse_duration, selector,
 };
-use crate::keys::PublicKey;
+use crate::{keys::PublicKey, verify::NamedIdentity};
 
 /// The bounds the CRD schema sets (`maxItems`), repeated for objects that did not pass it.
 const MAX_IMAGES: usize = 64;
@@ -33,7 +33,9 @@ pub struct ValidatedSpec {
     pub namespace_selector: Option<LabelSelector>,
     /// `spec.keys`, in declaration order, names unique.
     pub keys: Vec<ValidatedKey>,
-    /// `spec.threshold`, between 1 and the number of keys.
+    /// `spec.identities`, compiled, names unique among keys and identities.
+    pub identities: Vec<NamedIdentity>,
+    /// `spec.threshold`, between 1 and the number of keys and identities.
     pub threshold: usize,
     /// `spec.signatureRepository`.
     pub signature_repository: Option<String>,
@@ -105,8 +107,10 @@ impl TrustRootSpec {
         if let Some(s) = &self.namespace_selector {
             selector::check(s, "spec.namespaceSelector", &mut errors);
         }
-        let keys = check_keys(&self.keys, &mut errors);
-        let threshold = check_threshold(self.threshold, self.keys.len(), &mut errors);
+        let keys = check_keys(&self.keys, !self.identities.is_empty(), &mut errors);
+        let identities = check_identities(&self.identities, &self.keys, &mut errors);
+        let signers = self.keys.len() + self.identities.len();
+        let threshold = check_threshold(self.threshold, signers, &mut errors);
         if let Some(repository) = &self.signature_repository {
             check_signature_repository(repository, &mut errors);
         }
@@ -118,6 +122,7 @@ impl TrustRootSpec {
             images,
             namespace_selector: self.namespace_selector.clone(),
             keys,
+            identities,
             threshold,
             signature_repository: self.signature_repository.clone(),
             reverify_interval,
@@ -150,11 +155,15 @@ fn check_images(images: &[String], errors: &mut Vec<FieldError>) -> Vec<Glob> {
     globs
 }
 
-fn check_keys(keys: &[TrustRootKey], errors: &mut Vec<FieldError>) -> Vec<ValidatedKey> {
-    if keys.is_empty() {
+fn check_keys(
+    keys: &[TrustRootKey],
+    has_identities: bool,
+    errors: &mut Vec<FieldError>,
+) -> Vec<ValidatedKey> {
+    if keys.is_empty() && !has_identities {
         errors.push(FieldError::new(
             "spec.keys",
-            "must declare at least one public key",
+            "must declare at least one public key (or a keyless signer in spec.identities)",
         ));
     }
     if keys.len() > MAX_KEYS {
@@ -187,6 +196,53 @@ fn check_keys(keys: &[TrustRootKey], errors: &mut Vec<FieldError>) -> Vec<Valida
         }
     }
     validated
+}
+
+/// Identity names share the key names' namespace: a threshold or a rotation names either.
+fn check_identities(
+    identities: &[TrustRootIdentity],
+    keys: &[TrustRootKey],
+    errors: &mut Vec<FieldError>,
+) -> Vec<NamedIdentity> {
+    if identities.len() > MAX_KEYS {
+        errors.push(FieldError::new(
+            "spec.identities",
+            format!(
+                "has {} identities; at most {MAX_KEYS} are allowed",
+                identities.len()
+            ),
+        ));
+    }
+    let mut compiled = Vec::with_capacity(identities.len());
+    for (i, identity) in identities.iter().enumerate() {
+        let at = format!("spec.identities[{i}]");
+        let name_ok = check_key_name(&identity.name, &format!("{at}.name"), errors);
+        let taken = keys
+            .iter()
+            .position(|k| k.name == identity.name)
+            .map(|k| format!("spec.keys[{k}]"))
+            .or_else(|| {
+                identities[..i]
+                    .iter()
+                    .position(|o| o.name == identity.name)
+                    .map(|o| format!("spec.identities[{o}]"))
+            });
+        if let Some(other) = taken.filter(|_| name_ok) {
+            errors.push(FieldError::new(
+                format!("{at}.name"),
+                format!("duplicate signer name {:?} (also {other})", identity.name),
+            ));
+        }
+        match identity.compile(&at) {
+            Ok(matcher) if name_ok => compiled.push(NamedIdentity {
+                name: identity.name.clone(),
+                identity: matcher,
+            }),
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    compiled
 }
 
 fn check_key(key: &TrustRootKey, at: &str, errors: &mut Vec<FieldError>) -> Option<ValidatedKey> {
@@ -278,7 +334,7 @@ fn check_threshold(threshold: i32, keys: usize, errors: &mut Vec<FieldError>) ->
     if threshold > keys {
         errors.push(FieldError::new(
             "spec.threshold",
-            format!("{threshold} must not exceed the number of keys ({keys})"),
+            format!("{threshold} must not exceed the number of keys and identities ({keys})"),
         ));
     }
     threshold

@@ -161,7 +161,10 @@ fn key_names_are_unique_and_well_formed() {
 fn threshold_is_between_one_and_the_number_of_keys() {
     let mut s = valid();
     s.threshold = 2;
-    assert_one_error(&s, "spec.threshold: 2 must not exceed the number of keys (1)");
+    assert_one_error(
+        &s,
+        "spec.threshold: 2 must not exceed the number of keys and identities (1)",
+    );
     s.threshold = 0;
     assert_one_error(&s, "spec.threshold: 0 must be at least 1");
     s.threshold = -1;
@@ -177,8 +180,8 @@ fn images_and_keys_must_not_be_empty() {
         errors(&s),
         [
             "spec.images: must list at least one image glob, e.g. registry.example.com/team/**",
-            "spec.keys: must declare at least one public key",
-            "spec.threshold: 1 must not exceed the number of keys (0)",
+            "spec.keys: must declare at least one public key (or a keyless signer in spec.identities)",
+            "spec.threshold: 1 must not exceed the number of keys and identities (0)",
         ]
     );
 }
@@ -303,4 +306,46 @@ fn the_samples_are_valid() {
     let names: Vec<&str> = root.spec.keys.iter().map(|k| k.name.as_str()).collect();
     assert!(names.contains(&rotation.spec.from_key.as_str()));
     assert!(names.contains(&rotation.spec.to_key.as_str()));
+}
+
+const IDENTITY: &str = "  - name: release\n    subjectRegExp: '^https://github.com/org/'\n    issuer: https://token.actions.githubusercontent.com\n";
+
+#[test]
+fn identities_alone_are_signers_and_count_towards_the_threshold() {
+    let s = spec(&format!(
+        "images: [\"registry.example.com/**\"]\nthreshold: 1\nidentities:\n{IDENTITY}"
+    ));
+    let v = s.validate().unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(v.identities.len(), 1);
+    assert_eq!(v.identities[0].name, "release");
+    let mut s = valid();
+    s.identities = spec(&format!("images: [a/b]\nidentities:\n{IDENTITY}")).identities;
+    s.threshold = 2;
+    assert_eq!(
+        s.validate()
+            .map(|v| v.threshold)
+            .unwrap_or_else(|e| panic!("{e:?}")),
+        2
+    );
+}
+
+#[test]
+fn identity_errors_name_their_field() {
+    let mut s = valid();
+    s.identities = spec(&format!(
+        "images: [a/b]\nidentities:\n{IDENTITY}  - name: ci-2026\n    subject: a@example.com\n    issuerRegExp: '('\n  - name: both\n    subject: a\n    subjectRegExp: b\n    issuer: c\n"
+    ))
+    .identities;
+    let fields: Vec<String> = match s.validate() {
+        Ok(v) => panic!("accepted: {v:?}"),
+        Err(errors) => errors.into_iter().map(|e| e.path).collect(),
+    };
+    assert_eq!(
+        fields,
+        [
+            "spec.identities[1].name",
+            "spec.identities[1].issuerRegExp",
+            "spec.identities[2].subject",
+        ]
+    );
 }

@@ -55,6 +55,11 @@ impl PublicKey {
         self.key.to_public_key_pem(LineEnding::LF).unwrap_or_default()
     }
 
+    /// The DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
     /// Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo: the key's stable identity.
     pub fn fingerprint(&self) -> String {
         hex::encode(Sha256::digest(&self.spki_der))

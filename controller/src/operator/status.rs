@@ -105,7 +105,7 @@ pub fn build(
     let accepted: Vec<&str> = report
         .active
         .iter()
-        .flat_map(|a| a.keys.keys.iter().map(|k| k.name.as_str()))
+        .flat_map(|a| a.keys.names())
         .filter(|name| {
             keys.iter()
                 .find(|k| k.name == *name)

@@ -20,9 +20,12 @@ use super::{
     objects::{ObjectKind, ObjectSource},
 };
 use crate::{
-    crd::{FieldError, KeyState, KeyStatus, ObjectKeyRef, TrustRoot, TrustRootKey, ValidatedSpec},
+    crd::{
+        FieldError, KeyState, KeyStatus, ObjectKeyRef, TrustRoot, TrustRootKey, TrustRootSpec, ValidatedSpec,
+    },
     keys::PublicKey,
     reference::ImageRef,
+    sigstore::TrustedRoot,
     verify::{KeySet, NamedKey},
 };
 
@@ -47,7 +50,7 @@ impl CompiledRoot {
     /// Whether this root declares `key` and it loads. Whether it is accepted right now also
     /// depends on rotations (see `rotation::Acceptance`).
     pub fn declares(&self, key: &str) -> bool {
-        self.keys.keys.iter().any(|k| k.name == key)
+        self.keys.names().any(|k| k == key)
     }
 }
 
@@ -108,8 +111,15 @@ impl TrustCompiler {
         let name = root.name_any();
         let uid = root.uid().unwrap_or_default();
         let loaded = load_keys(&root.spec.keys, reader).await;
-        let keys = key_statuses(&root.spec.keys, &loaded);
+        let mut keys = key_statuses(&root.spec.keys, &loaded);
         let validated = root.validate();
+        let trusted_root = match &validated {
+            Ok(spec) if !spec.identities.is_empty() => Some(load_trusted_root(&root.spec, reader).await),
+            _ => None,
+        };
+        if let Ok(spec) = &validated {
+            keys.extend(identity_statuses(spec, trusted_root.as_ref()));
+        }
         let (mut spec_errors, mut key_errors): (Vec<_>, Vec<_>) = match &validated {
             Ok(_) => (Vec::new(), Vec::new()),
             Err(errors) => errors
@@ -118,14 +128,16 @@ impl TrustCompiler {
                 .partition(|e| !e.path.starts_with("spec.keys")),
         };
         // Inline PEM errors come from validate() too; the loader adds the referenced keys'.
-        for error in loaded.iter().filter_map(|l| l.as_ref().err()) {
+        let root_error = trusted_root.as_ref().and_then(|r| r.as_ref().err());
+        for error in loaded.iter().filter_map(|l| l.as_ref().err()).chain(root_error) {
             if !key_errors.contains(error) {
                 key_errors.push(error.clone());
             }
         }
         let active = match validated {
             Ok(spec) => {
-                let compiled = Arc::new(compiled(root, &name, uid, spec, &loaded));
+                let trusted_root = trusted_root.and_then(Result::ok);
+                let compiled = Arc::new(compiled(root, &name, uid, spec, &loaded, trusted_root));
                 self.last_good.insert(name.clone(), compiled.clone());
                 Some(compiled)
             }
@@ -165,6 +177,7 @@ fn compiled(
     uid: String,
     spec: ValidatedSpec,
     loaded: &[Result<PublicKey, FieldError>],
+    trusted_root: Option<Arc<TrustedRoot>>,
 ) -> CompiledRoot {
     let keys: Vec<NamedKey> = root
         .spec
@@ -193,12 +206,22 @@ fn compiled(
     for k in &keys {
         (&k.name, k.key.fingerprint()).hash(&mut hasher);
     }
+    let mut key_set = KeySet::new(keys, spec.threshold);
+    // Without its trusted root (unreadable), no identity is accepted: its signatures count as
+    // invalid, and status says why.
+    if let Some(trusted_root) = trusted_root {
+        trusted_root.fingerprint().hash(&mut hasher);
+        for i in &spec.identities {
+            (&i.name, i.identity.fingerprint()).hash(&mut hasher);
+        }
+        key_set = key_set.with_identities(spec.identities.clone(), trusted_root);
+    }
     CompiledRoot {
         name: name.to_string(),
         uid,
         generation: root.metadata.generation,
         interval: spec.reverify_interval,
-        keys: KeySet::new(keys, spec.threshold),
+        keys: key_set,
         signature_repository,
         spec,
         version: hasher.finish(),
@@ -249,6 +272,67 @@ async fn referenced(
     let pem = std::str::from_utf8(pem)
         .map_err(|_| FieldError::new(at, format!("{what} key {:?} is not text", r.key)))?;
     PublicKey::from_pem(pem).map_err(|e| FieldError::new(at, format!("{what} key {:?}: {e}", r.key)))
+}
+
+/// `spec.trustedRoot` loaded, or the public-good root when unset; a problem is reported at
+/// `spec.trustedRoot`.
+async fn load_trusted_root(
+    spec: &TrustRootSpec,
+    reader: &impl ObjectSource,
+) -> Result<Arc<TrustedRoot>, FieldError> {
+    let at = "spec.trustedRoot";
+    let (kind, r, field) = match spec
+        .trusted_root
+        .as_ref()
+        .map(|t| (&t.secret_ref, &t.config_map_ref))
+    {
+        None => return TrustedRoot::public_good().map_err(|e| FieldError::new(at, e.to_string())),
+        Some((Some(r), None)) => (ObjectKind::Secret, r, "secretRef"),
+        Some((None, Some(r))) => (ObjectKind::ConfigMap, r, "configMapRef"),
+        Some(_) => {
+            return Err(FieldError::new(
+                at,
+                "set exactly one of secretRef or configMapRef (omit trustedRoot for the public-good instance)",
+            ));
+        }
+    };
+    let at = format!("{at}.{field}");
+    let what = format!("{} {}/{}", kind.as_str(), r.namespace, r.name);
+    let data = reader
+        .get(kind, &r.namespace, &r.name)
+        .await
+        .map_err(|e| FieldError::new(&at, format!("{what} cannot be read: {e}")))?
+        .ok_or_else(|| FieldError::new(&at, format!("{what} not found")))?;
+    let json = data
+        .get(&r.key)
+        .ok_or_else(|| FieldError::new(&at, format!("{what} has no key {:?}", r.key)))?;
+    TrustedRoot::from_json(&format!("{what} key {:?}", r.key), json)
+        .map(Arc::new)
+        .map_err(|e| FieldError::new(&at, e.to_string()))
+}
+
+/// Each identity's state before rotations: Active while its trusted root loads. The fingerprint
+/// is the identity's (its patterns), so a rotation retires "this identity", as it does a key.
+fn identity_statuses(
+    spec: &ValidatedSpec,
+    trusted_root: Option<&Result<Arc<TrustedRoot>, FieldError>>,
+) -> Vec<KeyStatus> {
+    let root_error = trusted_root.and_then(|r| r.as_ref().err());
+    spec.identities
+        .iter()
+        .map(|i| KeyStatus {
+            name: i.name.clone(),
+            fingerprint: root_error.is_none().then(|| i.identity.fingerprint()),
+            state: if root_error.is_none() {
+                KeyState::Active
+            } else {
+                KeyState::Invalid
+            },
+            since: None,
+            rotation: None,
+            message: root_error.map(ToString::to_string),
+        })
+        .collect()
 }
 
 /// Every declared key's state before rotations: Active when it loads. `rotation::key_states`

@@ -1,7 +1,7 @@
 //! Deciding: every signature against every key, then the verdict. Pure, so it is tested
 //! exhaustively without a registry.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use super::{Candidate, Fetched, Outcome, SignatureCheck, SignatureFormat};
 use crate::{
@@ -15,6 +15,7 @@ use crate::{
     keys::{PublicKey, check_signature_encoding},
     reference::Digest,
     registry::RegistryError,
+    sigstore::{self, Artifact, Identity, TrustedRoot},
 };
 
 /// A key with the name it has in a trust root (or the file it came from, on the command line).
@@ -24,10 +25,28 @@ pub struct NamedKey {
     pub key: PublicKey,
 }
 
-/// The keys accepted right now, and how many distinct ones must have signed.
+/// A keyless signer (certificate identity and issuer) with its name in a trust root: a name in
+/// the same namespace as key names, so thresholds and rotations count it like a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedIdentity {
+    pub name: String,
+    pub identity: Identity,
+}
+
+impl AsRef<Identity> for NamedIdentity {
+    fn as_ref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+/// The keys and identities accepted right now, and how many distinct ones must have signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySet {
     pub keys: Vec<NamedKey>,
+    pub identities: Vec<NamedIdentity>,
+    /// What keyless signatures are verified against (Fulcio CAs, CT logs, Rekor, TSAs); `None`
+    /// when there are no identities.
+    pub trusted_root: Option<Arc<TrustedRoot>>,
     pub threshold: usize,
 }
 
@@ -35,8 +54,23 @@ impl KeySet {
     pub fn new(keys: Vec<NamedKey>, threshold: usize) -> Self {
         Self {
             keys,
+            identities: Vec::new(),
+            trusted_root: None,
             threshold: threshold.max(1),
         }
+    }
+
+    /// Also accepts keyless signatures by `identities`, certified under `root`.
+    pub fn with_identities(mut self, identities: Vec<NamedIdentity>, root: Arc<TrustedRoot>) -> Self {
+        self.identities = identities;
+        self.trusted_root = Some(root);
+        self
+    }
+
+    /// Every name that can sign: keys, then identities.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let keys = self.keys.iter().map(|k| k.name.as_str());
+        keys.chain(self.identities.iter().map(|i| i.name.as_str()))
     }
 
     /// The first key that verifies `signature` over `message`, trying the hinted key first.
@@ -154,7 +188,7 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
         } => (
             SignatureFormat::Legacy,
             layer,
-            check_legacy(digest, payload, signature, keys),
+            check_legacy(digest, payload, signature, keys).map(Signed::from),
         ),
         Candidate::Bundle { manifest, bundle } => {
             let result = check_bundle(digest, bundle, keys)?;
@@ -167,11 +201,12 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
         } => (*format, source, Err(reason.clone())),
     };
     Some(match result {
-        Ok(key) => SignatureCheck {
+        Ok(signed) => SignatureCheck {
             format,
             source: source.clone(),
-            key: Some(key.name.clone()),
-            fingerprint: Some(key.key.fingerprint()),
+            key: Some(signed.name),
+            fingerprint: Some(signed.fingerprint),
+            signer: signed.signer,
             rejected: None,
         },
         Err(reason) => SignatureCheck {
@@ -179,9 +214,27 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
             source: source.clone(),
             key: None,
             fingerprint: None,
+            signer: None,
             rejected: Some(reason),
         },
     })
+}
+
+/// Who verified a signature: a key, or an identity (with the certificate's claims).
+struct Signed {
+    name: String,
+    fingerprint: String,
+    signer: Option<String>,
+}
+
+impl From<&NamedKey> for Signed {
+    fn from(key: &NamedKey) -> Self {
+        Self {
+            name: key.name.clone(),
+            fingerprint: key.key.fingerprint(),
+            signer: None,
+        }
+    }
 }
 
 const NO_KEY: &str = "no trusted key verifies it";
@@ -206,11 +259,7 @@ fn check_legacy<'k>(
 }
 
 /// `None` when the bundle is a well-formed attestation (another predicate type).
-fn check_bundle<'k>(
-    digest: &Digest,
-    bundle: &[u8],
-    keys: &'k KeySet,
-) -> Option<Result<&'k NamedKey, String>> {
+fn check_bundle(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Option<Result<Signed, String>> {
     let parsed = match parse_bundle(bundle) {
         Ok(p) => p,
         Err(e) => return Some(Err(e.to_string())),
@@ -218,7 +267,30 @@ fn check_bundle<'k>(
     if parsed.statement.predicate_type != COSIGN_SIGN_PREDICATE {
         return None;
     }
-    Some(verify_bundle(digest, &parsed, keys))
+    if sigstore::is_keyless_bundle(bundle) {
+        return Some(verify_keyless(digest, bundle, keys));
+    }
+    Some(verify_bundle(digest, &parsed, keys).map(Signed::from))
+}
+
+/// A bundle signed with a Fulcio certificate: the whole Sigstore verification (chain, SCT, log,
+/// time, signature over this digest), then the identities.
+fn verify_keyless(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Result<Signed, String> {
+    let Some(root) = keys.trusted_root.as_ref().filter(|_| !keys.identities.is_empty()) else {
+        return Err("signed keylessly (a certificate), and no identity is trusted".into());
+    };
+    let hex = digest
+        .as_str()
+        .strip_prefix("sha256:")
+        .ok_or_else(|| format!("keyless signatures name sha256 digests, not {digest}"))?;
+    let (identity, signer) = root
+        .verify_identity(bundle, Artifact::Sha256Hex(hex), &keys.identities)
+        .map_err(|e| e.to_string())?;
+    Ok(Signed {
+        name: identity.name.clone(),
+        fingerprint: identity.identity.fingerprint(),
+        signer: Some(format!("{} ({})", signer.subject, signer.issuer)),
+    })
 }
 
 struct ParsedBundle {

@@ -11,7 +11,7 @@ mod fetch;
 mod result;
 
 pub use cache::{SignatureCache, Signatures};
-pub use evaluate::{KeySet, NamedKey, check_all, decide, evaluate};
+pub use evaluate::{KeySet, NamedIdentity, NamedKey, check_all, decide, evaluate};
 pub use fetch::{ABSENT, Candidate, Fetched, Found, SignatureSource, fetch_signatures};
 pub use result::{Outcome, SignatureCheck, SignatureFormat, Verification};
 

@@ -57,9 +57,13 @@ pub struct SignatureCheck {
     /// The key that verified it, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The verifying key's fingerprint (hex SHA-256 of its DER SubjectPublicKeyInfo).
+    /// The verifying key's fingerprint (hex SHA-256 of its DER SubjectPublicKeyInfo), or the
+    /// identity's (hex SHA-256 of its subject and issuer patterns).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// For a keyless signature, the certificate's identity and issuer: `subject (issuer)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     /// Why it was rejected, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
