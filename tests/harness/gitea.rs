@@ -95,6 +95,7 @@ impl Gitea {
              [security]\nINSTALL_LOCK = true\nSECRET_KEY = {sk}\nINTERNAL_TOKEN = {it}\n\
              [oauth2]\nJWT_SECRET = {jwt}\n\
              [webhook]\nALLOWED_HOST_LIST = loopback\nDELIVER_TIMEOUT = 5\n\
+             [queue]\nTYPE = channel\n\
              [service]\nDISABLE_REGISTRATION = true\n\
              [session]\nPROVIDER = memory\n[cache]\nADAPTER = memory\n\
              [cron]\nENABLED = false\n[mailer]\nENABLED = false\n\
