@@ -84,6 +84,9 @@ impl Gitea {
         } else {
             ""
         };
+        // `[queue] TYPE = channel`: Gitea's default persistent queue holds each webhook delivery
+        // about three seconds (docs/benchmarks.md, "Push → applied, taken apart"); the in-memory
+        // one delivers at once, and a test peer has nothing to persist.
         let ini = format!(
             "APP_NAME = countersign-tests\nRUN_USER = {user}\nRUN_MODE = prod\nWORK_PATH = {d}\n{root_lines}\
              [server]\nPROTOCOL = http\nHTTP_ADDR = 127.0.0.1\nHTTP_PORT = {hp}\nROOT_URL = http://127.0.0.1:{hp}/\n\
