@@ -1,7 +1,8 @@
 //! `--policy-reports` against a real control plane with the upstream PolicyReport CRD (as Kyverno
 //! ships it), a real registry and signatures made by the real cosign: the namespace's report has
 //! a `pass` for the signed Deployment and a `fail` for the unsigned one, with their summary; then
-//! the key that signed is taken out of the TrustRoot and the signed one's result turns `fail`.
+//! the key that signed is taken out of the TrustRoot and the signed one's result turns `fail`;
+//! the Deployments deleted one by one, their results go, and the emptied namespace's report too.
 //! Everything is read back through the API server, by the report's structured fields.
 
 mod common;
@@ -177,5 +178,34 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
         "{}",
         results["signed"]
     );
+
+    // Deleted workloads leave the report; the last one takes the report with it.
+    let deployments = dynamic(&client, "apps/v1", "Deployment", Some(NS));
+    deployments
+        .delete("unsigned", &Default::default())
+        .await
+        .expect("delete unsigned");
+    let report = eventually("the unsigned result to go", WAIT, || async {
+        let report = get().await?;
+        let results = results_by_name(&report)?;
+        ensure!(results.keys().eq(["signed"]), "results {results:?}");
+        Ok(report)
+    })
+    .await;
+    assert_eq!(
+        report["summary"],
+        json!({"pass": 0, "fail": 1, "warn": 0, "error": 0, "skip": 0})
+    );
+    deployments
+        .delete("signed", &Default::default())
+        .await
+        .expect("delete signed");
+    eventually("the emptied namespace's report to be deleted", WAIT, || async {
+        match reports.get_opt("countersign").await? {
+            None => Ok(()),
+            Some(r) => anyhow::bail!("still there: {:?}", r.data["results"]),
+        }
+    })
+    .await;
     operator.stop().await;
 }
