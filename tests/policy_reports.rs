@@ -2,7 +2,7 @@
 //! ships it), a real registry and signatures made by the real cosign: the namespace's report has
 //! a `pass` for the signed Deployment and a `fail` for the unsigned one, with their summary; then
 //! the key that signed is taken out of the TrustRoot and the signed one's result turns `fail`;
-//! the Deployments deleted one by one, their results go, and the emptied namespace's report too.
+//! a pass that changes another namespace leaves this report untouched; the Deployments deleted one by one, their results go, and the emptied namespace's report too.
 //! Everything is read back through the API server, by the report's structured fields.
 
 mod common;
@@ -141,6 +141,33 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
     assert!(
         pass["timestamp"]["seconds"].as_i64().is_some_and(|s| s > 0),
         "{pass}"
+    );
+    // Only a change is written: a pass that another namespace's new workload starts writes
+    // that namespace's report and leaves this one as it was.
+    let written = report["metadata"]["resourceVersion"].clone();
+    namespace(&client, "other", json!({})).await;
+    deployment(
+        &client,
+        "other",
+        "unsigned",
+        &format!("{unsigned_repo}@{unsigned}"),
+        None,
+    )
+    .await;
+    eventually("the other namespace's report", WAIT, || async {
+        let other = policy_reports(&client, Some("other")).get("countersign").await?;
+        ensure!(
+            other.data["summary"]["fail"] == 1,
+            "summary {}",
+            other.data["summary"]
+        );
+        Ok(())
+    })
+    .await;
+    assert_eq!(
+        serde_json::to_value(reports.get("countersign").await.unwrap()).unwrap()["metadata"]["resourceVersion"],
+        written,
+        "an unchanged report is not written again"
     );
     let fail = &results["unsigned"];
     assert_eq!(fail["message"], "no signature");

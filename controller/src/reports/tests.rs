@@ -138,3 +138,22 @@ fn nothing_governed_is_no_report() {
     assert!(build(&[]).is_empty());
     assert!(build(&[entry("a", "web", Vec::new())]).is_empty());
 }
+
+#[test]
+fn a_missing_crd_is_told_from_a_missing_namespace() {
+    // The bodies the API server answers with: a resource type nothing serves, and a namespace
+    // that is gone.
+    let not_found = |details: Value| {
+        let status = json!({
+            "status": "Failure", "code": 404, "reason": "NotFound",
+            "message": "the server could not find the requested resource", "details": details,
+        });
+        kube::Error::Api(Box::new(
+            serde_json::from_value(status).unwrap_or_else(|e| panic!("{e}")),
+        ))
+    };
+    assert!(crd_missing(&not_found(json!({}))));
+    assert!(!crd_missing(&not_found(
+        json!({"name": "apps", "kind": "namespaces"})
+    )));
+}
