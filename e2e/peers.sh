@@ -3,8 +3,8 @@
 # module proxy, and caches them outside the work tree by name and version. Safe to run again: a
 # peer whose binary is already cached is not rebuilt.
 #
-#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|all]...   build (default: all)
-#   e2e/peers.sh path NAME                           print the cached binary's path
+#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|policyreport|all]...   build (default: all)
+#   e2e/peers.sh path NAME                           print the cached binary's (or file's) path
 #
 # Cache: ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/peers/<name>-<version>/
 set -euo pipefail
@@ -19,6 +19,9 @@ KWOK_VERSION=v0.8.0
 GITEA_VERSION=v1.26.0
 # Prometheus 3.x: its Go module is tagged v0.3MM.P for release 3.MM.P.
 PROMETHEUS_VERSION=v0.316.0
+# The PolicyReport CRD (wgpolicyk8s.io/v1alpha2) as Kyverno ships it generated: the upstream
+# sigs.k8s.io/wg-policy-prototypes module is refused by the module proxy here (403).
+KYVERNO_VERSION=v1.19.1
 
 CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
 PEERS="$CACHE/peers"
@@ -190,6 +193,20 @@ build_prometheus() {
   log "prometheus and promtool $PROMETHEUS_VERSION ready in $((SECONDS - start))s"
 }
 
+# The PolicyReport CRD, one YAML file copied out of Kyverno's module (downloaded, never built):
+# the tests install it to check the reports the operator writes against the real schema.
+fetch_policyreport_crd() {
+  local d; d=$(dir policyreport-crd "$KYVERNO_VERSION")
+  [ -f "$d/wgpolicyk8s.io_policyreports.yaml" ] && return 0
+  log "fetching the PolicyReport CRD from kyverno $KYVERNO_VERSION"
+  local src
+  src=$(GOFLAGS=-mod=mod go mod download -json "github.com/kyverno/kyverno@$KYVERNO_VERSION" |
+    sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+  mkdir -p "$d"
+  cp "$src/config/crds/policyreport/wgpolicyk8s.io_policyreports.yaml" "$d/"
+  chmod u+w "$d/wgpolicyk8s.io_policyreports.yaml"
+}
+
 # path NAME: the binary tests and scripts run.
 path() {
   case "$1" in
@@ -204,13 +221,14 @@ path() {
     gitea) echo "$(dir gitea "$GITEA_VERSION")/gitea" ;;
     gitea-static) echo "$(dir gitea "$GITEA_VERSION")/static" ;;
     prometheus | promtool) echo "$(dir prometheus "$PROMETHEUS_VERSION")/$1" ;;
+    policyreport-crd) echo "$(dir policyreport-crd "$KYVERNO_VERSION")/wgpolicyk8s.io_policyreports.yaml" ;;
     *) log "unknown peer $1"; return 2 ;;
   esac
 }
 
 # env: export lines naming every peer, for tests (COUNTERSIGN_PEER_<NAME>=path).
 print_env() {
-  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static prometheus promtool; do
+  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static prometheus promtool policyreport-crd; do
     local var; var="COUNTERSIGN_PEER_$(tr 'a-z-' 'A-Z_' <<<"$p")"
     echo "export $var=$(path "$p")"
   done
@@ -229,7 +247,8 @@ main() {
       cluster) build_cluster ;;
       gitea) build_gitea ;;
       prometheus) build_prometheus ;;
-      all) build_registries; build_cosign; build_cluster; build_gitea; build_prometheus ;;
+      policyreport) fetch_policyreport_crd ;;
+      all) build_registries; build_cosign; build_cluster; build_gitea; build_prometheus; fetch_policyreport_crd ;;
       *) log "unknown target $what"; return 2 ;;
     esac
   done

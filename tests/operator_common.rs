@@ -78,6 +78,66 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
     .await;
 }
 
+/// Installs the upstream PolicyReport CRD (`e2e/peers.sh policyreport` fetches it from
+/// Kyverno's module) and waits until PolicyReports can be listed.
+pub async fn install_policy_report_crd(client: &Client) {
+    let path = countersign_tests::peer_path("policyreport-crd");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        "policyreports.wgpolicyk8s.io",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the PolicyReport CRD");
+    let reports = policy_reports(client, None);
+    eventually(
+        "the PolicyReport API to be served",
+        Duration::from_secs(30),
+        || async {
+            reports
+                .list(&ListParams::default())
+                .await
+                .map(drop)
+                .context("list")
+        },
+    )
+    .await;
+}
+
+/// PolicyReports (`wgpolicyk8s.io/v1alpha2`), in one namespace or all.
+pub fn policy_reports(client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
+    let resource = countersign::reports::api_resource();
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// What the operator tests run with: the test Lease, nothing optional switched on.
+pub fn config(identity: &str, registry_credentials: Option<(&str, &str)>) -> operator::Config {
+    operator::Config {
+        metrics_addr: "127.0.0.1:0".parse().expect("address"),
+        lease: LeaseConfig {
+            namespace: LEASE_NAMESPACE.into(),
+            name: "countersign-controller".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        },
+        registry_credentials: registry_credentials.map(|(ns, n)| (ns.to_string(), n.to_string())),
+        insecure_registries: Vec::new(),
+        concurrency: 8,
+        registry_requests: 16,
+        gitops: countersign::gitops::Config::default(),
+        admission: None,
+        policy_reports: false,
+    }
+}
+
 /// The operator, running in-process as `countersign run` runs it.
 pub struct Operator {
     stop: oneshot::Sender<()>,
@@ -96,32 +156,18 @@ impl Operator {
         identity: &str,
         registry_credentials: Option<(&str, &str)>,
     ) -> Operator {
-        let config = operator::Config {
-            metrics_addr: "127.0.0.1:0".parse().expect("address"),
-            lease: LeaseConfig {
-                namespace: LEASE_NAMESPACE.into(),
-                name: "countersign-controller".into(),
-                identity: identity.into(),
-                lease_duration: Duration::from_secs(15),
-                renew_every: Duration::from_secs(5),
-            },
-            registry_credentials: registry_credentials.map(|(ns, n)| (ns.to_string(), n.to_string())),
-            insecure_registries: Vec::new(),
-            concurrency: 8,
-            registry_requests: 16,
-            gitops: countersign::gitops::Config::default(),
-            admission: None,
-        };
+        Self::start_config(cluster, config(identity, registry_credentials))
+    }
+
+    /// With a configuration of its own (start from [`config`]).
+    pub fn start_config(cluster: &LocalCluster, config: operator::Config) -> Operator {
+        let identity = config.lease.identity.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let client = cluster.client();
         let task = tokio::spawn(operator::run(client, config, async move {
             let _ = stopped.await;
         }));
-        Operator {
-            stop,
-            task,
-            identity: identity.into(),
-        }
+        Operator { stop, task, identity }
     }
 
     /// Stops it as SIGTERM would, and checks it ended cleanly.

@@ -618,8 +618,13 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
     )
     .await;
 
+    // PolicyReports (an optional flag, off in the manifests): on here, with the upstream CRD,
+    // so that writing them runs under the same RBAC.
+    install_policy_report_crd(&admin).await;
+
     let started = Instant::now();
-    let args = manifest_run_args();
+    let mut args = manifest_run_args();
+    args.push("--policy-reports".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut replica = Replica::start(&bin, &kubeconfig, "least-privilege", dir.path(), &args);
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
@@ -712,6 +717,36 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
         });
         let reasons: Vec<_> = list.items.iter().map(|e| e.reason.clone()).collect();
         anyhow::ensure!(found, "events: {reasons:?}");
+        Ok(())
+    })
+    .await;
+
+    let reports = Api::<kube::api::DynamicObject>::namespaced_with(
+        admin.clone(),
+        "apps",
+        &countersign::reports::api_resource(),
+    );
+    eventually("a PolicyReport with a pass and a fail", WAIT, || async {
+        refusals.assert_none();
+        let report = reports.get("countersign").await?;
+        let summary = &report.data["summary"];
+        anyhow::ensure!(summary["pass"] == 1 && summary["fail"] == 1, "summary {summary}");
+        Ok(())
+    })
+    .await;
+    // Its deletion (the namespace has nothing governed left) is allowed too.
+    deployments
+        .delete("signed", &Default::default())
+        .await
+        .expect("delete signed");
+    deployments
+        .delete("unsigned", &Default::default())
+        .await
+        .expect("delete unsigned");
+    eventually("the emptied namespace's PolicyReport deleted", WAIT, || async {
+        refusals.assert_none();
+        let left = reports.get_opt("countersign").await?;
+        anyhow::ensure!(left.is_none(), "still there");
         Ok(())
     })
     .await;
@@ -857,6 +892,29 @@ fn manifest_run_args() -> Vec<String> {
             _ => (*arg).to_owned(),
         })
         .collect()
+}
+
+/// The upstream PolicyReport CRD (`e2e/peers.sh policyreport`), applied and served.
+async fn install_policy_report_crd(client: &kube::Client) {
+    let path = countersign_tests::peer_path("policyreport-crd");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
+            "policyreports.wgpolicyk8s.io",
+            &PatchParams::apply("countersign-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply the PolicyReport CRD");
+    let reports =
+        Api::<kube::api::DynamicObject>::all_with(client.clone(), &countersign::reports::api_resource());
+    eventually("the PolicyReport API to be served", WAIT, || async {
+        reports.list(&ListParams::default()).await?;
+        Ok(())
+    })
+    .await;
 }
 
 async fn apply_rbac_manifest(client: &kube::Client) -> Vec<String> {

@@ -16,6 +16,7 @@
 //! - [`crd`]: the Kubernetes API types (TrustRoot, …);
 //! - [`operator`]: `countersign run`, the controller;
 //! - [`gitops`]: TrustSources, TrustRoots and KeyRotations synced from Git (leader only);
+//! - [`reports`]: PolicyReports (`wgpolicyk8s.io`) of the operator's verdicts, when asked for;
 //! - [`admission`]: the validating and mutating webhooks (every replica);
 //! - [`server`]: the one HTTP stack (axum, rustls) every listener is served by;
 //! - [`cli`]: the `countersign` subcommands.
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod operator;
 pub mod reference;
 pub mod registry;
+pub mod reports;
 pub mod rotation;
 pub mod server;
 pub mod sign;

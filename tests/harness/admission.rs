@@ -69,6 +69,7 @@ impl Replica {
                 excluded_namespaces: vec!["kube-system".into(), LEASE_NAMESPACE.into()],
                 pin_all: false,
             }),
+            policy_reports: false,
         };
         let listeners = Listeners::bind(&config)
             .await

@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// The Secret (in the operator's namespace) whose `token` authenticates webhook calls.
     #[arg(long, value_name = "NAME", default_value = "countersign-git-webhook")]
     pub git_webhook_secret: String,
+    /// Write a wgpolicyk8s.io/v1alpha2 PolicyReport (named countersign) in every namespace with
+    /// governed workloads, for Policy Reporter and other tools that read them. Needs the
+    /// PolicyReport CRD installed (Kyverno ships it).
+    #[arg(long)]
+    pub policy_reports: bool,
     #[command(flatten)]
     pub admission: AdmissionArgs,
 }
@@ -169,6 +174,7 @@ fn config(args: &RunArgs) -> anyhow::Result<Config> {
             webhook_secret: args.git_webhook_secret.clone(),
         },
         admission: admission(&args.admission, &namespace),
+        policy_reports: args.policy_reports,
     })
 }
 

@@ -54,6 +54,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Applying or deleting a namespace's PolicyReport (`--policy-reports`) failed.
+    #[error("writing the PolicyReport of namespace {namespace}: {source}")]
+    Report {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
     /// The Lease could not be acquired (API error), or was lost while leading.
     #[error("leader election: {0}")]
     Leadership(String),
@@ -72,6 +79,7 @@ impl Error {
             Self::Annotate { .. } => "annotate",
             Self::Event { .. } => "event",
             Self::Status { .. } | Self::RotationStatus { .. } => "status",
+            Self::Report { .. } => "policy_report",
             Self::Leadership(_) => "leadership",
             Self::Http(_) => "http",
         }

@@ -80,6 +80,8 @@ pub struct Config {
     pub gitops: crate::gitops::Config,
     /// The admission webhooks (every replica); `None`: not served.
     pub admission: Option<crate::admission::Config>,
+    /// Write a `wgpolicyk8s.io/v1alpha2` PolicyReport per namespace (leader only).
+    pub policy_reports: bool,
 }
 
 /// The addresses of `countersign run`, bound before anything else runs, so that a port taken
@@ -273,6 +275,7 @@ async fn lead(
         pool: pool.clone(),
         objects: ObjectCache::new(client.clone(), OBJECT_TTL),
         concurrency: config.concurrency,
+        policy_reports: config.policy_reports,
     };
     let sources = crate::gitops::controller::Context::new(
         client.clone(),

@@ -46,6 +46,7 @@ use super::{
 };
 use crate::{
     crd::{KeyRotationStatus, KeyStatus, SweepSummary, TrustRootStatus, WorkloadCounts},
+    reports,
     rotation::Acceptance,
     verify::{Outcome, SignatureCheck, Signatures, check_all, decide},
 };
@@ -75,6 +76,8 @@ pub struct Parts {
     pub objects: ObjectCache,
     /// Digests verified at once.
     pub concurrency: usize,
+    /// Whether to write PolicyReports (`--policy-reports`).
+    pub policy_reports: bool,
 }
 
 /// The signatures of a digest checked against a root's declared keys, kept while both stay the
@@ -106,6 +109,8 @@ pub struct Reconciler {
     /// The next window edge of any rotation.
     next_edge: Option<Instant>,
     retry: bool,
+    /// `Some` with `--policy-reports`: what was last written, per namespace.
+    reports: Option<reports::Writer>,
 }
 
 /// A workload whose annotations or events must be written.
@@ -120,7 +125,6 @@ struct Change {
 impl Reconciler {
     pub fn new(parts: Parts) -> Self {
         Self {
-            parts,
             compiler: TrustCompiler::default(),
             known: HashMap::new(),
             swept_at: HashMap::new(),
@@ -132,6 +136,10 @@ impl Reconciler {
             rechecks: HashSet::new(),
             next_edge: None,
             retry: false,
+            reports: parts
+                .policy_reports
+                .then(|| reports::Writer::new(parts.client.clone())),
+            parts,
         }
     }
 
@@ -195,12 +203,13 @@ impl Reconciler {
         let (tags, signatures) = self.lookup(&planned, max_age).await;
         let now = Timestamp::now();
         let (rotations, keys) = self.rotations(&reports, &planned, &tags, &signatures, now);
-        let (changes, counts) = self.assess(&planned, &roots, &tags, &signatures, now);
+        let (changes, counts, entries) = self.assess(&planned, &roots, &tags, &signatures, now);
         let by_root = roots
             .iter()
             .map(|r| (r.name.as_str(), counts.get(&r.name).copied().unwrap_or_default()));
         self.parts.metrics.set_trust_root_workloads(by_root);
         self.write(changes).await;
+        self.write_reports(&entries, now).await;
         self.finish_sweeps(&due, &planned, &tags, started, now);
         self.write_statuses(&reports, &counts, keys, now).await;
         self.write_rotations(&rotations, now).await;
@@ -245,7 +254,9 @@ impl Reconciler {
         (tags, signatures)
     }
 
-    /// The pure heart of a pass: findings → recorded state → what to write, and the counts.
+    /// The pure heart of a pass: findings → recorded state → what to write, the counts, and
+    /// (with `--policy-reports`) each governed workload's findings.
+    #[allow(clippy::type_complexity)]
     fn assess(
         &mut self,
         planned: &[Planned],
@@ -253,11 +264,12 @@ impl Reconciler {
         tags: &HashMap<TagKey, Tag>,
         signatures: &HashMap<SignatureKey, Fetched>,
         now: Timestamp,
-    ) -> (Vec<Change>, HashMap<String, WorkloadCounts>) {
+    ) -> (Vec<Change>, HashMap<String, WorkloadCounts>, Vec<reports::Entry>) {
         let since = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let mut counts = HashMap::new();
         let mut by_verdict: BTreeMap<&'static str, i64> = BTreeMap::new();
         let mut changes = Vec::new();
+        let mut entries = Vec::new();
         for p in planned {
             let w = &p.workload;
             if p.images.is_empty() {
@@ -272,6 +284,12 @@ impl Reconciler {
             let (findings, checks) =
                 plan::findings(p, tags, |key, root| self.evaluate(key, root, signatures));
             plan::count(&findings, &mut counts);
+            if self.reports.is_some() {
+                entries.push(reports::Entry {
+                    workload: w.workload.clone(),
+                    findings: findings.clone(),
+                });
+            }
             let next = verdict::derive(&findings, &checks, previous.as_ref(), &since);
             *by_verdict.entry(bucket(&next)).or_default() += 1;
             match change(w, previous.as_ref(), next, |k| {
@@ -285,7 +303,20 @@ impl Reconciler {
         }
         let totals: Vec<(&'static str, i64)> = by_verdict.into_iter().collect();
         self.parts.metrics.set_workloads_by_verdict(&totals);
-        (changes, counts)
+        (changes, counts, entries)
+    }
+
+    /// After the annotations: the reports are a copy of the verdicts for other tools, so a
+    /// failure here is retried like any write but never holds the verdicts back.
+    async fn write_reports(&mut self, entries: &[reports::Entry], now: Timestamp) {
+        let Some(writer) = &mut self.reports else {
+            return;
+        };
+        for e in writer.write(reports::build(entries), now).await {
+            tracing::warn!(error = %e, "PolicyReport not written; retrying soon");
+            self.parts.metrics.reconcile_error(e.category());
+            self.retry = true;
+        }
     }
 
     /// A digest's signatures under a root's keys as accepted now. The signatures are verified
