@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use countersign::{
     crd::{TrustRoot, TrustRootStatus},
-    operator::{self, leader::LeaseConfig},
+    operator,
 };
 use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
 use k8s_openapi::{
@@ -120,21 +120,8 @@ pub fn policy_reports(client: &Client, namespace: Option<&str>) -> Api<DynamicOb
 /// What the operator tests run with: the test Lease, nothing optional switched on.
 pub fn config(identity: &str, registry_credentials: Option<(&str, &str)>) -> operator::Config {
     operator::Config {
-        metrics_addr: "127.0.0.1:0".parse().expect("address"),
-        lease: LeaseConfig {
-            namespace: LEASE_NAMESPACE.into(),
-            name: "countersign-controller".into(),
-            identity: identity.into(),
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-        },
         registry_credentials: registry_credentials.map(|(ns, n)| (ns.to_string(), n.to_string())),
-        insecure_registries: Vec::new(),
-        concurrency: 8,
-        registry_requests: 16,
-        gitops: countersign::gitops::Config::default(),
-        admission: None,
-        policy_reports: false,
+        ..countersign_tests::operator_config(identity)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::{
 };
 use countersign::{
     admission::{self, certs::Names, tls::CertConfig},
-    operator::{self, Listeners, leader::LeaseConfig},
+    operator::{self, Listeners},
 };
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -37,19 +37,6 @@ pub struct Replica {
 impl Replica {
     pub async fn start(cluster: &LocalCluster, identity: &str) -> Replica {
         let config = operator::Config {
-            metrics_addr: "127.0.0.1:0".parse().expect("address"),
-            lease: LeaseConfig {
-                namespace: LEASE_NAMESPACE.into(),
-                name: "countersign-controller".into(),
-                identity: identity.into(),
-                lease_duration: Duration::from_secs(15),
-                renew_every: Duration::from_secs(5),
-            },
-            registry_credentials: None,
-            insecure_registries: Vec::new(),
-            concurrency: 8,
-            registry_requests: 16,
-            gitops: countersign::gitops::Config::default(),
             admission: Some(admission::Config {
                 addr: "127.0.0.1:0".parse().expect("address"),
                 certs: CertConfig {
@@ -69,7 +56,7 @@ impl Replica {
                 excluded_namespaces: vec!["kube-system".into(), LEASE_NAMESPACE.into()],
                 pin_all: false,
             }),
-            policy_reports: false,
+            ..crate::operator_config(identity)
         };
         let listeners = Listeners::bind(&config)
             .await

@@ -79,3 +79,26 @@ pub fn countersign_bin() -> PathBuf {
         })
         .clone()
 }
+
+/// The configuration of an operator run in a test's own process: every address on a port the
+/// kernel picks, the Lease in `countersign-system`, nothing optional switched on.
+pub fn operator_config(identity: &str) -> countersign::operator::Config {
+    use std::time::Duration;
+    countersign::operator::Config {
+        metrics_addr: "127.0.0.1:0".parse().expect("address"),
+        lease: countersign::operator::leader::LeaseConfig {
+            namespace: bench::LEASE_NAMESPACE.into(),
+            name: "countersign-controller".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        },
+        registry_credentials: None,
+        insecure_registries: Vec::new(),
+        concurrency: 8,
+        registry_requests: 16,
+        gitops: countersign::gitops::Config::default(),
+        admission: None,
+        policy_reports: false,
+    }
+}

@@ -310,6 +310,27 @@ async fn write(
     }
 }
 
+/// A webhook's name and caBundle.
+type Hook = (String, Option<ByteString>);
+
+fn validating_hooks(c: ValidatingWebhookConfiguration) -> Vec<Hook> {
+    let hooks = c.webhooks.unwrap_or_default().into_iter();
+    hooks.map(|w| (w.name, w.client_config.ca_bundle)).collect()
+}
+
+fn mutating_hooks(c: MutatingWebhookConfiguration) -> Vec<Hook> {
+    let hooks = c.webhooks.unwrap_or_default().into_iter();
+    hooks.map(|w| (w.name, w.client_config.ca_bundle)).collect()
+}
+
+/// The webhooks of configuration `name` of one kind; `None` when there is no such configuration.
+async fn hooks<K>(api: &Api<K>, name: &str, of: fn(K) -> Vec<Hook>) -> Result<Option<Vec<Hook>>, CertError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api.get_opt(name).await.map_err(kube_error)?.map(of))
+}
+
 /// Whether every webhook of both configurations already trusts the first CA of `bundle` (no
 /// configuration: nothing to wait for).
 async fn configurations_trust(client: &Client, config: &CertConfig, bundle: &str) -> Result<bool, CertError> {
@@ -317,72 +338,43 @@ async fn configurations_trust(client: &Client, config: &CertConfig, bundle: &str
         .split_inclusive("-----END CERTIFICATE-----\n")
         .next()
         .unwrap_or_default();
-    let bundles = ca_bundles(client, &config.configuration).await?;
-    Ok(bundles.iter().all(|b| String::from_utf8_lossy(b).contains(first)))
-}
-
-async fn ca_bundles(client: &Client, name: &str) -> Result<Vec<Vec<u8>>, CertError> {
-    let mut out = Vec::new();
-    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
-    if let Some(c) = validating.get_opt(name).await.map_err(kube_error)? {
-        for w in c.webhooks.unwrap_or_default() {
-            out.push(w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default());
-        }
-    }
-    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    if let Some(c) = mutating.get_opt(name).await.map_err(kube_error)? {
-        for w in c.webhooks.unwrap_or_default() {
-            out.push(w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default());
-        }
-    }
-    Ok(out)
+    let name = &config.configuration;
+    let validating = hooks(&Api::all(client.clone()), name, validating_hooks).await?;
+    let mutating = hooks(&Api::all(client.clone()), name, mutating_hooks).await?;
+    let trusts = |h: &Hook| {
+        h.1.as_ref()
+            .is_some_and(|b| String::from_utf8_lossy(&b.0).contains(first))
+    };
+    Ok(validating
+        .into_iter()
+        .chain(mutating)
+        .flatten()
+        .all(|h| trusts(&h)))
 }
 
 /// Sets `caBundle` on every webhook of both configurations that lacks it, each change guarded
 /// by a `test` of the webhook's name (the list may have changed since it was read).
 async fn patch_configurations(client: &Client, config: &CertConfig, bundle: &str) -> Result<(), CertError> {
+    let name = &config.configuration;
     let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
-    if let Some(c) = validating
-        .get_opt(&config.configuration)
-        .await
-        .map_err(kube_error)?
-    {
-        let names = c
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| (w.name, w.client_config.ca_bundle));
-        patch_bundle(&validating, &config.configuration, names, bundle).await?;
+    if let Some(h) = hooks(&validating, name, validating_hooks).await? {
+        patch_bundle(&validating, name, h, bundle).await?;
     }
     let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    if let Some(c) = mutating
-        .get_opt(&config.configuration)
-        .await
-        .map_err(kube_error)?
-    {
-        let names = c
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| (w.name, w.client_config.ca_bundle));
-        patch_bundle(&mutating, &config.configuration, names, bundle).await?;
+    if let Some(h) = hooks(&mutating, name, mutating_hooks).await? {
+        patch_bundle(&mutating, name, h, bundle).await?;
     }
     Ok(())
 }
 
-async fn patch_bundle<K>(
-    api: &Api<K>,
-    name: &str,
-    webhooks: impl Iterator<Item = (String, Option<ByteString>)>,
-    bundle: &str,
-) -> Result<(), CertError>
+async fn patch_bundle<K>(api: &Api<K>, name: &str, webhooks: Vec<Hook>, bundle: &str) -> Result<(), CertError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
     let mut ops = Vec::new();
-    for (i, (webhook, current)) in webhooks.enumerate() {
+    for (i, (webhook, current)) in webhooks.into_iter().enumerate() {
         if current.is_some_and(|c| c.0 == bundle.as_bytes()) {
             continue;
         }
