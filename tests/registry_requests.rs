@@ -18,6 +18,7 @@ use countersign::{
     verify::SignatureCache,
 };
 use countersign_tests::{
+    gitea::{self, Gitea},
     images::push_image_as,
     registry::{self, Registry, RegistryKind},
     scratch_dir,
@@ -66,7 +67,9 @@ fn is_ping(path: &str) -> bool {
 }
 
 struct Fixture {
-    registry: Registry,
+    /// go-containerregistry and distribution registries; `None` for Gitea.
+    registry: Option<Registry>,
+    _gitea: Option<Gitea>,
     credentials: Credentials,
     /// Two bundle-signed, two `.sig`-signed, one unsigned.
     images: Vec<ImageRef>,
@@ -76,19 +79,27 @@ const SIGNED: usize = 4;
 
 async fn fixture(kind: RegistryKind) -> Fixture {
     let registry = Registry::start(kind);
-    let dir = scratch_dir("requests");
-    let (credentials, config) = match kind {
+    let (credentials, images) = match kind {
         RegistryKind::Htpasswd => {
             let json = registry.docker_config(registry::PASSWORD);
-            let path = dir.path().join("config.json");
-            std::fs::write(&path, &json).unwrap();
-            (
-                Credentials::from_docker_config(&json).unwrap(),
-                Some(dir.path().to_path_buf()),
-            )
+            signed_images(&registry.host, "", json).await
         }
-        _ => (Credentials::anonymous(), None),
+        _ => signed_images(&registry.host, "", b"{}".to_vec()).await,
     };
+    Fixture {
+        registry: Some(registry),
+        _gitea: None,
+        credentials,
+        images,
+    }
+}
+
+/// Pushes and signs the images in `<host>/<prefix>app0` and `…app1`, logged in with the docker
+/// config `json`.
+async fn signed_images(host: &str, prefix: &str, json: Vec<u8>) -> (Credentials, Vec<ImageRef>) {
+    let dir = scratch_dir("requests");
+    std::fs::write(dir.path().join("config.json"), &json).unwrap();
+    let credentials = Credentials::from_docker_config(&json).unwrap();
     let signer = RegistryClient::new(RegistryOptions {
         credentials: credentials.clone(),
         ..RegistryOptions::default()
@@ -96,8 +107,8 @@ async fn fixture(kind: RegistryKind) -> Fixture {
     let key = SigningKey::generate();
     let mut images = Vec::new();
     for i in 0..=SIGNED {
-        let tag = format!("{}:v{i}", registry.repo(&format!("app{}", i % 2)));
-        let digest = push_image_as(config.as_deref(), &tag, &format!("requests {i}"));
+        let tag = format!("{host}/{prefix}app{}:v{i}", i % 2);
+        let digest = push_image_as(Some(dir.path()), &tag, &format!("requests {i}"));
         let image = ImageRef::parse(&tag)
             .unwrap()
             .at_digest(&Digest::parse(&digest).unwrap());
@@ -114,20 +125,17 @@ async fn fixture(kind: RegistryKind) -> Fixture {
         }
         images.push(image);
     }
-    Fixture {
-        registry,
-        credentials,
-        images,
-    }
+    (credentials, images)
 }
 
 /// Fills a cache (cold), then re-checks every digest once (warm). Returns the warm requests as
 /// the client reported them, as many as the registry logged, and the pings it logged cold and
 /// warm.
-async fn warm_recheck(f: &Fixture) -> (Vec<(&'static str, &'static str)>, usize, usize) {
+async fn warm_recheck(f: &Fixture) -> Counts {
     let seen = Arc::new(Seen::default());
     let cache = SignatureCache::new(Arc::new(client(&seen, f.credentials.clone())));
-    let before_cold = logged_requests(&f.registry).len();
+    let log = || f.registry.as_ref().map(logged_requests).unwrap_or_default();
+    let before_cold = log().len();
     for image in &f.images {
         let entry = cache.get(image, &image.digest().unwrap(), Duration::ZERO).await;
         assert!(!entry.is_stale(), "{image}: {:?}", entry.error);
@@ -138,19 +146,39 @@ async fn warm_recheck(f: &Fixture) -> (Vec<(&'static str, &'static str)>, usize,
             .all(|(_, outcome)| matches!(*outcome, "ok" | "not_found" | "unauthorized")),
         "cold: {cold:?}"
     );
-    let before_warm = logged_requests(&f.registry).len();
+    let before_warm = log().len();
     for image in &f.images {
         let entry = cache.get(image, &image.digest().unwrap(), Duration::ZERO).await;
         assert!(!entry.is_stale(), "{image}: {:?}", entry.error);
     }
-    let logged = logged_requests(&f.registry);
+    let logged = log();
     let pings = logged[before_cold..].iter().filter(|p| is_ping(p)).count();
-    (seen.take(), logged.len() - before_warm, pings)
+    Counts {
+        cold,
+        warm: seen.take(),
+        logged: logged.len() - before_warm,
+        pings,
+    }
+}
+
+struct Counts {
+    cold: Vec<(&'static str, &'static str)>,
+    warm: Vec<(&'static str, &'static str)>,
+    /// Warm requests in the registry's log.
+    logged: usize,
+    /// Pings in the registry's log, cold and warm.
+    pings: usize,
+}
+
+fn kind(f: &Fixture) -> String {
+    f.registry
+        .as_ref()
+        .map_or_else(|| "gitea".into(), |r| format!("{:?}", r.kind))
 }
 
 /// Per warm re-check: one request per signed digest (the `.sig` HEAD or the referrers listing
 /// of the format it is signed in), two for the unsigned one (both formats), never a ping.
-fn assert_warm_costs(kind: RegistryKind, warm: &[(&'static str, &'static str)]) {
+fn assert_warm_costs(kind: impl std::fmt::Debug, warm: &[(&'static str, &'static str)]) {
     assert_eq!(warm.len(), SIGNED + 2, "{kind:?}: warm requests {warm:?}");
     assert!(
         warm.iter()
@@ -168,28 +196,60 @@ fn assert_warm_costs(kind: RegistryKind, warm: &[(&'static str, &'static str)]) 
 #[tokio::test]
 async fn warm_recheck_referrers_api_registry_is_one_request_per_signed_digest() {
     let f = fixture(RegistryKind::Referrers).await;
-    let (warm, logged, pings) = warm_recheck(&f).await;
-    assert_warm_costs(f.registry.kind, &warm);
-    assert_eq!(logged, warm.len(), "the registry saw what the client reported");
-    assert_eq!(pings, 0, "no /v2/ ping, cold or warm");
+    let c = warm_recheck(&f).await;
+    assert_warm_costs(kind(&f), &c.warm);
+    assert_eq!(
+        c.logged,
+        c.warm.len(),
+        "the registry saw what the client reported"
+    );
+    assert_eq!(c.pings, 0, "no /v2/ ping, cold or warm");
 }
 
 #[tokio::test]
 async fn warm_recheck_fallback_tag_registry_is_one_request_per_signed_digest() {
     let f = fixture(RegistryKind::NoReferrers).await;
-    let (warm, logged, pings) = warm_recheck(&f).await;
-    assert_warm_costs(f.registry.kind, &warm);
+    let c = warm_recheck(&f).await;
+    assert_warm_costs(kind(&f), &c.warm);
     // Without the API, the bundle format is read from the fallback tag at once: the registry
     // said 404 to the referrers API when the cache was filled.
-    assert!(warm.iter().all(|(op, _)| *op != "referrers"), "{warm:?}");
-    assert_eq!(logged, warm.len(), "the registry saw what the client reported");
-    assert_eq!(pings, 0, "no /v2/ ping, cold or warm");
+    assert!(c.warm.iter().all(|(op, _)| *op != "referrers"), "{:?}", c.warm);
+    assert_eq!(
+        c.logged,
+        c.warm.len(),
+        "the registry saw what the client reported"
+    );
+    assert_eq!(c.pings, 0, "no /v2/ ping, cold or warm");
 }
 
 #[tokio::test]
 async fn warm_recheck_with_authentication_is_one_request_per_signed_digest() {
     let f = fixture(RegistryKind::Htpasswd).await;
-    let (warm, _, _) = warm_recheck(&f).await;
+    let c = warm_recheck(&f).await;
     // The registry's challenge was learnt cold: warm requests carry credentials at once, no 401.
-    assert_warm_costs(f.registry.kind, &warm);
+    assert_warm_costs(kind(&f), &c.warm);
+}
+
+/// Gitea's registry hands out bearer tokens (as Docker Hub, GHCR, ECR and Harbor do): cold, one
+/// token per repository (the challenge is learnt from the first 401); warm, the cached tokens
+/// are sent at once.
+#[tokio::test]
+async fn warm_recheck_with_bearer_tokens_is_one_request_per_signed_digest() {
+    let gitea = Gitea::start();
+    let host = format!("127.0.0.1:{}", gitea.http_port);
+    let json = serde_json::to_vec(&serde_json::json!({
+        "auths": { &host: { "username": gitea::USER, "password": gitea::PASSWORD } }
+    }))
+    .unwrap();
+    let (credentials, images) = signed_images(&host, &format!("{}/", gitea::USER), json).await;
+    let f = Fixture {
+        registry: None,
+        _gitea: Some(gitea),
+        credentials,
+        images,
+    };
+    let counts = warm_recheck(&f).await;
+    let tokens = counts.cold.iter().filter(|(op, _)| *op == "token").count();
+    assert_eq!(tokens, 2, "one token per repository: {:?}", counts.cold);
+    assert_warm_costs("gitea", &counts.warm);
 }

@@ -198,8 +198,15 @@ impl Reader {
                 return Ok(response);
             }
             if bearer {
-                // Whatever token we sent is worth nothing now (expired early, revoked).
-                *self.token_slot(repo).lock().await = None;
+                // The token we sent is worth nothing now (expired early, revoked). Only that
+                // one: requests that went out together without a token must share the one
+                // the first of them fetches, not discard it.
+                let slot = self.token_slot(repo);
+                let mut token = slot.lock().await;
+                let sent = |t: &Token| authorization.as_deref() == Some(&format!("Bearer {}", t.value));
+                if token.as_ref().is_some_and(sent) {
+                    *token = None;
+                }
             }
         }
     }
