@@ -51,7 +51,9 @@ impl Default for Limits {
 }
 
 /// Called once per registry request with the operation, the outcome category (`ok` or a
-/// [`RegistryError::category`]) and how long it took: the hook for metrics and benchmarks.
+/// [`RegistryError::category`]) and how long it took: the hook for metrics and benchmarks. For
+/// reads, once per HTTP request (token requests and answered 401s included); for pushes, once
+/// per oci-client call.
 pub type RequestObserver = Arc<dyn Fn(&'static str, &'static str, Duration) + Send + Sync>;
 
 #[derive(Clone, Default)]
