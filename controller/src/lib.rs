@@ -7,8 +7,9 @@
 //! - [`keys`]: public keys (PEM, fingerprints) and cosign's encrypted private key format;
 //! - [`formats`]: the bytes cosign writes (simple-signing payloads, DSSE, Sigstore bundles, OCI
 //!   manifests), parsed and built without I/O;
-//! - [`registry`]: the one place that talks to registries (oci-client), with limits and an error
-//!   type that keeps "not there" apart from "could not ask";
+//! - [`registry`]: the one place that talks to registries (reads over reqwest, pushes through
+//!   oci-client), with limits and an error type that keeps "not there" apart from "could not
+//!   ask";
 //! - [`verify`]: the verification engine, fetch then a pure evaluation against a key set;
 //! - [`sign`]: writes signatures in cosign v2 (`.sig` tag) and v3 (bundle referrer) form;
 //! - [`sigstore`](mod@sigstore): keyless verification of Sigstore bundles (Fulcio, CT, Rekor, TSA) offline

@@ -47,6 +47,10 @@ pub fn main() -> ExitCode {
         Command::Run(_) => init_logging("info,oci_client=error,kube=warn"),
         _ => init_logging("warn,oci_client=error"),
     }
+    // rustls is compiled with two crypto providers (kube: ring; reqwest: aws-lc-rs) and then
+    // refuses to pick one by itself. ring, for every command: it is the one ECDSA is checked
+    // with, so a `verify` initialises one crypto library, not two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Crds(args) => crds::print_crds(&args),
         Command::GenerateKeyPair(args) => keys::generate_key_pair(&args),

@@ -131,9 +131,6 @@ fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        // rustls is compiled with two crypto providers in this workspace (kube: ring; reqwest:
-        // aws-lc-rs) and then refuses to pick one by itself.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = kube::Client::try_default()
             .await
             .context("connecting to Kubernetes (KUBECONFIG, or in-cluster config)")?;

@@ -517,6 +517,9 @@ impl Metrics {
     }
 
     /// Counts registry requests by operation and outcome (`ok` or a `RegistryError::category()`).
+    /// Reads count every HTTP request, as the registry sees them (`resolve` = manifest HEAD,
+    /// `manifest`, `blob`, `referrers`, `token`; a 401 answered by re-authenticating is one
+    /// `unauthorized` and one more request); pushes count one per oci-client call.
     pub fn registry_observer(self: &Arc<Self>) -> RequestObserver {
         let metrics = Arc::clone(self);
         Arc::new(move |operation, outcome, elapsed| {

@@ -7,17 +7,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use oci_client::{
     Client, RegistryOperation, client::ClientConfig, client::ClientProtocol, errors::OciDistributionError,
     secrets::RegistryAuth,
 };
 use tokio::sync::Semaphore;
 
-use super::{Credentials, RegistryError};
+use super::{Credentials, RegistryError, reader::Reader};
 use crate::{
-    formats::oci::{Descriptor, Index, MANIFEST_TYPES, OCI_INDEX},
+    formats::oci::{Descriptor, Index, MANIFEST_TYPES},
     reference::{Digest, ImageRef, is_loopback_host},
 };
 
@@ -52,7 +51,9 @@ impl Default for Limits {
 }
 
 /// Called once per registry request with the operation, the outcome category (`ok` or a
-/// [`RegistryError::category`]) and how long it took: the hook for metrics and benchmarks.
+/// [`RegistryError::category`]) and how long it took: the hook for metrics and benchmarks. For
+/// reads, once per HTTP request (token requests and answered 401s included); for pushes, once
+/// per oci-client call.
 pub type RequestObserver = Arc<dyn Fn(&'static str, &'static str, Duration) + Send + Sync>;
 
 #[derive(Clone, Default)]
@@ -75,18 +76,29 @@ pub enum FetchError {
     Rejected(String),
 }
 
+/// Reads through [`Reader`] (reqwest, no `/v2/` pings); writes (`sign`, `rotation resign`)
+/// through oci-client, whose push protocol (uploads, the missing-`Location` workarounds) is worth
+/// keeping and whose per-request ping costs nothing that matters there.
 pub struct RegistryClient {
     options: RegistryOptions,
-    clients: Mutex<HashMap<String, Arc<Client>>>,
+    reader: Reader,
+    pushers: Mutex<HashMap<String, Arc<Client>>>,
     in_flight: Semaphore,
 }
 
 impl RegistryClient {
     pub fn new(options: RegistryOptions) -> Self {
         let in_flight = Semaphore::new(options.limits.max_concurrent_requests.max(1));
+        let reader = Reader::new(
+            options.limits.clone(),
+            options.credentials.clone(),
+            options.insecure_registries.clone(),
+            options.observer.clone(),
+        );
         Self {
             options,
-            clients: Mutex::new(HashMap::new()),
+            reader,
+            pushers: Mutex::new(HashMap::new()),
             in_flight,
         }
     }
@@ -95,10 +107,10 @@ impl RegistryClient {
         &self.options.limits
     }
 
-    /// The oci-client for a registry host, made on first use. One per host because the
-    /// protocol (HTTP for loopback and flagged registries) is a per-client setting.
-    fn client_for(&self, registry: &str) -> Arc<Client> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+    /// The oci-client for pushing to a registry host, made on first push. One per host because
+    /// the protocol (HTTP for loopback and flagged registries) is a per-client setting.
+    fn pusher_for(&self, registry: &str) -> Arc<Client> {
+        let mut clients = self.pushers.lock().unwrap_or_else(|p| p.into_inner());
         clients
             .entry(registry.to_string())
             .or_insert_with(|| {
@@ -133,21 +145,36 @@ impl RegistryClient {
         self.options.credentials.for_registry(image.registry())
     }
 
-    /// Runs one registry call under the concurrency bound and the request timeout, classifies
-    /// its error, and reports it to the observer.
+    /// Runs one operation (one or a few requests) under the concurrency bound and the request
+    /// timeout.
+    async fn bounded<T, E, F>(&self, image: &ImageRef, f: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<RegistryError>,
+    {
+        let _permit = self.in_flight.acquire().await;
+        match tokio::time::timeout(self.options.limits.request_timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(RegistryError::Timeout {
+                registry: image.registry().to_string(),
+            }
+            .into()),
+        }
+    }
+
+    /// Runs one oci-client call [`bounded`](Self::bounded), classifies its error, and reports it
+    /// to the observer (the reader reports each of its requests itself).
     async fn call<T, F>(&self, op: &'static str, image: &ImageRef, f: F) -> Result<T, RegistryError>
     where
-        F: Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
+        F: Future<Output = Result<T, OciDistributionError>>,
     {
         let registry = image.registry();
-        let _permit = self.in_flight.acquire().await;
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.options.limits.request_timeout, f).await {
-            Ok(r) => r.map_err(|e| RegistryError::from_oci(registry, e)),
-            Err(_) => Err(RegistryError::Timeout {
-                registry: registry.to_string(),
-            }),
-        };
+        let result = self
+            .bounded(image, async {
+                f.await.map_err(|e| RegistryError::from_oci(registry, e))
+            })
+            .await;
         if let Some(observe) = &self.options.observer {
             let outcome = result.as_ref().map_or_else(|e| e.category(), |_| "ok");
             observe(op, outcome, started.elapsed());
@@ -155,43 +182,18 @@ impl RegistryClient {
         result
     }
 
-    /// The digest a tag (or digest) reference points at. For a multi-arch image this is the
-    /// index digest, which is what cosign signs.
+    /// The digest a tag (or digest) reference points at: one `HEAD`. For a multi-arch image
+    /// this is the index digest, which is what cosign signs.
     pub async fn resolve(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
         if let Some(d) = image.digest() {
             return Ok(d);
         }
-        let client = self.client_for(image.registry());
-        let auth = self.auth(image);
-        let digest = self
-            .call("resolve", image, client.fetch_manifest_digest(image.oci(), &auth))
-            .await?;
-        Digest::parse(&digest).map_err(|e| RegistryError::Protocol {
-            registry: image.registry().to_string(),
-            detail: e.to_string(),
-        })
+        self.bounded(image, self.reader.head(image)).await
     }
 
-    /// A manifest's bytes and digest. oci-client checks the bytes against the requested digest.
+    /// A manifest's bytes and digest, checked against the requested digest.
     pub async fn manifest(&self, image: &ImageRef, accept: &[&str]) -> Result<(Bytes, Digest), FetchError> {
-        let client = self.client_for(image.registry());
-        let auth = self.auth(image);
-        let (bytes, digest) = self
-            .call(
-                "manifest",
-                image,
-                client.pull_manifest_raw(image.oci(), &auth, accept),
-            )
-            .await?;
-        if bytes.len() > self.options.limits.max_manifest_bytes {
-            return Err(FetchError::Rejected(format!(
-                "manifest of {} bytes is over the {} byte limit",
-                bytes.len(),
-                self.options.limits.max_manifest_bytes
-            )));
-        }
-        let digest = Digest::parse(&digest).unwrap_or_else(|_| Digest::of(&bytes));
-        Ok((bytes, digest))
+        self.bounded(image, self.reader.manifest(image, accept)).await
     }
 
     /// The manifest a descriptor points at, refused before any download when the descriptor
@@ -222,22 +224,8 @@ impl RegistryClient {
                 descriptor.size
             )));
         }
-        let client = self.client_for(repo.registry());
-        let auth = self.auth(repo);
-        let read = async {
-            client.store_auth_if_needed(repo.registry(), &auth).await;
-            let mut stream = client.pull_blob_stream(repo.oci(), digest.as_str()).await?;
-            let mut body = BytesMut::new();
-            while let Some(chunk) = stream.next().await {
-                body.extend_from_slice(&chunk?);
-                if body.len() > max {
-                    return Ok(None);
-                }
-            }
-            Ok(Some(body.freeze()))
-        };
         let body = self
-            .call("blob", repo, read)
+            .bounded(repo, self.reader.blob(repo, &digest, max))
             .await?
             .ok_or_else(|| FetchError::Rejected(format!("blob {digest} is over the {max} byte limit")))?;
         if Digest::of(&body) != digest {
@@ -249,58 +237,30 @@ impl RegistryClient {
     }
 
     /// The referrers of `digest` in `repo`: the OCI 1.1 referrers API, or the `sha256-<hex>`
-    /// fallback tag on registries without it.
+    /// fallback tag on registries without it (one request either way once the registry is
+    /// known).
     pub async fn referrers(&self, repo: &ImageRef, digest: &Digest) -> Result<Vec<Descriptor>, FetchError> {
-        let subject = repo.at_digest(digest);
-        let client = self.client_for(repo.registry());
-        let auth = self.auth(repo);
-        let listed = self
-            .call("referrers", repo, async {
-                client.store_auth_if_needed(repo.registry(), &auth).await;
-                client.pull_referrers(subject.oci(), None).await
-            })
-            .await?;
-        let mut manifests: Vec<Descriptor> = listed
-            .manifests
-            .into_iter()
-            .map(|e| Descriptor {
-                media_type: e.media_type,
-                size: e.size,
-                digest: e.digest,
-                annotations: e.annotations,
-                artifact_type: e.artifact_type,
-            })
-            .collect();
-        if manifests.is_empty() {
-            // oci-client reads the fallback tag itself when the API is absent, but it takes any
-            // error there for "no referrers". Ask for the tag once more so that a registry
-            // hiccup is an error and never an empty (unsigned) answer.
-            manifests = self.fallback_referrers(repo, digest).await?.manifests;
-        }
-        if manifests.len() > self.options.limits.max_signatures {
+        let index = self.bounded(repo, self.reader.referrers(repo, digest)).await?;
+        if index.manifests.len() > self.options.limits.max_signatures {
             return Err(FetchError::Rejected(format!(
                 "{} referrers, more than the {} accepted",
-                manifests.len(),
+                index.manifests.len(),
                 self.options.limits.max_signatures
             )));
         }
-        Ok(manifests)
+        Ok(index.manifests)
     }
 
     /// The index at the referrers fallback tag; empty when the tag does not exist.
     pub async fn fallback_referrers(&self, repo: &ImageRef, digest: &Digest) -> Result<Index, FetchError> {
-        let tag = repo.at_tag(&digest.fallback_tag());
-        match self.manifest(&tag, &[OCI_INDEX]).await {
-            Ok((bytes, _)) => Index::parse(&bytes).map_err(|e| FetchError::Rejected(e.to_string())),
-            Err(FetchError::Registry(RegistryError::NotFound)) => Ok(Index::empty()),
-            Err(e) => Err(e),
-        }
+        self.bounded(repo, self.reader.fallback_referrers(repo, digest))
+            .await
     }
 
     /// Uploads a blob unless the registry has it already.
     pub async fn push_blob(&self, repo: &ImageRef, bytes: &[u8]) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
-        let client = self.client_for(repo.registry());
+        let client = self.pusher_for(repo.registry());
         let auth = self.auth(repo);
         self.call(
             "auth",
@@ -344,7 +304,7 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
-        let client = self.client_for(image.registry());
+        let client = self.pusher_for(image.registry());
         let auth = self.auth(image);
         let content_type = media_type.parse().map_err(|_| RegistryError::Protocol {
             registry: image.registry().to_string(),
@@ -375,9 +335,11 @@ impl RegistryClient {
 fn placeholder_root() -> Vec<oci_client::client::Certificate> {
     vec![oci_client::client::Certificate {
         encoding: oci_client::client::CertificateEncoding::Pem,
-        data: include_bytes!("plain_http_placeholder.pem").to_vec(),
+        data: PLACEHOLDER_ROOT_PEM.to_vec(),
     }]
 }
+
+pub(super) const PLACEHOLDER_ROOT_PEM: &[u8] = include_bytes!("plain_http_placeholder.pem");
 
 /// The reference a manifest PUT goes to. A push by digest is addressed as a "tag" spelled like
 /// the digest: the URL is the same (`/manifests/sha256:…`), and it keeps oci-client 0.18 from

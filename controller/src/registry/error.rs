@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 
 /// A failure to talk to a registry. Every variant except [`RegistryError::NotFound`] means the
 /// answer is unknown: callers must not turn it into a verdict.
@@ -72,7 +72,7 @@ impl RegistryError {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
                 from_error_codes(registry, &codes, &url)
             }
-            OciDistributionError::ServerError { code, url, .. } => from_status(registry, code, &url),
+            OciDistributionError::ServerError { code, url, .. } => from_status(registry, code, None, &url),
             OciDistributionError::RequestError(e) => from_reqwest(registry, &e),
             other => Self::Protocol {
                 registry,
@@ -82,7 +82,38 @@ impl RegistryError {
     }
 }
 
-fn from_status(registry: String, status: u16, url: &str) -> RegistryError {
+impl RegistryError {
+    /// Classifies a non-success answer of `registry` to a request for `url`, as oci-client
+    /// does (so that both halves of the client agree): a client error with an OCI error
+    /// envelope by its codes (a 404 means "not found" only if every code says so), anything
+    /// else by its status. A 429 keeps its `Retry-After`.
+    pub(super) fn from_status(
+        registry: &str,
+        status: u16,
+        retry_after: Option<Duration>,
+        url: &str,
+        body: &[u8],
+    ) -> Self {
+        let registry = registry.to_string();
+        if matches!(status, 401 | 403 | 429) {
+            return from_status(registry, status, retry_after, url);
+        }
+        match serde_json::from_slice::<OciEnvelope>(body) {
+            Ok(envelope) if (400..500).contains(&status) => {
+                let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+                from_error_codes(registry, &codes, url)
+            }
+            _ => from_status(registry, status, retry_after, url),
+        }
+    }
+
+    /// A request that got no answer: refused, reset, timed out, TLS.
+    pub(super) fn from_transport(registry: &str, error: &impl std::error::Error) -> Self {
+        from_reqwest(registry.to_string(), error)
+    }
+}
+
+fn from_status(registry: String, status: u16, retry_after: Option<Duration>, url: &str) -> RegistryError {
     match status {
         404 => RegistryError::NotFound,
         401 | 403 => RegistryError::Unauthorized {
@@ -91,7 +122,7 @@ fn from_status(registry: String, status: u16, url: &str) -> RegistryError {
         },
         429 => RegistryError::RateLimited {
             registry,
-            retry_after: None,
+            retry_after,
         },
         500..=599 => RegistryError::Server { registry, status },
         _ => RegistryError::Protocol {

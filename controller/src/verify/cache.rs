@@ -3,8 +3,8 @@
 //! Keyed by signature repository and digest, it keeps what was *found* (the candidates), not a
 //! verdict: verdicts are recomputed in memory for each key set, so a key removed from a trust root
 //! is reflected without a single registry request. Re-checking an entry costs one small request
-//! per format (a HEAD of the `.sig` tag, a referrers listing) and downloads nothing when the
-//! revision is unchanged. Concurrent requests for one entry share one fetch, and a failed refresh
+//! for each format that had signatures (a HEAD of the `.sig` tag, or a referrers listing; both
+//! for a digest that had none) and downloads nothing when the revision is unchanged. Concurrent requests for one entry share one fetch, and a failed refresh
 //! keeps the last good answer, marked with the error, so a registry hiccup never becomes a verdict.
 
 use std::{
@@ -232,7 +232,8 @@ async fn full_fetch<S: SignatureSource>(
     }
 }
 
-/// Whether the revisions of the formats worth re-checking are what they were.
+/// Whether the revisions of the formats worth re-checking are what they were. Both formats
+/// (a digest without signatures) are asked at the same time.
 async fn unchanged<S: SignatureSource>(
     source: &S,
     repo: &ImageRef,
@@ -240,27 +241,22 @@ async fn unchanged<S: SignatureSource>(
     fetched: &Fetched,
 ) -> Result<bool, RegistryError> {
     let (check_legacy, check_bundles) = formats_to_check(fetched);
-    if check_legacy {
-        let was = fetched
-            .legacy
-            .as_ref()
-            .map(|f| f.revision.as_str())
-            .unwrap_or_default();
-        if source.legacy_revision(repo, digest).await? != was {
-            return Ok(false);
+    let was =
+        |r: &Result<super::Found, RegistryError>| r.as_ref().map(|f| f.revision.clone()).unwrap_or_default();
+    let legacy = async {
+        match check_legacy {
+            true => Ok(source.legacy_revision(repo, digest).await? == was(&fetched.legacy)),
+            false => Ok(true),
         }
-    }
-    if check_bundles {
-        let was = fetched
-            .bundles
-            .as_ref()
-            .map(|f| f.revision.as_str())
-            .unwrap_or_default();
-        if source.bundle_revision(repo, digest).await? != was {
-            return Ok(false);
+    };
+    let bundles = async {
+        match check_bundles {
+            true => Ok(source.bundle_revision(repo, digest).await? == was(&fetched.bundles)),
+            false => Ok(true),
         }
-    }
-    Ok(true)
+    };
+    let (legacy, bundles) = tokio::join!(legacy, bundles);
+    Ok(legacy? && bundles?)
 }
 
 /// The formats that had signatures; both when neither had any (a signature may appear in either).

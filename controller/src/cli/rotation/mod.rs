@@ -34,8 +34,6 @@ pub fn rotation(command: &RotationCommand) -> ExitCode {
 
 /// A client from the kubeconfig (or the in-cluster service account), as kubectl finds it.
 async fn client() -> anyhow::Result<kube::Client> {
-    // Two rustls providers are compiled in (kube: ring; reqwest: aws-lc-rs): pick one, as `run`.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     kube::Client::try_default()
         .await
         .context("connecting to the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")
