@@ -17,8 +17,23 @@ use countersign_tests::repo_root;
 const DEFAULT_IDENTITY: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
 const DEFAULT_ISSUER: &str = "https://token.actions.githubusercontent.com";
 
+/// `shared/testdata/sigstore-conformance` beside the repository (`../shared`), or beside one of
+/// its parent folders, wherever the clone was made; `COUNTERSIGN_TESTDATA` overrides.
 fn suite() -> PathBuf {
-    repo_root().join("../shared/testdata/sigstore-conformance")
+    if let Some(dir) = std::env::var_os("COUNTERSIGN_TESTDATA") {
+        return PathBuf::from(dir).join("sigstore-conformance");
+    }
+    let root = repo_root();
+    root.ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/testdata/sigstore-conformance"))
+        .find(|candidate| candidate.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/testdata/sigstore-conformance beside {} or its parents (set COUNTERSIGN_TESTDATA)",
+                root.display()
+            )
+        })
 }
 
 /// A failure to set a case up (a file we ship that does not read) is the test's, not a verdict.
