@@ -26,7 +26,6 @@ use kube::{
     core::{ApiResource, GroupVersionKind},
 };
 use serde_json::{Value, json};
-use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const LEASE_NAMESPACE: &str = "countersign-system";
 const MANAGER: &str = "countersign-tests";
@@ -127,8 +126,7 @@ pub fn config(identity: &str, registry_credentials: Option<(&str, &str)>) -> ope
 
 /// The operator, running in-process as `countersign run` runs it.
 pub struct Operator {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<countersign::operator::Result<()>>,
+    running: countersign_tests::InProcess,
     pub identity: String,
 }
 
@@ -149,22 +147,13 @@ impl Operator {
     /// With a configuration of its own (start from [`config`]).
     pub fn start_config(cluster: &LocalCluster, config: operator::Config) -> Operator {
         let identity = config.lease.identity.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let client = cluster.client();
-        let task = tokio::spawn(operator::run(client, config, async move {
-            let _ = stopped.await;
-        }));
-        Operator { stop, task, identity }
+        let running = countersign_tests::InProcess::start(cluster.client(), config);
+        Operator { running, identity }
     }
 
     /// Stops it as SIGTERM would, and checks it ended cleanly.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the operator stops within 30s")
-            .expect("the operator task does not panic");
-        result.expect("the operator ends without error");
+        self.running.stop().await;
     }
 }
 

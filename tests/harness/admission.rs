@@ -21,15 +21,13 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 use serde_json::{Value, json};
-use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const CONFIGURATION: &str = "countersign";
 pub const CERT_SECRET: &str = "countersign-webhook-tls";
 
 /// An in-process operator serving the webhooks.
 pub struct Replica {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<countersign::operator::Result<()>>,
+    running: crate::InProcess,
     pub admission: SocketAddr,
     pub metrics: SocketAddr,
 }
@@ -67,26 +65,16 @@ impl Replica {
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .expect("admission address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let client = cluster.client();
-        let task = tokio::spawn(operator::run_on(client, config, listeners, async move {
-            let _ = stopped.await;
-        }));
+        let running = crate::InProcess::start_on(cluster.client(), config, listeners);
         Replica {
-            stop,
-            task,
+            running,
             admission,
             metrics,
         }
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the operator stops within 30s")
-            .expect("the operator task does not panic");
-        result.expect("the operator ends without error");
+        self.running.stop().await;
     }
 }
 

@@ -102,3 +102,48 @@ pub fn operator_config(identity: &str) -> countersign::operator::Config {
         policy_reports: false,
     }
 }
+
+/// An operator running in the test's own process, as `countersign run` runs it.
+pub struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<countersign::operator::Result<()>>,
+}
+
+impl InProcess {
+    /// Starts `config`, binding its addresses itself.
+    pub fn start(client: kube::Client, config: countersign::operator::Config) -> Self {
+        Self::spawn(|shutdown| countersign::operator::run(client, config, shutdown))
+    }
+
+    /// Starts `config` on `listeners` (bound already, so the caller knows the ports).
+    pub fn start_on(
+        client: kube::Client,
+        config: countersign::operator::Config,
+        listeners: countersign::operator::Listeners,
+    ) -> Self {
+        Self::spawn(|shutdown| countersign::operator::run_on(client, config, listeners, shutdown))
+    }
+
+    fn spawn<F>(
+        run: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = countersign::operator::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        Self { stop, task }
+    }
+
+    /// Stops it as SIGTERM would, and checks it ended cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let result = tokio::time::timeout(std::time::Duration::from_secs(30), self.task)
+            .await
+            .expect("the operator stops within 30s")
+            .expect("the operator task does not panic");
+        result.expect("the operator ends without error");
+    }
+}

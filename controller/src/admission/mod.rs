@@ -85,7 +85,6 @@ pub fn start(config: &Config, shared: Shared) -> Result<Admission, certs::CertEr
         },
         trust: trust_rx,
         index: shared.index.clone(),
-        client: shared.client.clone(),
         recorder: shared.recorder,
         metrics: shared.metrics,
         excluded: config.excluded_namespaces.clone(),

@@ -16,7 +16,6 @@ use axum::{
 };
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
-    Client,
     api::DynamicObject,
     core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
     runtime::events::Recorder,
@@ -47,7 +46,6 @@ pub struct Webhook {
     pub judge: Judge,
     pub trust: watch::Receiver<Option<Arc<Trust>>>,
     pub index: Arc<Index>,
-    pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Namespaces never checked (kube-system, the operator's own).
