@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, and CI through .ci/run). On a fresh machine it builds the real peers
-# first (cosign v2/v3, registries, etcd, kube-apiserver, kwok, Prometheus: ~27 min once, then cached in
+# first (cosign v2/v3, registries, etcd, kube-apiserver, kwok, Prometheus: ~25 min once, then cached in
 # ~/.cache/countersign), then checks formatting, lints, dependencies, runs every test against the
 # real peers, and fuzzes the parsers briefly.
 set -euo pipefail
