@@ -22,6 +22,7 @@
 //! | `countersign_registry_request_duration_seconds` | histogram | `operation` |
 //! | `countersign_reconcile_errors_total` | counter | `category` |
 //! | `countersign_sweep_duration_seconds` | histogram | |
+//! | `countersign_pass_duration_seconds` | histogram | |
 //! | `countersign_sweep_digests` | gauge | |
 //! | `countersign_events_total` | counter | `reason` |
 //! | `countersign_leader` | gauge | |
@@ -72,6 +73,13 @@ const REGISTRY_REQUEST_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 /// any sensible `reverifyInterval`, which is what the top bucket is there to show.
 const SWEEP_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0,
+];
+
+/// A pass is woken by any change that can change a verdict (a pod started, a TrustRoot edited)
+/// and walks every running workload: milliseconds when nothing needs the registry, seconds when
+/// it waits on verifications or writes many verdicts.
+const PASS_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,6 +212,7 @@ pub struct Metrics {
     reconcile_errors: Family<CategoryLabels, Counter>,
     sweep_duration: Histogram,
     sweep_digests: Gauge,
+    pass_duration: Histogram,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
     rotations: Family<PhaseLabels, Gauge>,
@@ -380,6 +389,13 @@ impl Default for Metrics {
             Unit::Seconds,
             sweep_duration.clone(),
         );
+        let pass_duration = Histogram::new(PASS_BUCKETS);
+        registry.register_with_unit(
+            "pass_duration",
+            "Wall time of one pass over every running workload (cached lookups, verdicts, writes)",
+            Unit::Seconds,
+            pass_duration.clone(),
+        );
         let sweep_digests = Gauge::default();
         registry.register(
             "sweep_digests",
@@ -447,6 +463,7 @@ impl Default for Metrics {
             reconcile_errors,
             sweep_duration,
             sweep_digests,
+            pass_duration,
             events,
             leader,
             rotations,
@@ -550,6 +567,10 @@ impl Metrics {
     }
 
     /// A sweep over every governed digest finished.
+    pub fn pass_finished(&self, elapsed: Duration) {
+        self.pass_duration.observe(elapsed.as_secs_f64());
+    }
+
     pub fn sweep_finished(&self, elapsed: Duration, digests: usize) {
         self.sweep_duration.observe(elapsed.as_secs_f64());
         self.sweep_digests.set(i64::try_from(digests).unwrap_or(i64::MAX));

@@ -139,7 +139,8 @@ pub async fn run_on(
     let router = http::router(health.clone(), metrics.clone());
     servers.spawn(serve("metrics", listeners.metrics, router, None, &stop));
     let mut background = JoinSet::new();
-    for w in watch::all(&client, &index, &metrics) {
+    let lists = watch::initial_lists(&client).await;
+    for w in watch::all(&client, lists, &index, &metrics) {
         background.spawn(w);
     }
     let feeds = background.len();

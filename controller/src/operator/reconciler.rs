@@ -219,6 +219,7 @@ impl Reconciler {
                 .metrics
                 .sweep_finished(started.elapsed(), signatures.len());
         }
+        self.parts.metrics.pass_finished(started.elapsed());
         tracing::debug!(
             workloads = planned.len(),
             digests = signatures.len(),
