@@ -298,7 +298,8 @@ async fn private_registry_with_right_wrong_and_no_credentials() {
 
     let with = |password: &str| {
         RegistryClient::new(RegistryOptions {
-            credentials: Credentials::from_docker_config(&registry.docker_config(password)).unwrap(),
+            credentials: Credentials::from_docker_config(&registry.docker_config(password), "config.json")
+                .unwrap(),
             ..RegistryOptions::default()
         })
     };

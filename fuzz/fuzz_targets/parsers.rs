@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Bundle::parse(data);
     let _ = Statement::parse(data);
     let _ = serde_json::from_slice::<Envelope>(data);
-    let _ = Credentials::from_docker_config(data);
+    let _ = Credentials::from_docker_config(data, "fuzz");
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = ImageRef::parse(text);
         let _ = PublicKey::from_pem(text);

@@ -279,7 +279,10 @@ impl Reader {
                 // that the signature is absent.
                 RegistryError::NotFound => RegistryError::Unauthorized {
                     registry: registry.to_string(),
-                    detail: format!("token server {realm} answered 404"),
+                    detail: format!(
+                        "token server {realm} answered 404, with {}",
+                        self.credentials.describe(registry)
+                    ),
                 },
                 e => e,
             });
@@ -325,7 +328,15 @@ impl Reader {
             .ok()
             .flatten()
             .unwrap_or_default();
-        RegistryError::from_status(registry, status, retry_after, url, &body)
+        match RegistryError::from_status(registry, status, retry_after, url, &body) {
+            // Say which credentials were refused (a pull secret by namespace/name, a file, a
+            // flag), never what they are: the one thing a person needs to fix it.
+            RegistryError::Unauthorized { registry, detail } => {
+                let detail = format!("{detail}, with {}", self.credentials.describe(&registry));
+                RegistryError::Unauthorized { registry, detail }
+            }
+            other => other,
+        }
     }
 
     /// The digest `image` points at, from a `HEAD` (its `Docker-Content-Digest`). A registry
