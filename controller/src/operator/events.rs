@@ -185,7 +185,8 @@ pub async fn announce(
 }
 
 /// `<workload>.<16 hex digits>`: the digits hash the transition (see [`announce`]). The
-/// previous state's `since` (to the millisecond) tells two transitions of the same kind apart.
+/// previous state's `changed` (to the millisecond) tells two transitions of the same kind apart:
+/// a verdict marked stale twice leaves two different states.
 fn transition_name(workload: &WorkloadRef, previous: Option<&Recorded>, reason: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
@@ -344,8 +345,8 @@ mod tests {
             name: "app".into(),
             uid: "u1".into(),
         };
-        let at = |since: &str| Recorded {
-            since: Some(since.into()),
+        let at = |changed: &str| Recorded {
+            changed: Some(changed.into()),
             ..rec(Verdict::Verified)
         };
         let first = at("2026-09-01T10:00:00.100Z");
@@ -356,7 +357,8 @@ mod tests {
             name.starts_with("app.") && name.len() == "app.".len() + 16,
             "{name}"
         );
-        // The same kind of transition later (the verdict came back in between), another
+        // The same kind of transition later (the verdict, or its stale mark, came and went in
+        // between, so it was recorded again: `changed` moved), another
         // reason, another workload, the first verdict: other names.
         let later = at("2026-09-01T10:00:00.600Z");
         let other = WorkloadRef {

@@ -269,8 +269,8 @@ impl Reconciler {
         signatures: &HashMap<SignatureKey, Fetched>,
         now: Timestamp,
     ) -> (Vec<Change>, HashMap<String, WorkloadCounts>, Vec<reports::Entry>) {
-        // To the millisecond: two transitions of a workload within one second (a TrustRoot
-        // flapping) must differ, as their Events' names derive from it.
+        // To the millisecond (`since`, `changed`): two transitions of a workload within one
+        // second (a TrustRoot flapping) must differ, as their Events' names derive from them.
         let since = now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
         let mut counts = HashMap::new();
         let mut by_verdict: BTreeMap<&'static str, i64> = BTreeMap::new();
