@@ -149,6 +149,7 @@ async fn main() -> Result<()> {
         dir: None,
         nodes,
         pods_per_node,
+        ..ClusterOptions::default()
     })
     .await?;
     let client = cluster.client();

@@ -10,9 +10,11 @@ pub mod gitea;
 pub mod http;
 pub mod images;
 pub mod monitoring;
+pub mod partition;
 pub mod ports;
 pub mod prometheus;
 pub mod registry;
+pub mod replica;
 
 use std::path::{Path, PathBuf};
 

@@ -21,6 +21,7 @@
 //! | `countersign_registry_requests_total` | counter | `operation`, `outcome` |
 //! | `countersign_registry_request_duration_seconds` | histogram | `operation` |
 //! | `countersign_reconcile_errors_total` | counter | `category` |
+//! | `countersign_watch_lists_total` | counter | `resource` |
 //! | `countersign_sweep_duration_seconds` | histogram | |
 //! | `countersign_pass_duration_seconds` | histogram | |
 //! | `countersign_sweep_digests` | gauge | |
@@ -112,6 +113,11 @@ struct OperationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,6 +216,7 @@ pub struct Metrics {
     registry_requests: Family<RegistryRequestLabels, Counter>,
     registry_request_duration: HistogramFamily<OperationLabels>,
     reconcile_errors: Family<CategoryLabels, Counter>,
+    watch_lists: Family<ResourceLabels, Counter>,
     sweep_duration: Histogram,
     sweep_digests: Gauge,
     pass_duration: Histogram,
@@ -382,6 +389,14 @@ impl Default for Metrics {
             "Failed reconcile steps by error category",
             reconcile_errors.clone(),
         );
+        let watch_lists = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "watch_lists",
+            "Full lists by the watches, by resource: one each at start, and one more each time a \
+             watch could not resume where it left off (410 Gone after an API server restart or an \
+             etcd compaction) and had to list again",
+            watch_lists.clone(),
+        );
         let sweep_duration = Histogram::new(SWEEP_BUCKETS);
         registry.register_with_unit(
             "sweep_duration",
@@ -461,6 +476,7 @@ impl Default for Metrics {
             registry_requests,
             registry_request_duration,
             reconcile_errors,
+            watch_lists,
             sweep_duration,
             sweep_digests,
             pass_duration,
@@ -564,6 +580,11 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&CategoryLabels { category })
             .inc();
+    }
+
+    /// A watch of `resource` started a full list.
+    pub fn watch_listed(&self, resource: &'static str) {
+        self.watch_lists.get_or_create(&ResourceLabels { resource }).inc();
     }
 
     /// A sweep over every governed digest finished.

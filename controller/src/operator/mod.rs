@@ -273,6 +273,7 @@ async fn lead(
         index: index.clone(),
         metrics: metrics.clone(),
         recorder: recorder.clone(),
+        instance: config.lease.identity.clone(),
         pool: pool.clone(),
         objects: ObjectCache::new(client.clone(), OBJECT_TTL),
         concurrency: config.concurrency,

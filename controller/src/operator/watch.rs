@@ -273,6 +273,9 @@ where
                     continue;
                 }
             };
+            if matches!(event, watcher::Event::Init) {
+                metrics.watch_listed(feed.resource);
+            }
             let trust = matches!(feed.resource, "trustroots" | "keyrotations")
                 && !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
             let changed = apply(&feed, mirror(&index), &mut buffer, event);
