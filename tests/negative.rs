@@ -355,7 +355,7 @@ async fn registry_faults_are_errors_never_unsigned() {
         proxy.rules.set(path, fault.clone());
         let client = match fault {
             Fault::Stall => impatient(),
-            Fault::Status(_) => client(),
+            Fault::Status(_) | Fault::TooManyRequests { .. } => client(),
         };
         let v = verify(&client, &via_proxy, &keys).await;
         assert_error(&v);

@@ -302,7 +302,7 @@ impl Reconciler {
             match change(w, previous.as_ref(), next, |k| {
                 refusal(roots, &self.acceptance, k)
             }) {
-                Next::Write(change) => changes.push(change),
+                Next::Write(change) => changes.push(*change),
                 Next::Unchanged(unchanged) => {
                     self.known.insert(w.workload.uid.clone(), unchanged);
                 }
@@ -513,7 +513,7 @@ async fn write_one(parts: &Parts, change: &Change) -> Result<(), Error> {
 
 /// Either something to write, or the state to remember as it is.
 enum Next {
-    Write(Change),
+    Write(Box<Change>),
     Unchanged(Recorded),
 }
 
@@ -530,13 +530,13 @@ fn change(
     if patch.is_none() && announcements.is_empty() {
         return Next::Unchanged(next);
     }
-    Next::Write(Change {
+    Next::Write(Box::new(Change {
         workload: w.workload.clone(),
         patch,
         announcements,
         previous: previous.cloned(),
         next: Some(next),
-    })
+    }))
 }
 
 /// A workload no TrustRoot governs any more loses our annotations, silently.
