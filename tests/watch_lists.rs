@@ -23,24 +23,13 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_watch_list_off_the_operator_pages_its_lists_and_verifies() {
-    init_logging();
-    let cluster = LocalCluster::start_with(ClusterOptions {
+    let cluster = cluster_with(ClusterOptions {
         apiserver_args: vec!["--feature-gates=WatchList=false".to_owned()],
         ..ClusterOptions::default()
     })
-    .await
-    .expect("start the local control plane");
+    .await;
     let client = cluster.client();
     assert_eq!(initial_lists(&client).await, InitialLists::Paged);
-    install_crds(&client, countersign::crd::all()).await;
-    create(
-        &client,
-        "v1",
-        "Namespace",
-        None,
-        json!({"metadata": {"name": LEASE_NAMESPACE}}),
-    )
-    .await;
 
     let registry = Registry::start(RegistryKind::Referrers);
     let keys = blocking(|| Keys::generate_named("ci")).await;
