@@ -86,19 +86,9 @@ impl Served {
     /// A `.sig` manifest whose one layer is `payload`, signed by the trusted key.
     async fn legacy_signature(&self, repo: &ImageRef, digest: &Digest, payload: &[u8]) {
         self.client.push_blob(repo, payload).await.expect("payload");
-        let mut layer = Descriptor::of(MEDIA_TYPE, payload);
         let signature = encode_base64(&self.key.sign(payload));
-        layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), signature)].into());
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: OCI_MANIFEST.into(),
-            config: Descriptor::of(OCI_CONFIG, b"{}"),
-            layers: vec![layer],
-            annotations: None,
-            subject: None,
-            artifact_type: None,
-        };
-        self.signature_manifest(repo, digest, &manifest.to_bytes()).await;
+        let manifest = legacy_manifest(Descriptor::of(MEDIA_TYPE, payload), signature);
+        self.signature_manifest(repo, digest, &manifest).await;
     }
 
     /// Puts these raw bytes at the image's fallback referrers tag. The registry checks what it
@@ -161,6 +151,21 @@ impl Served {
         let json = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
         (run.code, json, run.stderr)
     }
+}
+
+/// A `.sig` manifest with one layer carrying `signature`, as cosign v2 writes them.
+fn legacy_manifest(mut layer: Descriptor, signature: String) -> Vec<u8> {
+    layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), signature)].into());
+    Manifest {
+        schema_version: 2,
+        media_type: OCI_MANIFEST.into(),
+        config: Descriptor::of(OCI_CONFIG, b"{}"),
+        layers: vec![layer],
+        annotations: None,
+        subject: None,
+        artifact_type: None,
+    }
+    .to_bytes()
 }
 
 /// The reason the CLI gives for rejecting the case: the corpus' `registry` if it has one, else
@@ -287,19 +292,8 @@ async fn a_blob_lying_about_its_size_is_read_no_further_than_the_limit() {
         served.client.push_blob(&repo, &huge).await.expect("huge blob");
         let mut layer = Descriptor::of(MEDIA_TYPE, &huge);
         layer.size = 300;
-        layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), "AA==".to_string())].into());
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: OCI_MANIFEST.into(),
-            config: Descriptor::of(OCI_CONFIG, b"{}"),
-            layers: vec![layer],
-            annotations: None,
-            subject: None,
-            artifact_type: None,
-        };
-        served
-            .signature_manifest(&repo, &digest, &manifest.to_bytes())
-            .await;
+        let manifest = legacy_manifest(layer, "AA==".into());
+        served.signature_manifest(&repo, &digest, &manifest).await;
     }
     let image = repo.at_digest(&digest).to_string();
     // The same command under a data limit far below the blob's size: reading it whole would
