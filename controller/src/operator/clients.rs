@@ -17,7 +17,7 @@ use super::objects::{ObjectKind, ObjectSource};
 use crate::{
     reference::{Digest, ImageRef},
     registry::{Credentials, RegistryClient, RegistryError, RegistryOptions},
-    verify::SignatureCache,
+    verify::{Attestations, SignatureCache},
 };
 
 /// A secret by namespace and name.
@@ -32,6 +32,9 @@ pub struct Verifier {
     /// When a pass or an admission last asked for it.
     used_at: Mutex<Instant>,
     pub signatures: SignatureCache<RegistryClient>,
+    /// Attestations (`.att` tags, bundle referrers of other predicate types), through the same
+    /// client; only asked for digests whose TrustRoots require attestations.
+    pub attestations: SignatureCache<Attestations>,
     pub tags: TagCache,
 }
 
@@ -41,10 +44,12 @@ impl Verifier {
             credentials: credentials.clone(),
             ..options.clone()
         });
+        let client = Arc::new(client);
         Self {
             credentials,
             used_at: Mutex::new(Instant::now()),
-            signatures: SignatureCache::new(Arc::new(client)),
+            attestations: SignatureCache::new(Arc::new(Attestations(client.clone()))),
+            signatures: SignatureCache::new(client),
             tags: TagCache::default(),
         }
     }

@@ -16,6 +16,7 @@
 //! |---|---|---|
 //! | `countersign_workloads` | gauge | `verdict` |
 //! | `countersign_trust_root_workloads` | gauge | `trust_root`, `verdict` |
+//! | `countersign_trust_root_attestations` | gauge | `trust_root`, `predicate_type`, `state` |
 //! | `countersign_verification_duration_seconds` | histogram | |
 //! | `countersign_verifications_total` | counter | `outcome` |
 //! | `countersign_registry_requests_total` | counter | `operation`, `outcome` |
@@ -92,6 +93,15 @@ struct VerdictLabels {
 struct TrustRootLabels {
     trust_root: String,
     verdict: &'static str,
+}
+
+/// `predicate_type` is one a TrustRoot requires (at most 16 per TrustRoot, written by the
+/// cluster's administrators like `trust_root`); `state` is from a closed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttestationLabels {
+    trust_root: String,
+    predicate_type: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -211,6 +221,10 @@ pub struct Metrics {
     trust_root_workloads: Family<TrustRootLabels, Gauge>,
     /// TrustRoots with series in `trust_root_workloads`, so a deleted one's series go with it.
     trust_roots_seen: Mutex<BTreeSet<String>>,
+    trust_root_attestations: Family<AttestationLabels, Gauge>,
+    /// Label sets of `trust_root_attestations` set last pass, so that a requirement removed
+    /// takes its series with it.
+    attestations_seen: Mutex<BTreeSet<(String, String)>>,
     verification_duration: Histogram,
     verifications: Family<OutcomeLabels, Counter>,
     registry_requests: Family<RegistryRequestLabels, Counter>,
@@ -355,6 +369,12 @@ impl Default for Metrics {
             "Workloads governed by each TrustRoot, by verdict, as of the last pass",
             trust_root_workloads.clone(),
         );
+        let trust_root_attestations = Family::<AttestationLabels, Gauge>::default();
+        registry.register(
+            "trust_root_attestations",
+            "Running digests governed by each TrustRoot, by required attestation predicate type and its state (Verified, Missing, PolicyFailed, OtherDigest, BadSignature, Error), as of the last pass",
+            trust_root_attestations.clone(),
+        );
         let verification_duration = Histogram::new(VERIFICATION_BUCKETS);
         registry.register_with_unit(
             "verification_duration",
@@ -471,6 +491,8 @@ impl Default for Metrics {
             verdicts_seen: Mutex::new(VERDICTS.into_iter().collect()),
             trust_root_workloads,
             trust_roots_seen: Mutex::default(),
+            trust_root_attestations,
+            attestations_seen: Mutex::default(),
             verification_duration,
             verifications,
             registry_requests,
@@ -538,6 +560,36 @@ impl Metrics {
                     trust_root: gone.clone(),
                     verdict,
                 });
+            }
+        }
+        *seen = now;
+    }
+
+    /// Governed digests per TrustRoot, required predicate type and attestation state (every
+    /// state given, 0 included), set after each pass; requirements absent now lose their series.
+    pub fn set_trust_root_attestations(&self, rows: &[super::attestations::Coverage]) {
+        let mut seen = self.attestations_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now: BTreeSet<(String, String)> = rows
+            .iter()
+            .map(|c| (c.trust_root.clone(), c.predicate_type.clone()))
+            .collect();
+        for (trust_root, predicate_type) in seen.difference(&now) {
+            for state in super::attestations::STATES {
+                self.trust_root_attestations.remove(&AttestationLabels {
+                    trust_root: trust_root.clone(),
+                    predicate_type: predicate_type.clone(),
+                    state,
+                });
+            }
+        }
+        for c in rows {
+            for &(state, n) in &c.states {
+                let labels = AttestationLabels {
+                    trust_root: c.trust_root.clone(),
+                    predicate_type: c.predicate_type.clone(),
+                    state,
+                };
+                self.trust_root_attestations.get_or_create(&labels).set(n);
             }
         }
         *seen = now;
@@ -891,6 +943,32 @@ mod tests {
         assert_eq!(value(&metrics, &series("prod", "Failed")), 0.0);
         let text = metrics.encode();
         assert!(!text.contains("trust_root=\"dev\""), "{text}");
+    }
+
+    #[test]
+    fn attestation_coverage_by_root_type_and_state() {
+        let metrics = Metrics::new();
+        let row = |verified, missing| {
+            let mut states = super::super::attestations::STATES.map(|s| (s, 0));
+            states[0].1 = verified;
+            states[1].1 = missing;
+            super::super::attestations::Coverage {
+                trust_root: "prod".into(),
+                predicate_type: "https://slsa.dev/provenance/v1".into(),
+                states,
+            }
+        };
+        metrics.set_trust_root_attestations(&[row(3, 1)]);
+        let series = |state: &str| {
+            format!(
+                r#"countersign_trust_root_attestations{{trust_root="prod",predicate_type="https://slsa.dev/provenance/v1",state="{state}"}}"#
+            )
+        };
+        assert_eq!(value(&metrics, &series("Verified")), 3.0);
+        assert_eq!(value(&metrics, &series("Missing")), 1.0);
+        assert_eq!(value(&metrics, &series("PolicyFailed")), 0.0);
+        metrics.set_trust_root_attestations(&[]);
+        assert!(!metrics.encode().contains("trust_root_attestations{"));
     }
 
     #[test]

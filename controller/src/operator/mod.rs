@@ -15,6 +15,7 @@
 //! [`plan`], [`verdict`], [`annotations`], [`events`], [`status`]) are unit-tested on their own.
 
 pub mod annotations;
+pub mod attestations;
 pub mod clients;
 pub mod error;
 pub mod events;

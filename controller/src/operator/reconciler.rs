@@ -27,7 +27,7 @@ use serde_json::Value;
 mod rotations;
 
 use super::{
-    annotations,
+    annotations, attestations,
     clients::{RegistryPool, Tag},
     error::Error,
     events::{self, Announcement},
@@ -113,6 +113,8 @@ pub struct Reconciler {
     retry: bool,
     /// `Some` with `--policy-reports`: what was last written, per namespace.
     reports: Option<reports::Writer>,
+    /// This pass' required attestations by TrustRoot, predicate type and state (metrics).
+    attested: attestations::Tally,
 }
 
 /// A workload whose annotations or events must be written.
@@ -140,6 +142,7 @@ impl Reconciler {
             rechecks: HashSet::new(),
             next_edge: None,
             retry: false,
+            attested: attestations::Tally::default(),
             reports: parts
                 .policy_reports
                 .then(|| reports::Writer::new(parts.client.clone())),
@@ -252,7 +255,8 @@ impl Reconciler {
                 *age = (*age).min(STRAGGLER_RECHECK);
             }
         }
-        let signatures = lookup::signatures(requests, &verifiers, n).await;
+        let attested = plan::attestation_keys(planned, &tags);
+        let signatures = lookup::signatures(requests, &attested, &verifiers, n).await;
         lookup::prune(&verifiers, &tags, &signatures);
         let used = verifiers.into_keys().collect();
         self.parts.pool.retain(lookup::RECENT, &used);
@@ -310,6 +314,8 @@ impl Reconciler {
         }
         let totals: Vec<(&'static str, i64)> = by_verdict.into_iter().collect();
         self.parts.metrics.set_workloads_by_verdict(&totals);
+        let attested = self.attested.take(roots.iter().map(|r| r.as_ref()));
+        self.parts.metrics.set_trust_root_attestations(&attested);
         (changes, counts, entries)
     }
 
@@ -341,7 +347,10 @@ impl Reconciler {
         let acceptance = self.acceptance.get(&root.name);
         let refusal = |k: &str| acceptance.and_then(|a| a.refusal(k)).map(str::to_string);
         let outcome = decide(&checks, &fetched.signatures.fetched, root.keys.threshold, refusal);
-        to_evaluation(outcome, &fetched.signatures)
+        let signed = to_evaluation(outcome, &fetched.signatures);
+        let (evaluation, attested) = attestations::apply(key, root, fetched, signed, refusal);
+        self.attested.add(key, root, &attested);
+        evaluation
     }
 
     /// The declared keys with a valid signature on a digest; `None` without a current answer.

@@ -206,6 +206,9 @@ fn compiled(
     for k in &keys {
         (&k.name, k.key.fingerprint()).hash(&mut hasher);
     }
+    for r in &spec.attestations {
+        (&r.predicate_type, r.policy.as_ref().map(|p| p.expression())).hash(&mut hasher);
+    }
     let mut key_set = KeySet::new(keys, spec.threshold);
     // Without its trusted root (unreadable), no identity is accepted: its signatures count as
     // invalid, and status says why.

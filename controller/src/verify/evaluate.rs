@@ -74,7 +74,12 @@ impl KeySet {
     }
 
     /// The first key that verifies `signature` over `message`, trying the hinted key first.
-    fn verifying_key(&self, message: &[u8], signature: &[u8], hint: Option<&str>) -> Option<&NamedKey> {
+    pub(super) fn verifying_key(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+        hint: Option<&str>,
+    ) -> Option<&NamedKey> {
         let hinted = self
             .keys
             .iter()
@@ -237,7 +242,7 @@ impl From<&NamedKey> for Signed {
     }
 }
 
-const NO_KEY: &str = "no trusted key verifies it";
+pub(super) const NO_KEY: &str = "no trusted key verifies it";
 
 fn check_legacy<'k>(
     digest: &Digest,
