@@ -28,8 +28,8 @@ use kube::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-const PASSES: &str = "countersign_pass_duration_seconds_count";
-const PASS_SECONDS: &str = "countersign_pass_duration_seconds_sum";
+/// Passes over every workload (`full`) and over the namespaces where something changed.
+const SCOPES: [&str; 2] = ["full", "namespaces"];
 /// Passes are over once none started for this long (the operator debounces changes by far less).
 const QUIET: Duration = Duration::from_secs(3);
 
@@ -48,8 +48,33 @@ pub fn cpu_time(pid: u32) -> Duration {
 
 pub struct OnePod {
     pub passes: f64,
+    /// Of them, passes over every workload (expected 0: one pod changed).
+    pub full: f64,
     pub cpu_per_pass: Duration,
     pub wall_per_pass: Duration,
+}
+
+/// Passes finished, of `scope` (both when `None`), from the pass-duration histogram's `_count`.
+fn passes_of(metrics: &HashMap<String, f64>, scope: Option<&str>) -> f64 {
+    pass_series(metrics, scope, "count")
+}
+
+/// Their wall time in seconds (`_sum`).
+fn pass_seconds(metrics: &HashMap<String, f64>) -> f64 {
+    pass_series(metrics, None, "sum")
+}
+
+fn pass_series(metrics: &HashMap<String, f64>, scope: Option<&str>, suffix: &str) -> f64 {
+    SCOPES
+        .iter()
+        .filter(|s| scope.is_none_or(|scope| scope == **s))
+        .map(|s| {
+            value(
+                metrics,
+                &format!("countersign_pass_duration_seconds_{suffix}{{scope=\"{s}\"}}"),
+            )
+        })
+        .sum()
 }
 
 /// Deletes one running pod of `namespace` and measures the passes that follow.
@@ -73,26 +98,28 @@ pub async fn one_pod_changed(
     pods.delete(&victim, &DeleteParams::default().grace_period(0))
         .await?;
     // Wait for the passes to start, then for them to stop.
-    let mut last = value(&before, PASSES);
+    let mut last = passes_of(&before, None);
     let mut quiet_since = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = value(&scrape_metrics(metrics).await?, PASSES);
+        let now = passes_of(&scrape_metrics(metrics).await?, None);
         if now > last {
             last = now;
             quiet_since = Instant::now();
-        } else if last > value(&before, PASSES) && quiet_since.elapsed() >= QUIET {
+        } else if last > passes_of(&before, None) && quiet_since.elapsed() >= QUIET {
             break;
         }
         ensure!(Instant::now() < deadline, "no pass after deleting pod {victim}");
     }
     let cpu = cpu_time(operator.pid()) - cpu_before;
     let after = scrape_metrics(metrics).await?;
-    let passes = value(&after, PASSES) - value(&before, PASSES);
-    let wall = value(&after, PASS_SECONDS) - value(&before, PASS_SECONDS);
+    let passes = passes_of(&after, None) - passes_of(&before, None);
+    let wall = pass_seconds(&after) - pass_seconds(&before);
+    let full = passes_of(&after, Some("full")) - passes_of(&before, Some("full"));
     Ok(OnePod {
         passes,
+        full,
         cpu_per_pass: cpu.div_f64(passes),
         wall_per_pass: Duration::from_secs_f64(wall / passes),
     })
@@ -181,7 +208,7 @@ pub async fn churn(
         unseen: pending.len(),
         rss_kib,
         events: events(&after) - events(&before),
-        passes: value(&after, PASSES) - value(&before, PASSES),
+        passes: passes_of(&after, None) - passes_of(&before, None),
         cpu: cpu_time(operator.pid()) - cpu_before,
         elapsed: started.elapsed(),
     })

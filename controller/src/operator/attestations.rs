@@ -7,7 +7,7 @@
 //! signatures. Each pass also tallies, per TrustRoot and predicate type, how many governed
 //! digests are in each state: the attestation-coverage metric (M5).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{
     lookup::Fetched,
@@ -89,37 +89,54 @@ pub struct Coverage {
     pub states: [(&'static str, i64); 6],
 }
 
-/// Governed digests per (TrustRoot, predicate type, state), counted once per digest in a pass.
+/// Governed digests per (TrustRoot, predicate type, state). Each digest's states are kept from
+/// the pass that last assessed it: a pass over a few namespaces (see `reconciler::scope`) updates
+/// the digests it saw and keeps the others; a pass over everything starts afresh.
 #[derive(Default)]
 pub struct Tally {
+    /// Counted in this pass already.
     seen: HashSet<(SignatureKey, String)>,
-    counts: BTreeMap<(String, String), BTreeMap<&'static str, i64>>,
+    /// By digest and TrustRoot: each required predicate type and its state.
+    states: HashMap<(SignatureKey, String), Vec<(String, &'static str)>>,
 }
 
 impl Tally {
-    /// Counts `checks` for `key` under `root`, unless this pass counted them already.
-    pub fn add(&mut self, key: &SignatureKey, root: &CompiledRoot, checks: &[AttestationCheck]) {
-        if checks.is_empty() || !self.seen.insert((key.clone(), root.name.clone())) {
-            return;
-        }
-        for c in checks {
-            let by_state = self
-                .counts
-                .entry((root.name.clone(), c.predicate_type.clone()))
-                .or_default();
-            *by_state.entry(c.state.name()).or_default() += 1;
+    /// Starts a pass; `everything`: one that assesses every workload, so nothing is kept.
+    pub fn begin(&mut self, everything: bool) {
+        self.seen.clear();
+        if everything {
+            self.states.clear();
         }
     }
 
+    /// Records `checks` for `key` under `root`, unless this pass recorded them already.
+    pub fn add(&mut self, key: &SignatureKey, root: &CompiledRoot, checks: &[AttestationCheck]) {
+        let at = (key.clone(), root.name.clone());
+        if checks.is_empty() || self.seen.contains(&at) {
+            return;
+        }
+        let states = checks
+            .iter()
+            .map(|c| (c.predicate_type.clone(), c.state.name()))
+            .collect();
+        self.seen.insert(at.clone());
+        self.states.insert(at, states);
+    }
+
     /// Every required (TrustRoot, predicate type) of `roots` with its count in each state (0
-    /// included), and the tally emptied for the next pass.
-    pub fn take<'r>(&mut self, roots: impl IntoIterator<Item = &'r CompiledRoot>) -> Vec<Coverage> {
-        let counts = std::mem::take(&mut self.counts);
-        self.seen.clear();
+    /// included).
+    pub fn coverage<'r>(&self, roots: impl IntoIterator<Item = &'r CompiledRoot>) -> Vec<Coverage> {
+        let mut counts: BTreeMap<(&str, &str), BTreeMap<&'static str, i64>> = BTreeMap::new();
+        for ((_, root), states) in &self.states {
+            for (predicate_type, state) in states {
+                let by_state = counts.entry((root, predicate_type)).or_default();
+                *by_state.entry(state).or_default() += 1;
+            }
+        }
         let mut out = Vec::new();
         for root in roots {
             for r in &root.spec.attestations {
-                let found = counts.get(&(root.name.clone(), r.predicate_type.clone()));
+                let found = counts.get(&(root.name.as_str(), r.predicate_type.as_str()));
                 let n = |state: &str| found.and_then(|f| f.get(state)).copied().unwrap_or(0);
                 out.push(Coverage {
                     trust_root: root.name.clone(),

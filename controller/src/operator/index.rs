@@ -8,8 +8,8 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock},
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use kube::core::error_boundary::InvalidObject;
@@ -107,7 +107,24 @@ pub struct Index {
     /// Bumped on every change of a TrustRoot or KeyRotation, status included (admission
     /// rebuilds what it accepts from both).
     pub trust_changes: watch::Sender<u64>,
+    /// Where verdicts may have changed since the last pass took it (see [`Changed`]).
+    changed: Mutex<Changed>,
     synced: Synced,
+}
+
+/// Where something that can change a verdict changed since the last pass: the namespaces of the
+/// objects that changed, or everything (a relist, a cluster-scoped object). A pass re-assesses
+/// only the workloads of these namespaces unless it has to look at all of them anyway.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub everything: bool,
+    pub namespaces: HashSet<String>,
+}
+
+impl Changed {
+    pub fn is_empty(&self) -> bool {
+        !self.everything && self.namespaces.is_empty()
+    }
 }
 
 impl Index {
@@ -143,6 +160,26 @@ impl Index {
             .read(|m| m.values().filter_map(|e| e.as_ref().ok().cloned()).collect());
         rotations.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         rotations
+    }
+
+    /// Notes a change in `namespace` (`None`: anywhere) for the next pass.
+    pub fn mark_changed(&self, namespace: Option<&str>) {
+        let mut changed = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+        match namespace {
+            Some(ns) if !changed.everything => {
+                changed.namespaces.insert(ns.to_string());
+            }
+            Some(_) => {}
+            None => {
+                changed.everything = true;
+                changed.namespaces.clear();
+            }
+        }
+    }
+
+    /// What changed since the last call.
+    pub fn take_changed(&self) -> Changed {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn synced(&self) -> &Synced {

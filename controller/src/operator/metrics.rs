@@ -24,7 +24,7 @@
 //! | `countersign_reconcile_errors_total` | counter | `category` |
 //! | `countersign_watch_lists_total` | counter | `resource` |
 //! | `countersign_sweep_duration_seconds` | histogram | |
-//! | `countersign_pass_duration_seconds` | histogram | |
+//! | `countersign_pass_duration_seconds` | histogram | `scope` |
 //! | `countersign_sweep_digests` | gauge | |
 //! | `countersign_events_total` | counter | `reason` |
 //! | `countersign_leader` | gauge | |
@@ -130,6 +130,13 @@ struct ResourceLabels {
     resource: &'static str,
 }
 
+/// Which workloads a pass looked at: `full` (every one) or `namespaces` (those where something
+/// changed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
@@ -233,7 +240,7 @@ pub struct Metrics {
     watch_lists: Family<ResourceLabels, Counter>,
     sweep_duration: Histogram,
     sweep_digests: Gauge,
-    pass_duration: Histogram,
+    pass_duration: HistogramFamily<ScopeLabels>,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
     rotations: Family<PhaseLabels, Gauge>,
@@ -424,10 +431,11 @@ impl Default for Metrics {
             Unit::Seconds,
             sweep_duration.clone(),
         );
-        let pass_duration = Histogram::new(PASS_BUCKETS);
+        let pass_duration: HistogramFamily<ScopeLabels> =
+            Family::new_with_constructor(|| Histogram::new(PASS_BUCKETS));
         registry.register_with_unit(
             "pass_duration",
-            "Wall time of one pass over every running workload (cached lookups, verdicts, writes)",
+            "Wall time of one pass (cached lookups, verdicts, writes), over every running workload (scope full) or those of the namespaces where something changed",
             Unit::Seconds,
             pass_duration.clone(),
         );
@@ -639,9 +647,11 @@ impl Metrics {
         self.watch_lists.get_or_create(&ResourceLabels { resource }).inc();
     }
 
-    /// A sweep over every governed digest finished.
-    pub fn pass_finished(&self, elapsed: Duration) {
-        self.pass_duration.observe(elapsed.as_secs_f64());
+    /// A pass over `scope` (`full` or `namespaces`) finished.
+    pub fn pass_finished(&self, scope: &'static str, elapsed: Duration) {
+        self.pass_duration
+            .get_or_create(&ScopeLabels { scope })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn sweep_finished(&self, elapsed: Duration, digests: usize) {

@@ -25,6 +25,7 @@ use kube::{Client, runtime::events::Recorder};
 use serde_json::Value;
 
 mod rotations;
+mod scope;
 
 use super::{
     annotations, attestations,
@@ -113,8 +114,13 @@ pub struct Reconciler {
     retry: bool,
     /// `Some` with `--policy-reports`: what was last written, per namespace.
     reports: Option<reports::Writer>,
-    /// This pass' required attestations by TrustRoot, predicate type and state (metrics).
+    /// Required attestations by TrustRoot, predicate type and state (metrics).
     attested: attestations::Tally,
+    /// What each running workload contributed when last assessed (see `scope`).
+    contributions: scope::Contributions,
+    /// The active trust roots and their compiled versions at the last pass; `None` before the
+    /// first pass that looked at every workload.
+    versions: Option<Vec<(String, u64)>>,
 }
 
 /// A workload whose annotations or events must be written.
@@ -143,6 +149,8 @@ impl Reconciler {
             next_edge: None,
             retry: false,
             attested: attestations::Tally::default(),
+            contributions: scope::Contributions::default(),
+            versions: None,
             reports: parts
                 .policy_reports
                 .then(|| reports::Writer::new(parts.client.clone())),
@@ -179,10 +187,11 @@ impl Reconciler {
             .unwrap_or(now + Duration::from_secs(3600))
     }
 
-    /// One pass over every running workload.
+    /// One pass: over every running workload, or over those of the namespaces where something
+    /// changed when nothing else can have changed a verdict (see `scope`).
     pub async fn pass(&mut self) {
         let started = Instant::now();
-        self.retry = false;
+        let changed = self.parts.index.take_changed();
         let objects = self.parts.index.trust_roots();
         let reports = self.compiler.compile(&objects, &self.parts.objects).await;
         let roots: Vec<Arc<CompiledRoot>> = reports.iter().filter_map(|r| r.active.clone()).collect();
@@ -195,6 +204,15 @@ impl Reconciler {
             })
             .map(|r| r.name.clone())
             .collect();
+        let versions: Vec<(String, u64)> = roots.iter().map(|r| (r.name.clone(), r.version)).collect();
+        let reasons = scope::Reasons {
+            first: self.versions.is_none(),
+            sweep_due: !due.is_empty(),
+            roots_changed: self.versions.as_ref() != Some(&versions),
+            rotation_live: self.rotation_live(),
+            retry: std::mem::take(&mut self.retry),
+        };
+        let scope = scope::decide(reasons, changed);
         // A due sweep re-checks every digest; otherwise only answers older than the interval.
         let max_age = |r: &CompiledRoot| {
             if due.contains(&r.name) {
@@ -204,30 +222,32 @@ impl Reconciler {
             }
         };
         let pool = &self.parts.pool;
-        let planned = plan::plan(world::workloads(&self.parts.index), &roots, |ns, secrets| {
-            pool.key(ns, secrets)
-        });
-        let (tags, signatures) = self.lookup(&planned, max_age).await;
+        let workloads = world::workloads(&self.parts.index, scope.namespaces());
+        let planned = plan::plan(workloads, &roots, |ns, secrets| pool.key(ns, secrets));
+        let (tags, signatures) = self.lookup(&planned, max_age, &scope).await;
         let now = Timestamp::now();
         let (rotations, keys) = self.rotations(&reports, &planned, &tags, &signatures, now);
-        let (changes, counts, entries) = self.assess(&planned, &roots, &tags, &signatures, now);
+        let changes = self.assess(&planned, &roots, &tags, &signatures, &scope, now);
+        let counts = self.contributions.counts();
         let by_root = roots
             .iter()
             .map(|r| (r.name.as_str(), counts.get(&r.name).copied().unwrap_or_default()));
         self.parts.metrics.set_trust_root_workloads(by_root);
         self.write(changes).await;
-        self.write_reports(&entries, now).await;
+        self.write_reports(now).await;
         self.finish_sweeps(&due, &planned, &tags, started, now);
         self.write_statuses(&reports, &counts, keys, now).await;
         self.write_rotations(&rotations, now).await;
-        self.forget(&planned, &signatures);
+        self.forget(&scope, &signatures);
+        self.versions = Some(versions);
         if !due.is_empty() {
             self.parts
                 .metrics
                 .sweep_finished(started.elapsed(), signatures.len());
         }
-        self.parts.metrics.pass_finished(started.elapsed());
+        self.parts.metrics.pass_finished(scope.name(), started.elapsed());
         tracing::debug!(
+            scope = scope.name(),
             workloads = planned.len(),
             digests = signatures.len(),
             elapsed_ms = started.elapsed().as_millis(),
@@ -236,10 +256,23 @@ impl Reconciler {
         );
     }
 
+    /// Whether a rotation is live: its tally and stragglers need every workload.
+    fn rotation_live(&self) -> bool {
+        !self.rechecks.is_empty()
+            || self.next_edge.is_some()
+            || self
+                .parts
+                .index
+                .key_rotations()
+                .iter()
+                .any(|r| crate::rotation::is_live(r))
+    }
+
     async fn lookup(
         &self,
         planned: &[Planned],
         max_age: impl Fn(&CompiledRoot) -> Duration + Copy,
+        scope: &scope::Scope,
     ) -> (HashMap<TagKey, Tag>, HashMap<SignatureKey, Fetched>) {
         let keys = planned
             .iter()
@@ -257,34 +290,43 @@ impl Reconciler {
         }
         let attested = plan::attestation_keys(planned, &tags);
         let signatures = lookup::signatures(requests, &attested, &verifiers, n).await;
-        lookup::prune(&verifiers, &tags, &signatures);
-        let used = verifiers.into_keys().collect();
-        self.parts.pool.retain(lookup::RECENT, &used);
+        // Only a pass that saw every workload knows which answers nobody needs any more.
+        if scope.is_everything() {
+            lookup::prune(&verifiers, &tags, &signatures);
+            let used = verifiers.into_keys().collect();
+            self.parts.pool.retain(lookup::RECENT, &used);
+        }
         (tags, signatures)
     }
 
-    /// The pure heart of a pass: findings → recorded state → what to write, the counts, and
-    /// (with `--policy-reports`) each governed workload's findings.
-    #[allow(clippy::type_complexity)]
+    /// The pure heart of a pass: findings → recorded state → what to write; what each workload
+    /// contributes to the counts is kept in `contributions`.
     fn assess(
         &mut self,
         planned: &[Planned],
         roots: &[Arc<CompiledRoot>],
         tags: &HashMap<TagKey, Tag>,
         signatures: &HashMap<SignatureKey, Fetched>,
+        scope: &scope::Scope,
         now: Timestamp,
-    ) -> (Vec<Change>, HashMap<String, WorkloadCounts>, Vec<reports::Entry>) {
+    ) -> Vec<Change> {
         // To the millisecond (`since`, `changed`): two transitions of a workload within one
         // second (a TrustRoot flapping) must differ, as their Events' names derive from them.
         let since = now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-        let mut counts = HashMap::new();
-        let mut by_verdict: BTreeMap<&'static str, i64> = BTreeMap::new();
+        self.contributions.begin(scope);
+        self.attested.begin(scope.is_everything());
         let mut changes = Vec::new();
-        let mut entries = Vec::new();
         for p in planned {
             let w = &p.workload;
+            let mut contribution = scope::Contribution {
+                namespace: w.workload.namespace.clone(),
+                counts: Vec::new(),
+                bucket: None,
+                entry: None,
+            };
             if p.images.is_empty() {
                 changes.extend(removal(w));
+                self.contributions.record(w.workload.uid.clone(), contribution);
                 continue;
             }
             let previous = self
@@ -294,15 +336,18 @@ impl Reconciler {
                 .or_else(|| annotations::decode(&w.annotations));
             let (findings, checks) =
                 plan::findings(p, tags, |key, root| self.evaluate(key, root, signatures));
+            let mut counts = HashMap::new();
             plan::count(&findings, &mut counts);
+            contribution.counts = counts.into_iter().collect();
+            let next = verdict::derive(&findings, &checks, previous.as_ref(), &since);
+            contribution.bucket = Some(bucket(&next));
             if self.reports.is_some() {
-                entries.push(reports::Entry {
+                contribution.entry = Some(reports::Entry {
                     workload: w.workload.clone(),
-                    findings: findings.clone(),
+                    findings,
                 });
             }
-            let next = verdict::derive(&findings, &checks, previous.as_ref(), &since);
-            *by_verdict.entry(bucket(&next)).or_default() += 1;
+            self.contributions.record(w.workload.uid.clone(), contribution);
             match change(w, previous.as_ref(), next, |k| {
                 refusal(roots, &self.acceptance, k)
             }) {
@@ -312,20 +357,21 @@ impl Reconciler {
                 }
             }
         }
-        let totals: Vec<(&'static str, i64)> = by_verdict.into_iter().collect();
+        let totals = self.contributions.by_verdict();
         self.parts.metrics.set_workloads_by_verdict(&totals);
-        let attested = self.attested.take(roots.iter().map(|r| r.as_ref()));
+        let attested = self.attested.coverage(roots.iter().map(|r| r.as_ref()));
         self.parts.metrics.set_trust_root_attestations(&attested);
-        (changes, counts, entries)
+        changes
     }
 
     /// After the annotations: the reports are a copy of the verdicts for other tools, so a
     /// failure here is retried like any write but never holds the verdicts back.
-    async fn write_reports(&mut self, entries: &[reports::Entry], now: Timestamp) {
+    async fn write_reports(&mut self, now: Timestamp) {
         let Some(writer) = &mut self.reports else {
             return;
         };
-        for e in writer.write(reports::build(entries), now).await {
+        let built = reports::build(self.contributions.entries());
+        for e in writer.write(built, now).await {
             tracing::warn!(error = %e, "PolicyReport not written; retrying soon");
             self.parts.metrics.reconcile_error(e.category());
             self.retry = true;
@@ -485,11 +531,14 @@ impl Reconciler {
         self.swept_at.retain(|name, _| present.contains(name.as_str()));
     }
 
-    /// Keeps memory to what runs: state of workloads gone, evaluations of digests gone.
-    fn forget(&mut self, planned: &[Planned], signatures: &HashMap<SignatureKey, Fetched>) {
-        let running: HashSet<&str> = planned.iter().map(|p| p.workload.workload.uid.as_str()).collect();
-        self.known.retain(|uid, _| running.contains(uid.as_str()));
-        self.memo.retain(|(key, _), _| signatures.contains_key(key));
+    /// Keeps memory to what runs: state of workloads gone, evaluations of digests gone (known
+    /// only after a pass that saw every workload).
+    fn forget(&mut self, scope: &scope::Scope, signatures: &HashMap<SignatureKey, Fetched>) {
+        let contributions = &self.contributions;
+        self.known.retain(|uid, _| contributions.contains(uid));
+        if scope.is_everything() {
+            self.memo.retain(|(key, _), _| signatures.contains_key(key));
+        }
         self.parts.objects.prune(OBJECT_KEEP);
     }
 }

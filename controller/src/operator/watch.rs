@@ -288,6 +288,7 @@ where
                 index.synced().add_one();
             }
             if changed != Applied::Nothing {
+                index.mark_changed(changed.namespace(feed.resource));
                 index.changes.notify_one();
             }
         }
@@ -297,9 +298,22 @@ where
 #[derive(PartialEq, Eq)]
 enum Applied {
     Nothing,
-    Changed,
+    /// The object of this key changed.
+    Changed(Key),
     /// A full list was swapped in.
     Synced,
+}
+
+impl Applied {
+    /// The namespace whose verdicts the change can affect; `None` for all of them (a relist,
+    /// a TrustRoot or KeyRotation). A Namespace's own change (its labels) is its namespace's.
+    fn namespace(&self, resource: &str) -> Option<&str> {
+        match self {
+            Self::Changed((_, name)) if resource == "namespaces" => Some(name),
+            Self::Changed((namespace, _)) if !namespace.is_empty() => Some(namespace),
+            _ => None,
+        }
+    }
 }
 
 fn apply<K: Resource, T>(
@@ -333,19 +347,19 @@ fn apply<K: Resource, T>(
             let changed = match (feed.reduce)(&object) {
                 Some(value) => mirror.write(|m| {
                     let matters = m.get(&key).is_none_or(|old| (feed.matters)(&value, old));
-                    m.insert(key, value);
+                    m.insert(key.clone(), value);
                     matters
                 }),
                 None => mirror.write(|m| m.remove(&key).is_some()),
             };
             if changed {
-                Applied::Changed
+                Applied::Changed(key)
             } else {
                 Applied::Nothing
             }
         }
         watcher::Event::Delete(object) => match key_of(&object) {
-            Some(key) if mirror.write(|m| m.remove(&key).is_some()) => Applied::Changed,
+            Some(key) if mirror.write(|m| m.remove(&key).is_some()) => Applied::Changed(key),
             _ => Applied::Nothing,
         },
     }

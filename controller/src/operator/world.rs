@@ -2,7 +2,7 @@
 //! and ephemeral containers count), pull secrets and the verdict recorded on it. Pure apart from
 //! taking the index' read locks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::{
     index::{Index, Key},
@@ -21,9 +21,11 @@ pub struct Workload {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Every workload with running pods whose owners and object are known. One whose owner chain or
-/// object has not reached the caches yet is left for a later pass (its arrival starts one).
-pub fn workloads(index: &Index) -> Vec<Workload> {
+/// Every workload with running pods whose owners and object are known, in `namespaces` only
+/// when given. One whose owner chain or object has not reached the caches yet is left for a later
+/// pass (its arrival starts one).
+pub fn workloads(index: &Index, namespaces: Option<&HashSet<String>>) -> Vec<Workload> {
+    let included = |namespace: &str| namespaces.is_none_or(|n| n.contains(namespace));
     index.pods.read(|pods| {
         index.replicasets.read(|replicasets| {
             index.jobs.read(|jobs| {
@@ -42,7 +44,7 @@ pub fn workloads(index: &Index) -> Vec<Workload> {
                         .read(|m| m.get(&(String::new(), namespace.to_string())).cloned())
                         .unwrap_or_default()
                 };
-                group(pods, owner, annotations, labels)
+                group(pods, included, owner, annotations, labels)
             })
         })
     })
@@ -65,18 +67,19 @@ fn recorded(
     }
 }
 
-/// Groups pods by workload. `owner(kind, namespace, name)` looks up ReplicaSets and Jobs,
-/// `annotations(workload)` reads the object (`None`: not known yet), `labels(namespace)` the
-/// namespace's labels.
+/// Groups the pods of the `included` namespaces by workload. `owner(kind, namespace, name)`
+/// looks up ReplicaSets and Jobs, `annotations(workload)` reads the object (`None`: not known
+/// yet), `labels(namespace)` the namespace's labels.
 pub fn group(
     pods: &HashMap<Key, PodInfo>,
+    included: impl Fn(&str) -> bool,
     owner: impl Fn(WorkloadKind, &str, &str) -> Option<OwnerMeta>,
     annotations: impl Fn(&WorkloadRef) -> Option<BTreeMap<String, String>>,
     labels: impl Fn(&str) -> BTreeMap<String, String>,
 ) -> Vec<Workload> {
     let mut by_workload: BTreeMap<WorkloadRef, Workload> = BTreeMap::new();
     let mut pending: BTreeSet<WorkloadRef> = BTreeSet::new();
-    for ((namespace, _), pod) in pods {
+    for ((namespace, _), pod) in pods.iter().filter(|((ns, _), _)| included(ns)) {
         let lookup = |kind, name: &str| owner(kind, namespace, name);
         let Walk::Workload(w) = walk(namespace, &pod.name, &pod.uid, pod.owner.as_ref(), lookup) else {
             continue;
@@ -159,7 +162,7 @@ mod tests {
         let annotations =
             |w: &WorkloadRef| (w.kind != WorkloadKind::Pod || w.name == "bare").then(BTreeMap::new);
         let labels = |_: &str| BTreeMap::from([("team".to_string(), "a".to_string())]);
-        let found = group(&pods, owner, annotations, labels);
+        let found = group(&pods, |_| true, owner, annotations, labels);
         let summary: Vec<(String, Vec<&str>, Vec<&str>)> = found
             .iter()
             .map(|w| {
@@ -185,5 +188,8 @@ mod tests {
             found[0].namespace_labels.get("team").map(String::as_str),
             Some("a")
         );
+        // A pass over other namespaces groups none of these pods.
+        let elsewhere = group(&pods, |ns| ns == "other", owner, annotations, labels);
+        assert!(elsewhere.is_empty());
     }
 }

@@ -89,7 +89,7 @@ fn describe(check: &Check) -> String {
 
 /// One report per namespace with governed workloads, without timestamps (see [`stamped`]).
 /// Results are sorted (workload, image, TrustRoot), so equal findings give equal content.
-pub fn build(entries: &[Entry]) -> BTreeMap<String, Value> {
+pub fn build<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> BTreeMap<String, Value> {
     type Key<'a> = (&'a WorkloadRef, &'a str, &'a str);
     let mut by_namespace: BTreeMap<&str, BTreeMap<Key<'_>, &Finding>> = BTreeMap::new();
     for e in entries {
