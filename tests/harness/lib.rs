@@ -13,6 +13,7 @@ pub mod monitoring;
 pub mod ports;
 pub mod prometheus;
 pub mod registry;
+pub mod sigstore;
 
 use std::path::{Path, PathBuf};
 

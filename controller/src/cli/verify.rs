@@ -9,7 +9,7 @@ use crate::{
     keys::PublicKey,
     reference::ImageRef,
     registry::RegistryError,
-    sigstore::{Identity, Pattern, TrustedRoot},
+    sigstore::{Identity, Pattern, TlogPolicy, TrustedRoot},
     verify::{KeySet, NamedIdentity, NamedKey, Outcome, Policy, Verification, verify_image},
 };
 
@@ -67,6 +67,12 @@ pub struct VerifyArgs {
     /// against, offline. Default: the public-good instance's, shipped in countersign.
     #[arg(long, value_name = "FILE")]
     pub trusted_root: Option<PathBuf>,
+    /// The transparency log: `required` (every signature, by key too, needs a log entry that
+    /// verifies against the trusted root's logs) or `optional` (a keyless signature may do with
+    /// RFC 3161 timestamps instead, as cosign's `--insecure-ignore-tlog` with a TSA). Unset: as
+    /// cosign, keyless signatures need one and key-based ones are not looked up.
+    #[arg(long, value_name = "POLICY")]
+    pub tlog: Option<Tlog>,
     /// Distinct keys that must have signed.
     #[arg(long, default_value_t = 1)]
     pub threshold: usize,
@@ -78,6 +84,21 @@ pub struct VerifyArgs {
     pub timeout: u64,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Tlog {
+    Required,
+    Optional,
+}
+
+impl From<Tlog> for TlogPolicy {
+    fn from(t: Tlog) -> Self {
+        match t {
+            Tlog::Required => Self::Required,
+            Tlog::Optional => Self::Optional,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -98,8 +119,14 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
 
 fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     let mut keys = KeySet::new(load_keys(&args.keys)?, args.threshold);
-    if let Some(identity) = identity(args)? {
-        keys = keys.with_identities(vec![identity], trusted_root(args.trusted_root.as_deref())?);
+    let identity = identity(args)?;
+    if identity.is_some() || args.tlog.is_some() {
+        let root = trusted_root(args.trusted_root.as_deref())?;
+        let tlog = args.tlog.map_or(TlogPolicy::Default, TlogPolicy::from);
+        keys = keys.with_tlog(tlog, root.clone());
+        if let Some(identity) = identity {
+            keys = keys.with_identities(vec![identity], root);
+        }
     }
     let images = args
         .images

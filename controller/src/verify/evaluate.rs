@@ -15,7 +15,7 @@ use crate::{
     keys::{PublicKey, check_signature_encoding},
     reference::Digest,
     registry::RegistryError,
-    sigstore::{self, Artifact, Identity, TrustedRoot},
+    sigstore::{self, Artifact, Identity, LegacySignature, TlogPolicy, TrustedRoot},
 };
 
 /// A key with the name it has in a trust root (or the file it came from, on the command line).
@@ -44,9 +44,11 @@ impl AsRef<Identity> for NamedIdentity {
 pub struct KeySet {
     pub keys: Vec<NamedKey>,
     pub identities: Vec<NamedIdentity>,
-    /// What keyless signatures are verified against (Fulcio CAs, CT logs, Rekor, TSAs); `None`
-    /// when there are no identities.
+    /// What keyless signatures and log entries are verified against (Fulcio CAs, CT logs,
+    /// Rekor, TSAs); `None` when there are no identities and the log is not required.
     pub trusted_root: Option<Arc<TrustedRoot>>,
+    /// What the transparency log must show.
+    pub tlog: TlogPolicy,
     pub threshold: usize,
 }
 
@@ -56,8 +58,23 @@ impl KeySet {
             keys,
             identities: Vec::new(),
             trusted_root: None,
+            tlog: TlogPolicy::Default,
             threshold: threshold.max(1),
         }
+    }
+
+    /// Log entries checked as `tlog` says, against `root`'s logs.
+    pub fn with_tlog(mut self, tlog: TlogPolicy, root: Arc<TrustedRoot>) -> Self {
+        self.tlog = tlog;
+        self.trusted_root = Some(root);
+        self
+    }
+
+    /// The trusted root, required for a log entry to be checked.
+    fn log_root(&self) -> Result<&TrustedRoot, String> {
+        self.trusted_root
+            .as_deref()
+            .ok_or_else(|| "no tlog entry: the log is required and no trusted root names its keys".into())
     }
 
     /// Also accepts keyless signatures by `identities`, certified under `root`.
@@ -185,11 +202,22 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
             layer,
             payload,
             signature,
-        } => (
-            SignatureFormat::Legacy,
-            layer,
-            check_legacy(digest, payload, signature, keys).map(Signed::from),
-        ),
+            evidence,
+        } => {
+            let legacy = LegacySignature {
+                payload,
+                signature,
+                certificate: evidence.certificate.as_deref(),
+                chain: evidence.chain.as_deref(),
+                rekor_bundle: evidence.rekor_bundle.as_deref(),
+                timestamp: evidence.timestamp.as_deref(),
+            };
+            (
+                SignatureFormat::Legacy,
+                layer,
+                check_legacy(digest, &legacy, keys),
+            )
+        }
         Candidate::Bundle { manifest, bundle } => {
             let result = check_bundle(digest, bundle, keys)?;
             (SignatureFormat::Bundle, manifest, result)
@@ -227,6 +255,16 @@ struct Signed {
     signer: Option<String>,
 }
 
+impl Signed {
+    fn keyless(identity: &NamedIdentity, signer: &sigstore::Signer) -> Self {
+        Self {
+            name: identity.name.clone(),
+            fingerprint: identity.identity.fingerprint(),
+            signer: Some(format!("{} ({})", signer.subject, signer.issuer)),
+        }
+    }
+}
+
 impl From<&NamedKey> for Signed {
     fn from(key: &NamedKey) -> Self {
         Self {
@@ -239,23 +277,53 @@ impl From<&NamedKey> for Signed {
 
 const NO_KEY: &str = "no trusted key verifies it";
 
-fn check_legacy<'k>(
-    digest: &Digest,
-    payload: &[u8],
-    signature: &str,
-    keys: &'k KeySet,
-) -> Result<&'k NamedKey, String> {
-    let signature = decode_base64("signature annotation", signature).map_err(|e| e.to_string())?;
-    check_signature_encoding(&signature).map_err(|e| e.to_string())?;
-    let key = keys.verifying_key(payload, &signature, None).ok_or(NO_KEY)?;
-    let payload = Payload::parse(payload).map_err(|e| e.to_string())?;
+/// A `.sig` layer: keyless when it carries a certificate, else by key (and its log entry when
+/// the log is required); either way the payload must name this digest.
+fn check_legacy(digest: &Digest, legacy: &LegacySignature<'_>, keys: &KeySet) -> Result<Signed, String> {
+    let signed = match legacy.certificate {
+        Some(_) => verify_legacy_keyless(legacy, keys)?,
+        None => Signed::from(verify_legacy_key(legacy, keys)?),
+    };
+    let payload = Payload::parse(legacy.payload).map_err(|e| e.to_string())?;
     if payload.signed_digest() != digest.as_str() {
         return Err(format!(
             "the signed payload names {}, not this image (a signature copied from another image?)",
             payload.signed_digest()
         ));
     }
+    Ok(signed)
+}
+
+fn verify_legacy_key<'k>(legacy: &LegacySignature<'_>, keys: &'k KeySet) -> Result<&'k NamedKey, String> {
+    let signature = decode_base64("signature annotation", legacy.signature).map_err(|e| e.to_string())?;
+    check_signature_encoding(&signature).map_err(|e| e.to_string())?;
+    let key = keys
+        .verifying_key(legacy.payload, &signature, None)
+        .ok_or(NO_KEY)?;
+    if keys.tlog == TlogPolicy::Required {
+        keys.log_root()?
+            .verify_legacy_with_key(legacy, key.key.spki_der())
+            .map_err(|e| e.to_string())?;
+    }
     Ok(key)
+}
+
+/// A keyless `.sig`: the Sigstore verification of its annotations over the payload, then the
+/// identities.
+fn verify_legacy_keyless(legacy: &LegacySignature<'_>, keys: &KeySet) -> Result<Signed, String> {
+    let root = keyless_root(keys)?;
+    let (identity, signer) = root
+        .verify_legacy_identity(legacy, &keys.identities, keys.tlog)
+        .map_err(|e| e.to_string())?;
+    Ok(Signed::keyless(identity, &signer))
+}
+
+/// The root keyless signatures verify against, when identities are trusted.
+fn keyless_root(keys: &KeySet) -> Result<&TrustedRoot, String> {
+    keys.trusted_root
+        .as_deref()
+        .filter(|_| !keys.identities.is_empty())
+        .ok_or_else(|| "signed keylessly (a certificate), and no identity is trusted".into())
 }
 
 /// `None` when the bundle is a well-formed attestation (another predicate type).
@@ -270,27 +338,42 @@ fn check_bundle(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Option<Result<
     if sigstore::is_keyless_bundle(bundle) {
         return Some(verify_keyless(digest, bundle, keys));
     }
-    Some(verify_bundle(digest, &parsed, keys).map(Signed::from))
+    let verified = verify_bundle(digest, &parsed, keys).and_then(|key| {
+        if keys.tlog == TlogPolicy::Required {
+            keys.log_root()?
+                .verify_with_key(
+                    bundle,
+                    Artifact::Sha256Hex(sha256_hex(digest)?),
+                    key.key.spki_der(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(key)
+    });
+    Some(verified.map(Signed::from))
+}
+
+/// The hex of a `sha256:` digest: what Sigstore bundles sign.
+fn sha256_hex(digest: &Digest) -> Result<&str, String> {
+    digest
+        .as_str()
+        .strip_prefix("sha256:")
+        .ok_or_else(|| format!("Sigstore bundles name sha256 digests, not {digest}"))
 }
 
 /// A bundle signed with a Fulcio certificate: the whole Sigstore verification (chain, SCT, log,
 /// time, signature over this digest), then the identities.
 fn verify_keyless(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Result<Signed, String> {
-    let Some(root) = keys.trusted_root.as_ref().filter(|_| !keys.identities.is_empty()) else {
-        return Err("signed keylessly (a certificate), and no identity is trusted".into());
-    };
-    let hex = digest
-        .as_str()
-        .strip_prefix("sha256:")
-        .ok_or_else(|| format!("keyless signatures name sha256 digests, not {digest}"))?;
+    let root = keyless_root(keys)?;
     let (identity, signer) = root
-        .verify_identity(bundle, Artifact::Sha256Hex(hex), &keys.identities)
+        .verify_identity(
+            bundle,
+            Artifact::Sha256Hex(sha256_hex(digest)?),
+            &keys.identities,
+            keys.tlog,
+        )
         .map_err(|e| e.to_string())?;
-    Ok(Signed {
-        name: identity.name.clone(),
-        fingerprint: identity.identity.fingerprint(),
-        signer: Some(format!("{} ({})", signer.subject, signer.issuer)),
-    })
+    Ok(Signed::keyless(identity, &signer))
 }
 
 struct ParsedBundle {

@@ -1,0 +1,288 @@
+//! Keyless signatures end to end: real cosign v3 and v2 sign against a local Sigstore stack
+//! (Fulcio with a file CA, TesseraCT for SCTs, the timestamp authority, Rekor v2, and the API
+//! server as OIDC issuer), and countersign verifies them offline from the stack's trusted root,
+//! in the CLI and in the operator on the same control plane. One stack for the whole file: it
+//! takes a few seconds to start, each signature a fraction of one.
+
+mod common;
+mod operator_common;
+
+use std::time::Duration;
+
+use common::countersign;
+use countersign::{
+    reference::Digest,
+    verify::{Candidate, Fetched, Found, KeySet, NamedIdentity, Outcome, evaluate},
+};
+use countersign_tests::{
+    cosign::{Cosign, CosignVersion, Run},
+    http::http_get,
+    images::{crane, push_image},
+    registry::{Registry, RegistryKind},
+    sigstore::SigstoreStack,
+};
+use operator_common::*;
+use serde_json::{Value, json};
+
+const NS: &str = "ci";
+const BUILDER: &str = "builder";
+
+struct Signed {
+    /// cosign v3: bundle referrer with a Rekor v2 entry and a TSA timestamp.
+    v3: String,
+    /// cosign v2: `.sig` with certificate, chain and TSA timestamp, not logged.
+    v2: String,
+    /// cosign v2 without a timestamp: nothing says when it was signed.
+    v2_untimed: String,
+}
+
+fn verify(stack: &SigstoreStack, image: &str, identity: &str, issuer: &str, extra: &[&str]) -> Run {
+    let root = stack.trusted_root().to_str().expect("utf-8 path");
+    let mut args = vec![
+        "verify",
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        issuer,
+        "--trusted-root",
+        root,
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    args.push(image);
+    countersign(&args)
+}
+
+/// The verdict and reason countersign printed.
+fn verdict(run: &Run) -> (String, String) {
+    let v: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("JSON from countersign verify ({e}): {run:?}"));
+    (
+        v["verdict"].as_str().unwrap_or_default().to_string(),
+        v["reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn assert_invalid(run: &Run, reason_starts: &str) {
+    let (verdict, reason) = verdict(run);
+    assert_eq!(verdict, "invalid", "{run:?}");
+    assert!(
+        reason.starts_with(&format!("1 signature, none valid: {reason_starts}")),
+        "reason {reason:?} should say {reason_starts:?}"
+    );
+}
+
+// Not yet passing: cosign v3 refuses Rekor v2's checkpoint at signing ("note has no verifiable
+// signatures") although origin and base URL agree; the key hint cosign expects is still to be
+// matched. Run with --ignored to work on it.
+#[ignore = "cosign v3 does not verify the local Rekor v2 checkpoint yet"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_signatures_verify_in_the_cli_and_the_operator() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    namespace(&client, NS, json!({})).await;
+    let stack = SigstoreStack::start(&cluster).await.expect("the Sigstore stack");
+    let token = SigstoreStack::token(&cluster, NS, BUILDER)
+        .await
+        .expect("an ID token");
+    let registry = Registry::start(RegistryKind::Referrers);
+    let repo = registry.repo("app");
+    let sign = |tag: &str, how: &dyn Fn(&str) -> Run| {
+        let digest = push_image(&format!("{repo}:{tag}"), tag);
+        let image = format!("{repo}@{digest}");
+        let run = how(&image);
+        assert!(run.success, "signing {tag}: {}", run.stderr);
+        image
+    };
+    let (cosign3, cosign2) = (Cosign::new(CosignVersion::V3), Cosign::new(CosignVersion::V2));
+    let signed = Signed {
+        v3: sign("v3", &|i| stack.sign_v3(&cosign3, &token, i)),
+        v2: sign("v2", &|i| stack.sign_v2(&cosign2, &token, i, true)),
+        v2_untimed: sign("v2-untimed", &|i| stack.sign_v2(&cosign2, &token, i, false)),
+    };
+    let id = SigstoreStack::identity(NS, BUILDER);
+
+    cli_verdicts(&stack, &signed, &id);
+    tampered_log_entry(&stack, &registry, &signed.v3, &id).await;
+    operator_verdicts(&cluster, &stack, &signed, &id).await;
+}
+
+fn cli_verdicts(stack: &SigstoreStack, signed: &Signed, id: &str) {
+    let issuer = stack.issuer.as_str();
+    // cosign v3: Fulcio chain, SCT, Rekor v2 inclusion proof under a signed checkpoint, TSA time.
+    let run = verify(stack, &signed.v3, id, issuer, &[]);
+    assert_eq!(verdict(&run).0, "verified", "{run:?}");
+    let run = verify(stack, &signed.v3, id, issuer, &["--tlog", "required"]);
+    assert_eq!(verdict(&run).0, "verified", "{run:?}");
+    let run = verify(
+        stack,
+        &signed.v3,
+        "^https://kubernetes.io/namespaces/ci/",
+        issuer,
+        &[],
+    );
+    assert_invalid(&run, "identity mismatch");
+    let run = countersign(&[
+        "verify",
+        "--certificate-identity-regexp",
+        "^https://kubernetes\\.io/namespaces/ci/serviceaccounts/",
+        "--certificate-oidc-issuer",
+        issuer,
+        "--trusted-root",
+        stack.trusted_root().to_str().expect("utf-8"),
+        &signed.v3,
+    ]);
+    assert!(run.success, "identity regexp: {run:?}");
+    // Wrong identity, wrong issuer: everything verifies but who signed.
+    let run = verify(
+        stack,
+        &signed.v3,
+        &SigstoreStack::identity(NS, "intruder"),
+        issuer,
+        &[],
+    );
+    assert_invalid(&run, "identity mismatch");
+    let run = verify(
+        stack,
+        &signed.v3,
+        id,
+        "https://token.actions.githubusercontent.com",
+        &[],
+    );
+    assert_invalid(&run, "identity mismatch");
+
+    // cosign v2 `.sig`: the TSA's timestamp is the trusted time; no log entry, so only when the
+    // log is optional.
+    let run = verify(stack, &signed.v2, id, issuer, &["--tlog", "optional"]);
+    assert_eq!(verdict(&run).0, "verified", "{run:?}");
+    let run = verify(stack, &signed.v2, id, issuer, &[]);
+    assert_invalid(&run, "no tlog entry");
+    let run = verify(
+        stack,
+        &signed.v2,
+        &SigstoreStack::identity(NS, "intruder"),
+        issuer,
+        &["--tlog", "optional"],
+    );
+    assert_invalid(&run, "identity mismatch");
+    // Neither a log entry nor a timestamp: the certificate (valid 10 minutes) cannot be checked
+    // at any trusted time, as it could not once expired.
+    let run = verify(stack, &signed.v2_untimed, id, issuer, &["--tlog", "optional"]);
+    assert_invalid(&run, "no trusted time");
+}
+
+/// The v3 bundle with its inclusion proof tampered with, through the engine: "untrusted log".
+async fn tampered_log_entry(stack: &SigstoreStack, registry: &Registry, image: &str, id: &str) {
+    let (repo, digest) = image.split_once('@').expect("a digest reference");
+    let path = repo.split_once('/').expect("host/repo").1;
+    let addr = registry.host.parse().expect("host:port");
+    let (_, index) = http_get(addr, &format!("/v2/{path}/referrers/{digest}"))
+        .await
+        .expect("referrers");
+    let index: Value = serde_json::from_str(&index).expect("an index");
+    let referrer = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("a referrer")
+        .to_string();
+    let manifest: Value =
+        serde_json::from_str(&crane(&["manifest", &format!("{repo}@{referrer}")])).expect("a manifest");
+    let layer = manifest["layers"][0]["digest"].as_str().expect("a layer");
+    let bundle = crane(&["blob", &format!("{repo}@{layer}")]);
+    let mut bundle: Value = serde_json::from_str(&bundle).expect("a bundle");
+    let proof = &mut bundle["verificationMaterial"]["tlogEntries"][0]["inclusionProof"];
+    assert!(proof.is_object(), "cosign v3 logged to Rekor v2: {bundle}");
+    // Another leaf: the proof no longer leads to the root the checkpoint signs.
+    proof["logIndex"] = json!("1");
+    bundle["verificationMaterial"]["tlogEntries"][0]["logIndex"] = json!("1");
+    let root = countersign::sigstore::TrustedRoot::from_json(
+        "stack",
+        &std::fs::read(stack.trusted_root()).expect("trusted root"),
+    )
+    .expect("a trusted root");
+    let identity = countersign::sigstore::Identity {
+        subject: countersign::sigstore::Pattern::Exact(id.into()),
+        issuer: countersign::sigstore::Pattern::Exact(stack.issuer.clone()),
+    };
+    let keys = KeySet::new(Vec::new(), 1).with_identities(
+        vec![NamedIdentity {
+            name: "builder".into(),
+            identity,
+        }],
+        std::sync::Arc::new(root),
+    );
+    let fetched = Fetched {
+        legacy: Ok(Found::default()),
+        bundles: Ok(Found {
+            revision: referrer.clone(),
+            candidates: vec![Candidate::Bundle {
+                manifest: referrer,
+                bundle: serde_json::to_vec(&bundle).expect("JSON").into(),
+            }],
+        }),
+    };
+    let digest = Digest::parse(digest).expect("a digest");
+    let (outcome, _) = evaluate(&digest, &fetched, &keys);
+    let Outcome::Invalid { reason } = outcome else {
+        panic!("a tampered inclusion proof must not verify: {outcome:?}");
+    };
+    assert!(
+        reason.starts_with("1 signature, none valid: untrusted log"),
+        "{reason}"
+    );
+}
+
+/// The operator verifies the v3 and v2 keyless images running on the control plane, from a
+/// TrustRoot whose identity is certified under the stack's root (a ConfigMap).
+async fn operator_verdicts(
+    cluster: &countersign_tests::cluster::LocalCluster,
+    stack: &SigstoreStack,
+    signed: &Signed,
+    id: &str,
+) {
+    let client = cluster.client();
+    let root = std::fs::read_to_string(stack.trusted_root()).expect("trusted root");
+    create(
+        &client,
+        "v1",
+        "ConfigMap",
+        Some(NS),
+        json!({
+            "metadata": {"name": "sigstore-root"}, "data": {"trusted_root.json": root}
+        }),
+    )
+    .await;
+    let registry_host = signed.v3.split('/').next().expect("host");
+    let identity =
+        |name: &str, subject: &str| json!({"name": name, "subject": subject, "issuer": stack.issuer});
+    trust_root(
+        &client,
+        "keyless",
+        json!({
+            "images": [format!("{registry_host}/**")],
+            "identities": [identity("builder", id)],
+            "trustedRoot": {"configMapRef": {"name": "sigstore-root", "namespace": NS}},
+            "tlog": "Optional",
+            "threshold": 1,
+        }),
+    )
+    .await
+    .expect("TrustRoot keyless");
+    let operator = Operator::start(cluster, "keyless");
+    let within = Duration::from_secs(60);
+    for (name, image) in [
+        ("v3", &signed.v3),
+        ("v2", &signed.v2),
+        ("untimed", &signed.v2_untimed),
+    ] {
+        let digest = image.split_once('@').expect("digest").1;
+        let tag = format!("{}:{name}", image.split_once('@').expect("digest").0);
+        deployment(&client, NS, name, &tag, Some(digest)).await;
+    }
+    wait_verdict(&client, DEPLOYMENT, NS, "v3", "Verified", within).await;
+    wait_verdict(&client, DEPLOYMENT, NS, "v2", "Verified", within).await;
+    let a = wait_verdict(&client, DEPLOYMENT, NS, "untimed", "Invalid", within).await;
+    let reason = a.get("countersign.dev/reason").cloned().unwrap_or_default();
+    assert!(reason.contains("no trusted time"), "{a:?}");
+    operator.stop().await;
+}
