@@ -19,6 +19,9 @@ KWOK_VERSION=v0.8.0
 GITEA_VERSION=v1.26.0
 # Prometheus 3.x: its Go module is tagged v0.3MM.P for release 3.MM.P.
 PROMETHEUS_VERSION=v0.316.0
+# Built with `remove_all_sd`: the tests scrape static targets, and the cloud service discoveries
+# (AWS, Azure, GCE, Kubernetes, …) are most of Prometheus' compile time. The tag is in the cache key.
+PROMETHEUS_BUILD=$PROMETHEUS_VERSION-nosd
 # The PolicyReport CRD (wgpolicyk8s.io/v1alpha2) as Kyverno ships it generated: the upstream
 # sigs.k8s.io/wg-policy-prototypes module is refused by the module proxy here (403).
 KYVERNO_VERSION=v1.19.1
@@ -49,13 +52,15 @@ have() {
 }
 
 # go_install NAME VERSION MODULE_PATH BINARY [extra env]: `go install` into the peer's cache folder.
+# MODULE_PATH may carry its own @version when the cache key differs from it (build tags).
 go_install() {
   local name=$1 version=$2 pkg=$3 bin=$4; shift 4
   have "$name" "$version" "$bin" && return 0
   local d; d=$(dir "$name" "$version"); mkdir -p "$d"
   log "building $name $version"
   local start=$SECONDS
-  env GOBIN="$d.tmp" "$@" go install -ldflags="-s -w" "$pkg@$version"
+  [[ $pkg == *@* ]] || pkg="$pkg@$version"
+  env GOBIN="$d.tmp" "$@" go install -ldflags="-s -w" "$pkg"
   mv "$d.tmp/$bin" "$d/$bin" && rmdir "$d.tmp" 2>/dev/null || true
   log "built $name $version in $((SECONDS - start))s"
 }
@@ -198,8 +203,10 @@ build_gitea() {
 # use, is there). Both binaries share one dependency build, so the second costs a link.
 build_prometheus() {
   local start=$SECONDS
-  go_install prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus prometheus
-  go_install prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool promtool
+  local module=github.com/prometheus/prometheus flags="$GOFLAGS -tags=remove_all_sd"
+  have prometheus "$PROMETHEUS_BUILD" prometheus promtool && return 0
+  go_install prometheus "$PROMETHEUS_BUILD" "$module/cmd/prometheus@$PROMETHEUS_VERSION" prometheus GOFLAGS="$flags"
+  go_install prometheus "$PROMETHEUS_BUILD" "$module/cmd/promtool@$PROMETHEUS_VERSION" promtool GOFLAGS="$flags"
   log "prometheus and promtool $PROMETHEUS_VERSION ready in $((SECONDS - start))s"
 }
 
@@ -300,7 +307,7 @@ path() {
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$(dir kubernetes "$KUBE_VERSION")/$1" ;;
     gitea) echo "$(dir gitea "$GITEA_VERSION")/gitea" ;;
     gitea-static) echo "$(dir gitea "$GITEA_VERSION")/static" ;;
-    prometheus | promtool) echo "$(dir prometheus "$PROMETHEUS_VERSION")/$1" ;;
+    prometheus | promtool) echo "$(dir prometheus "$PROMETHEUS_BUILD")/$1" ;;
     policyreport-crd) echo "$(dir policyreport-crd "$KYVERNO_VERSION")/wgpolicyk8s.io_policyreports.yaml" ;;
     fulcio) echo "$(dir fulcio "$FULCIO_VERSION")/fulcio" ;;
     tsa-server) echo "$(dir timestamp-authority "$TSA_VERSION")/tsa-server" ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, and CI through .ci/run). On a fresh machine it builds the real peers
-# first (cosign v2/v3, registries, etcd, kube-apiserver, kwok, Prometheus: ~27 min once, then cached in
+# first (cosign v2/v3, registries, etcd, kube-apiserver, kwok, Prometheus: ~25 min once, then cached in
 # ~/.cache/countersign), then checks formatting, lints, dependencies, runs every test against the
 # real peers, and fuzzes the parsers briefly.
 set -euo pipefail
@@ -37,7 +37,12 @@ cargo test --workspace
 step "fuzz the parsers briefly"
 if cargo +nightly --version >/dev/null 2>&1; then
   command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-  (cd fuzz && cargo +nightly fuzz run parsers -- -max_total_time="${FUZZ_SECONDS:-30}" 2>&1 | tail -1)
+  # Every target, sharing the time: registry bytes (parsers) and users' and Git's (specs).
+  targets=(parsers specs)
+  share=$(( ${FUZZ_SECONDS:-30} / ${#targets[@]} ))
+  for target in "${targets[@]}"; do
+    (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$(( share > 0 ? share : 1 ))" 2>&1 | tail -1)
+  done
 else
   echo "skipped: no nightly toolchain (cargo fuzz needs one)"
 fi

@@ -5,10 +5,14 @@
 #[path = "operator_common.rs"]
 mod operator_common;
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{Context as _, ensure};
 use countersign::{
+    admission::certs,
     crd::{SOURCE_LABEL, TrustRoot, TrustSource, TrustSourceStatus},
     gitops::{self, controller::Context},
     operator::metrics::Metrics,
@@ -512,6 +516,106 @@ async fn over_ssh_host_keys_are_checked_and_commits_must_be_signed() {
     })
     .await;
     assert_eq!(threshold(&client, "payments").await.unwrap(), 2);
+    drop(gitea);
+    cluster.stop();
+}
+
+/// Over HTTPS (Gitea serving a certificate from a CA the test makes): without `ca.crt` (the
+/// system's roots) or with another CA, Ready=False `CertificateInvalid` and nothing applied; with
+/// the CA, synced. Then a server that accepts the connection and never answers: the fetch ends at
+/// the source's timeout (not libgit2's read timeout), the last good revision stays in force.
+/// Credentials never show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_https_the_ca_bundle_is_checked_and_a_silent_server_times_out() {
+    let gitea = blocking(Gitea::start_https).await;
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let cache = scratch_dir("git-cache");
+    let _ops = start_gitops(&cluster, cache.path()).await;
+    gitea.create_repo("tls");
+    let tree = WorkTree::new(&gitea, "tls");
+    tree.write("payments.yaml", &trust_root_yaml("tls-payments", 1, "10m"));
+    let first = tree.commit("over https", None);
+    tree.push(false);
+    let url = gitea.http_url("tls");
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = gitea.ca_pem.clone().unwrap();
+    let other_ca = certs::new_ca("someone-else", SystemTime::now(), Duration::from_secs(3600))
+        .unwrap()
+        .cert;
+    let basic = json!({"username": gitea::USER, "password": gitea::PASSWORD});
+    let with_ca = |pem: &str| {
+        let mut data = basic.clone();
+        data["ca.crt"] = json!(pem);
+        data
+    };
+    secret(&client, "git-https-system", basic.clone()).await;
+    secret(&client, "git-https-other", with_ca(&other_ca)).await;
+    secret(&client, "git-https", with_ca(&ca)).await;
+    let spec = |secret: &str| json!({"url": url, "ref": {"branch": "main"}, "interval": "5s", "secretRef": {"name": secret}});
+
+    // Refused: the system's roots do not know the test's CA; another CA did not issue it.
+    trust_source(&client, "tls-system", spec("git-https-system")).await;
+    trust_source(&client, "tls-other", spec("git-https-other")).await;
+    for name in ["tls-system", "tls-other"] {
+        let status = wait_ready(&client, name, "CertificateInvalid", |s| {
+            s.last_applied_revision.is_none()
+        })
+        .await;
+        assert_eq!(status.failure.unwrap().reason, "CertificateInvalid");
+        wait_event(&client, "default", "TrustSource", name, "SyncFailed", WAIT).await;
+    }
+    assert!(
+        Api::<TrustRoot>::all(client.clone())
+            .get_opt("tls-payments")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing applied from an untrusted server"
+    );
+
+    // The CA in ca.crt: synced over HTTPS with basic auth.
+    trust_source(&client, "tls", spec("git-https")).await;
+    wait_ready(&client, "tls", "Synced", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&first))
+    })
+    .await;
+    assert_eq!(threshold(&client, "tls-payments").await.unwrap(), 1);
+
+    // A server that accepts TCP and never answers (a listener nobody reads from): the fetch ends
+    // at the source's 2s timeout, long before libgit2's read timeout would free it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("https://{}/countersign/tls.git", silent.local_addr().unwrap());
+    let asked = std::time::Instant::now();
+    trust_source(
+        &client,
+        "tls",
+        json!({"url": silent_url, "ref": {"branch": "main"}, "interval": "5s", "timeout": "2s", "secretRef": {"name": "git-https"}}),
+    )
+    .await;
+    let status = wait_ready(&client, "tls", "LimitExceeded", |s| {
+        s.last_applied_revision.as_deref() == Some(&revision(&first))
+    })
+    .await;
+    let waited = asked.elapsed();
+    assert!(
+        waited < gitops::fetch::READ_TIMEOUT,
+        "the silent server was given up on after {waited:?}"
+    );
+    assert_eq!(status.inventory.len(), 1, "{status:?}");
+    assert_eq!(threshold(&client, "tls-payments").await.unwrap(), 1);
+
+    for name in ["tls-system", "tls-other", "tls"] {
+        let status = format!("{:?}", source_status(&client, name).await.unwrap());
+        let events = format!(
+            "{:?}",
+            events(&client, "default", "TrustSource", name).await.unwrap()
+        );
+        for text in [&status, &events] {
+            assert!(!text.contains(gitea::PASSWORD), "{text}");
+        }
+    }
+    drop(silent);
     drop(gitea);
     cluster.stop();
 }

@@ -298,7 +298,8 @@ async fn private_registry_with_right_wrong_and_no_credentials() {
 
     let with = |password: &str| {
         RegistryClient::new(RegistryOptions {
-            credentials: Credentials::from_docker_config(&registry.docker_config(password)).unwrap(),
+            credentials: Credentials::from_docker_config(&registry.docker_config(password), "config.json")
+                .unwrap(),
             ..RegistryOptions::default()
         })
     };
@@ -354,7 +355,7 @@ async fn registry_faults_are_errors_never_unsigned() {
         proxy.rules.set(path, fault.clone());
         let client = match fault {
             Fault::Stall => impatient(),
-            Fault::Status(_) => client(),
+            Fault::Status(_) | Fault::TooManyRequests { .. } => client(),
         };
         let v = verify(&client, &via_proxy, &keys).await;
         assert_error(&v);

@@ -15,7 +15,7 @@ use countersign::{
     crd::{TrustRoot, TrustRootStatus},
     operator,
 };
-use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
+use countersign_tests::cluster::{ClusterOptions, IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
 use k8s_openapi::{
     api::events::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::Time,
@@ -42,8 +42,13 @@ pub fn init_logging() {
 
 /// A control plane with the CRDs installed and the Lease namespace created.
 pub async fn cluster() -> LocalCluster {
+    cluster_with(ClusterOptions::default()).await
+}
+
+/// [`cluster`], started with `options`.
+pub async fn cluster_with(options: ClusterOptions) -> LocalCluster {
     init_logging();
-    let cluster = LocalCluster::start()
+    let cluster = LocalCluster::start_with(options)
         .await
         .expect("start the local control plane");
     let client = cluster.client();

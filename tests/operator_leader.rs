@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use countersign_tests::cosign::{Cosign, CosignVersion};
 use countersign_tests::images::push_image;
 use countersign_tests::ports;
 use countersign_tests::registry::{Registry, RegistryKind};
+use countersign_tests::replica::Replica;
 use countersign_tests::{countersign_bin, repo_root, scratch_dir};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -31,8 +31,6 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -441,8 +439,8 @@ async fn two_replicas_of_countersign_run_elect_one_leader_and_hand_over_on_sigte
     let lease_duration = format!("{}s", RUN_LEASE_DURATION.as_secs());
     let extra = ["--lease-duration", lease_duration.as_str()];
     let mut replicas = [
-        Replica::start(&bin, kubeconfig, "replica-a", dir.path(), &extra),
-        Replica::start(&bin, kubeconfig, "replica-b", dir.path(), &extra),
+        Replica::start(&bin, kubeconfig, "replica-a", dir.path(), NS, &extra),
+        Replica::start(&bin, kubeconfig, "replica-b", dir.path(), NS, &extra),
     ];
 
     let started = Instant::now();
@@ -626,7 +624,7 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
     let mut args = manifest_run_args();
     args.push("--policy-reports".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut replica = Replica::start(&bin, &kubeconfig, "least-privilege", dir.path(), &args);
+    let mut replica = Replica::start(&bin, &kubeconfig, "least-privilege", dir.path(), NS, &args);
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
     eventually("the lease", WAIT, || async {
         refusals.assert_none();
@@ -1040,90 +1038,4 @@ async fn leader_gauge(addr: SocketAddr) -> f64 {
         .find_map(|l| l.strip_prefix("countersign_leader "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no countersign_leader in:\n{body}"))
-}
-
-/// A `countersign run` process, its log in a file; killed if still running when dropped.
-struct Replica {
-    identity: String,
-    metrics: SocketAddr,
-    log: PathBuf,
-    child: Child,
-}
-
-impl Replica {
-    /// Starts `countersign run` with its metrics server on a port the kernel picks (port 0),
-    /// read back from the process: no other process can take it between choosing and binding.
-    fn start(bin: &Path, kubeconfig: &Path, identity: &str, dir: &Path, extra: &[&str]) -> Self {
-        let log = dir.join(format!("{identity}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(bin)
-            .arg("run")
-            .args(["--identity", identity])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--leader-election-namespace", NS])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            // Plain text in the log file (tracing-subscriber honours NO_COLOR).
-            .env("NO_COLOR", "1")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let port = tokio::task::block_in_place(|| ports::wait_listening(&mut child, WAIT));
-        let port = port.unwrap_or_else(|e| {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("{identity}: its metrics server {e}:\n{text}")
-        });
-        Self {
-            identity: identity.to_owned(),
-            metrics: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-            child,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn terminate(&self) {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        kill(pid, Signal::SIGTERM).unwrap();
-    }
-
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running {limit:?} after SIGTERM:\n{}",
-                self.identity,
-                self.log()
-            );
-            sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if self.is_running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- {} log ---\n{}", self.identity, self.log());
-        }
-    }
 }

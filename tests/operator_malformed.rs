@@ -4,8 +4,16 @@
 //! The API server's CEL rules already refuse a bad glob (checked first). To show the operator's
 //! own validation, which protects against objects stored before a rule existed, the CRD is then
 //! installed without its CEL rules. A bad PEM between the right markers passes CEL anyway.
+//!
+//! The hostile-input corpus' CRD specs go through both phases too (operator_hostile_specs.rs):
+//! refused by the apiserver naming the field, or named in the status by the operator, while the
+//! good TrustRoot keeps verifying.
 
 mod common;
+#[path = "hostile_corpus.rs"]
+mod corpus;
+#[path = "operator_hostile_specs.rs"]
+mod hostile_specs;
 #[path = "operator_common.rs"]
 mod operator_common;
 
@@ -89,6 +97,7 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
             .any(|c| c.field == "spec.images" && c.message.ends_with(GLOB_RULE)),
         "{answer:?}"
     );
+    hostile_specs::refused_by_the_apiserver(&client).await;
 
     install_crds(&client, without_cel()).await;
     let mut images = Vec::new();
@@ -170,6 +179,8 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
         Some("True")
     );
 
+    let hostile = hostile_specs::named_in_status(&client, WAIT).await;
+
     // The others are unaffected; the broken ones govern nothing.
     let good = status(&client, "good").await.expect("good status");
     assert_eq!(condition(&good, "Ready").map(|c| c.status.as_str()), Some("True"));
@@ -198,5 +209,6 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
         Ok(())
     })
     .await;
+    hostile_specs::delete_trust_roots(&client, &hostile).await;
     operator.stop().await;
 }

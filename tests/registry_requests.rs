@@ -99,7 +99,7 @@ async fn fixture(kind: RegistryKind) -> Fixture {
 async fn signed_images(host: &str, prefix: &str, json: Vec<u8>) -> (Credentials, Vec<ImageRef>) {
     let dir = scratch_dir("requests");
     std::fs::write(dir.path().join("config.json"), &json).unwrap();
-    let credentials = Credentials::from_docker_config(&json).unwrap();
+    let credentials = Credentials::from_docker_config(&json, "config.json").unwrap();
     let signer = RegistryClient::new(RegistryOptions {
         credentials: credentials.clone(),
         ..RegistryOptions::default()

@@ -52,6 +52,11 @@ impl Digest {
     pub fn signature_tag(&self) -> String {
         format!("sha256-{}.sig", self.hex())
     }
+
+    /// `sha256-<hex>.att`: where cosign v2 stores attestations.
+    pub fn attestation_tag(&self) -> String {
+        format!("sha256-{}.att", self.hex())
+    }
 }
 
 impl fmt::Display for Digest {

@@ -1,4 +1,5 @@
-//! Everything a registry (or a user) hands us, fed arbitrary bytes: no input may panic.
+//! Everything a registry (or a user) hands us, fed arbitrary bytes: no input may panic. What
+//! users and Git repositories hand the operator is fuzzed by `specs`.
 #![no_main]
 
 use countersign::{
@@ -8,7 +9,7 @@ use countersign::{
         oci::{Index, Manifest},
         simple_signing::Payload,
     },
-    keys::PublicKey,
+    keys::{PublicKey, SigningKey},
     reference::{Digest, ImageRef},
     registry::Credentials,
     verify::{Candidate, Fetched, Found, KeySet, NamedKey, evaluate},
@@ -24,10 +25,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = Bundle::parse(data);
     let _ = Statement::parse(data);
     let _ = serde_json::from_slice::<Envelope>(data);
-    let _ = Credentials::from_docker_config(data);
+    let _ = Credentials::from_docker_config(data, "fuzz");
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = ImageRef::parse(text);
         let _ = PublicKey::from_pem(text);
+        // Without a password: an encrypted key stops before scrypt, which would cost the fuzzer
+        // tens of milliseconds per input (hostile scrypt parameters are in the corpus).
+        let _ = SigningKey::from_pem(text, None);
         let _ = Digest::parse(text);
     }
     // The whole evaluation, with the input as a legacy payload, a signature and a bundle.
@@ -44,10 +48,19 @@ fuzz_target!(|data: &[u8]| {
         },
     ];
     let fetched = Fetched {
-        legacy: Ok(Found { revision: String::new(), candidates }),
+        legacy: Ok(Found {
+            revision: String::new(),
+            candidates,
+        }),
         bundles: Ok(Found::default()),
     };
     let key = PublicKey::from_pem(TRUSTED).expect("fixture key");
-    let keys = KeySet::new(vec![NamedKey { name: "fixture".into(), key }], 1);
+    let keys = KeySet::new(
+        vec![NamedKey {
+            name: "fixture".into(),
+            key,
+        }],
+        1,
+    );
     let _ = evaluate(&Digest::of(data), &fetched, &keys);
 });

@@ -65,6 +65,8 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+#[path = "bench_churn.rs"]
+mod churn;
 #[path = "bench_rotation.rs"]
 mod rotation;
 
@@ -107,6 +109,12 @@ struct Args {
     /// Also rotate the TrustRoot's key and re-sign every digest (after the warm sweeps).
     #[arg(long)]
     rotation: bool,
+    /// After the warm sweeps, roll a tenth of the Deployments to another signed digest every
+    /// `--churn-every` seconds, for this many seconds (0: no churn).
+    #[arg(long, default_value_t = 0)]
+    churn: u64,
+    #[arg(long, default_value_t = 5)]
+    churn_every: u64,
     /// Flags handed to `countersign run` as they are (after `--`), e.g.
     /// `-- --max-concurrent-verifications 32`.
     #[arg(last = true)]
@@ -141,6 +149,7 @@ async fn main() -> Result<()> {
         dir: None,
         nodes,
         pods_per_node,
+        ..ClusterOptions::default()
     })
     .await?;
     let client = cluster.client();
@@ -241,6 +250,43 @@ async fn main() -> Result<()> {
         previous = now;
     }
 
+    // One pod changed: what the passes it starts cost.
+    let one_pod = churn::one_pod_changed(&client, &operator, &metrics_addr, "bench-0").await?;
+    progress(&format!(
+        "one pod changed: {} passes, {:.1} ms CPU and {:.1} ms wall each",
+        one_pod.passes,
+        one_pod.cpu_per_pass.as_secs_f64() * 1e3,
+        one_pod.wall_per_pass.as_secs_f64() * 1e3
+    ));
+    let churned = if args.churn > 0 {
+        let n = images.len();
+        let per_namespace = args.per_namespace.max(1);
+        let targets = (0..n)
+            .map(|i| {
+                let other = &images[(i + n / 2) % n].pinned;
+                let ns = format!("bench-{}", i / per_namespace);
+                (ns, format!("app-{i}"), [images[i].pinned.clone(), other.clone()])
+            })
+            .collect();
+        let timing = (
+            Duration::from_secs(args.churn_every),
+            Duration::from_secs(args.churn),
+        );
+        let before = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+        let c = churn::churn(&client, &operator, &metrics_addr, &targets, timing).await?;
+        let after = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
+        phases.push(Phase::new("churn", &before, &after));
+        progress(&format!(
+            "churn: {} rollouts in {} rounds, p50 {:?} to the new digest",
+            c.rollouts,
+            c.rounds,
+            churn::percentile(&c.latencies, 50.0)
+        ));
+        Some(c)
+    } else {
+        None
+    };
+
     let rotation = if args.rotation {
         let before = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
         let keys = rotation::Keys {
@@ -334,6 +380,8 @@ async fn main() -> Result<()> {
         status,
         stopped,
         rotation,
+        one_pod,
+        churned,
     };
     report.print();
     progress(&format!(
@@ -483,7 +531,9 @@ async fn create_workloads(client: &Client, images: &[Image], args: &Args) -> Res
 async fn wait_pods_running(client: &Client, pods: usize) -> Result<()> {
     let api: Api<Pod> = Api::all(client.clone());
     let running = ListParams::default().fields("status.phase=Running");
-    let deadline = Instant::now() + Duration::from_secs(900);
+    // kwok runs a few dozen pods a second on a busy 2-core machine: 15 min, and 25 ms per pod more.
+    let limit = Duration::from_secs(900) + Duration::from_millis(25) * u32::try_from(pods)?;
+    let deadline = Instant::now() + limit;
     let mut last = 0;
     loop {
         let n = api.list_metadata(&running).await?.items.len();
@@ -496,9 +546,11 @@ async fn wait_pods_running(client: &Client, pods: usize) -> Result<()> {
         last = n;
         ensure!(
             Instant::now() < deadline,
-            "only {n} of {pods} pods Running after 15 min"
+            "only {n} of {pods} pods Running after {limit:?}"
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Each look lists every Running pod: less often for large clusters, to leave the API
+        // server to kwok.
+        tokio::time::sleep(Duration::from_secs(2 + pods as u64 / 5000)).await;
     }
 }
 
@@ -852,6 +904,8 @@ struct Report<'a> {
     status: Option<countersign::crd::TrustRootStatus>,
     stopped: String,
     rotation: Option<rotation::Rotation>,
+    one_pod: churn::OnePod,
+    churned: Option<churn::Churn>,
 }
 
 impl Report<'_> {
@@ -992,6 +1046,41 @@ impl Report<'_> {
             "| operator RSS (`VmRSS`) at the end | {:.1} MiB |",
             mib(self.memory.rss_kib)
         );
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "| one pod deleted and replaced → passes it started; CPU (whole process) and wall per pass | {} passes; **{:.1} ms** CPU, {:.1} ms wall |",
+            self.one_pod.passes,
+            ms(self.one_pod.cpu_per_pass),
+            ms(self.one_pod.wall_per_pass)
+        );
+        if let Some(c) = &self.churned {
+            let p = |q| ms(churn::percentile(&c.latencies, q));
+            println!(
+                "| churn: {} rollouts in {} rounds over {:.0} s → new digest in the Deployment's annotation, p50 / p95 / max | **{:.0} / {:.0} / {:.0} ms**; {} not seen |",
+                c.rollouts,
+                c.rounds,
+                c.elapsed.as_secs_f64(),
+                p(50.0),
+                p(95.0),
+                p(100.0),
+                c.unseen
+            );
+            let first = c.rss_kib.first().copied().unwrap_or_default();
+            let last = c.rss_kib.last().copied().unwrap_or_default();
+            let max = c.rss_kib.iter().copied().max().unwrap_or_default();
+            println!(
+                "| churn: operator RSS at the first / last round, highest | {:.1} / {:.1} MiB, {:.1} MiB |",
+                mib(first),
+                mib(last),
+                mib(max)
+            );
+            println!(
+                "| churn: Events emitted (no verdict changes, so 0 expected); passes; operator CPU | {}; {}; {:.1} s |",
+                c.events,
+                c.passes,
+                c.cpu.as_secs_f64()
+            );
+        }
         println!("| operator stop | {} |", self.stopped);
         if let Some(w) = self.status.as_ref().and_then(|s| s.workloads.as_ref()) {
             println!(

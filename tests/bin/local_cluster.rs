@@ -54,6 +54,7 @@ async fn main() -> Result<()> {
         dir: Some(dir),
         nodes,
         pods_per_node,
+        ..ClusterOptions::default()
     };
     let cluster = tokio::select! {
         started = LocalCluster::start_with(options) => started?,

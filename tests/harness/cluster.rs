@@ -26,7 +26,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use nix::sys::signal::{Signal, kill};
+pub use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::{peer_path, ports};
@@ -150,6 +151,9 @@ pub struct ClusterOptions {
     pub nodes: usize,
     /// Allocatable pods of each fake node.
     pub pods_per_node: u32,
+    /// More kube-apiserver flags (e.g. `--etcd-compaction-interval=10s` for a test of watches
+    /// that must relist).
+    pub apiserver_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -158,6 +162,7 @@ impl Default for ClusterOptions {
             dir: None,
             nodes: 1,
             pods_per_node: 10_000,
+            apiserver_args: Vec::new(),
         }
     }
 }
@@ -212,8 +217,15 @@ impl LocalCluster {
         self.components.push(etcd);
         let etcd_ready = started.elapsed();
 
-        let apiserver =
-            start_apiserver(&bins.apiserver, &self.dir, &files, &etcd_url, &self.admin_token).await?;
+        let apiserver = start_apiserver(
+            &bins.apiserver,
+            &self.dir,
+            &files,
+            &etcd_url,
+            &self.admin_token,
+            &options.apiserver_args,
+        )
+        .await?;
         self.apiserver_url = apiserver.url.clone();
         self.kubeconfig = apiserver.kubeconfig.clone();
         self.kube_config = Some(apiserver.config.clone());
@@ -320,6 +332,72 @@ impl LocalCluster {
             .filter(|line| line.ends_with('\n'))
             .map(|line| Audited::parse(line).with_context(|| format!("{}: {line}", path.display())))
             .collect()
+    }
+
+    /// Ends one component (`etcd`, `kube-apiserver`, …) with `signal` and waits for it to exit:
+    /// SIGKILL is a crash, SIGTERM a rolling restart. [`LocalCluster::start_component`] starts
+    /// it again.
+    pub fn stop_component(&mut self, name: &str, signal: Signal) -> Result<()> {
+        self.component(name)?.end(signal);
+        Ok(())
+    }
+
+    /// Starts a component ended by [`LocalCluster::stop_component`] again, with the same flags, so
+    /// on the same ports with the same data and certificates (clients keep their addresses), and
+    /// waits until it serves: etcd its `/health`, kube-apiserver its `/readyz`. A port taken
+    /// meanwhile by another process makes it exit: then it is started again until it holds it.
+    pub async fn start_component(&mut self, name: &str) -> Result<()> {
+        let probe = match name {
+            "etcd" => {
+                let component = self.component(name)?;
+                let url = component
+                    .args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("--listen-client-urls="))
+                    .context("etcd's client URL")?
+                    .to_owned();
+                Some((probe_client(&url)?, "/health"))
+            }
+            "kube-apiserver" => Some((self.client(), "/readyz")),
+            _ => None,
+        };
+        let deadline = Instant::now() + APISERVER_TIMEOUT;
+        let component = self.component(name)?;
+        loop {
+            component.respawn()?;
+            let outcome = match &probe {
+                Some((client, path)) => {
+                    let what = format!("serving again ({path})");
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    component
+                        .wait_until(&what, left, || probe_get(client, path))
+                        .await
+                }
+                None => Ok(()),
+            };
+            match outcome {
+                Err(_) if component.exited().is_some() && Instant::now() < deadline => {
+                    tokio::time::sleep(POLL).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`LocalCluster::stop_component`] then [`LocalCluster::start_component`]; returns how long
+    /// the component was away.
+    pub async fn restart_component(&mut self, name: &str, signal: Signal) -> Result<Duration> {
+        let started = Instant::now();
+        self.stop_component(name, signal)?;
+        self.start_component(name).await?;
+        Ok(started.elapsed())
+    }
+
+    fn component(&mut self, name: &str) -> Result<&mut Component> {
+        self.components
+            .iter_mut()
+            .find(|c| c.name == name)
+            .with_context(|| format!("no component {name} (one of {COMPONENTS:?})"))
     }
 
     /// Stops every process and removes a temporary dir: dropping the cluster does it (see `Drop`),
@@ -497,6 +575,10 @@ pub(crate) struct Component {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// How it was started, to start it again on the same ports ([`LocalCluster::restart`]).
+    binary: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
 }
 
 impl Component {
@@ -533,7 +615,40 @@ impl Component {
             .stderr(err)
             .spawn()
             .with_context(|| format!("start {name} ({})", binary.display()))?;
-        Ok(Self { name, child, log })
+        Ok(Self {
+            name,
+            child,
+            log,
+            binary: binary.to_path_buf(),
+            args: args.to_vec(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Ends the process with `signal` (SIGKILL: a crash; SIGTERM: a rolling restart, killed
+    /// after [`STOP_GRACE`]) and waits until it has exited.
+    fn end(&mut self, signal: Signal) {
+        if self.exited().is_some() {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()).map(Pid::from_raw) {
+            let _ = kill(pid, signal);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the ended process again, with the same arguments (so on the same ports, with the
+    /// same data and certificates).
+    fn respawn(&mut self) -> Result<()> {
+        let mut again = Self::spawn(self.name, &self.binary, &self.args, &self.dir)?;
+        // `again` now holds the ended process, which its drop leaves alone.
+        std::mem::swap(&mut self.child, &mut again.child);
+        Ok(())
     }
 
     /// The exit status when the process has already exited.
@@ -748,6 +863,7 @@ async fn start_apiserver(
     files: &Credentials,
     etcd_url: &str,
     admin_token: &str,
+    extra_args: &[String],
 ) -> Result<ApiServer> {
     let cert_dir = dir.join("apiserver-certs");
     let kubeconfig = dir.join("kubeconfig");
@@ -789,6 +905,7 @@ async fn start_apiserver(
                 // Service's endpoint, which validation refuses (loopback), every 10 seconds.
                 "--endpoint-reconciler-type=none".to_owned(),
             ];
+            let args = [args.as_slice(), extra_args].concat();
             Component::spawn("kube-apiserver", binary, &args, dir)
         },
         |mut component, ports| async move {

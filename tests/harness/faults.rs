@@ -20,12 +20,24 @@ use tokio::{
 pub enum Fault {
     /// Answer this HTTP status with an empty body (and `Retry-After: 1` for 429).
     Status(u16),
+    /// Answer 429 with `Retry-After: <seconds>`.
+    TooManyRequests { retry_after_secs: u64 },
     /// Accept the request and never answer.
     Stall,
 }
 
 #[derive(Clone, Default)]
-pub struct Rules(Arc<Mutex<Vec<(String, Fault)>>>);
+pub struct Rules(Arc<Mutex<Vec<(String, Fault)>>>, Arc<Mutex<Vec<Seen>>>);
+
+/// A request the proxy received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: std::time::Instant,
+    /// `GET /v2/… HTTP/1.1`.
+    pub request_line: String,
+    /// Whether a fault answered it (or held it).
+    pub faulted: bool,
+}
 
 impl Rules {
     /// Requests whose request line contains `path` get `fault` (first matching rule wins).
@@ -37,12 +49,23 @@ impl Rules {
         self.0.lock().expect("rules").clear();
     }
 
+    /// Every request received so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.1.lock().expect("seen").clone()
+    }
+
     fn find(&self, request_line: &str) -> Option<Fault> {
         let rules = self.0.lock().expect("rules");
-        rules
+        let fault = rules
             .iter()
             .find(|(p, _)| request_line.contains(p.as_str()))
-            .map(|(_, f)| f.clone())
+            .map(|(_, f)| f.clone());
+        self.1.lock().expect("seen").push(Seen {
+            at: std::time::Instant::now(),
+            request_line: request_line.to_string(),
+            faulted: fault.is_some(),
+        });
+        fault
     }
 }
 
@@ -109,6 +132,12 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, rules: Rules) -> std
             let retry = if code == 429 { "Retry-After: 1\r\n" } else { "" };
             let response =
                 format!("HTTP/1.1 {code} Fault\r\n{retry}Content-Length: 0\r\nConnection: close\r\n\r\n");
+            client.write_all(response.as_bytes()).await
+        }
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let response = format!(
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after_secs}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             client.write_all(response.as_bytes()).await
         }
         Some(Fault::Stall) => {

@@ -2,6 +2,10 @@
 //! smart HTTP with basic auth, over SSH from its built-in server (a real host key), and push
 //! webhooks signed like GitHub's. One user, private repositories; stopped on drop.
 //!
+//! [`Gitea::start_https`] serves HTTP over TLS instead (Gitea's `PROTOCOL = https`), with a
+//! serving certificate for 127.0.0.1 issued by a CA the test makes (the operator's own
+//! certificate code, `admission::certs`); the CA's PEM is [`Gitea::ca_pem`].
+//!
 //! Blocking (it runs processes and waits on them): call it from `spawn_blocking` in async tests.
 //! Commits are made and pushed with the real `git` CLI, signed with `ssh-keygen` keys.
 
@@ -13,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::sync::Arc;
+
 use base64::Engine;
+use countersign::admission::certs::{self, Pair};
 
 use crate::{peer_path, ports::listening_ports, scratch_dir};
 
@@ -31,31 +38,68 @@ pub const USER: &str = "countersign";
 pub const PASSWORD: &str = "gitea-pa55-w0rd";
 
 pub struct Gitea {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with [`Gitea::start_https`]).
     pub http: String,
     pub http_port: u16,
     pub ssh_port: u16,
+    /// The CA that issued the HTTPS certificate (PEM), when serving HTTPS.
+    pub ca_pem: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+}
+
+/// The certificate files of an HTTPS Gitea.
+struct Tls {
+    ca: Pair,
+    client: Arc<rustls::ClientConfig>,
 }
 
 impl Gitea {
     /// Starts Gitea and creates the user. A port taken between choosing and binding makes it
     /// start again on fresh ports.
     pub fn start() -> Gitea {
+        Self::start_with(None)
+    }
+
+    /// Starts Gitea serving HTTPS with a certificate for 127.0.0.1 from a fresh CA.
+    pub fn start_https() -> Gitea {
+        let now = std::time::SystemTime::now();
+        let ca = certs::new_ca("gitea-test-ca", now, Duration::from_secs(86_400)).expect("a CA");
+        let mut roots = rustls::RootCertStore::empty();
+        for der in certs::der_chain(&ca.cert).expect("the CA's DER") {
+            roots.add(der.into()).expect("the CA as a root");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self::start_with(Some(Tls {
+            ca,
+            client: Arc::new(client),
+        }))
+    }
+
+    fn start_with(tls: Option<Tls>) -> Gitea {
         let dir = scratch_dir("gitea");
         let mut dir = Some(dir);
         for attempt in 1..=3 {
             let (http_port, ssh_port) = (free_port(), free_port());
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let mut gitea = Gitea {
-                http: format!("http://127.0.0.1:{http_port}"),
+                http: format!("{scheme}://127.0.0.1:{http_port}"),
                 http_port,
                 ssh_port,
+                ca_pem: tls.as_ref().map(|t| t.ca.cert.clone()),
+                tls: tls.as_ref().map(|t| t.client.clone()),
                 dir: dir.take().expect("the scratch folder"),
                 child: None,
             };
             let path = gitea.dir.path().to_path_buf();
-            gitea.write_config(&path);
+            let server_lines = tls.as_ref().map(|t| serving_files(&t.ca, &path));
+            gitea.write_config(&path, server_lines.as_deref());
             match gitea.spawn(&path) {
                 Ok(()) => {
                     gitea.create_user();
@@ -72,7 +116,8 @@ impl Gitea {
         unreachable!("three attempts")
     }
 
-    fn write_config(&self, dir: &Path) {
+    /// `protocol`: Gitea's `[server]` lines for HTTPS, `None` for plain HTTP.
+    fn write_config(&self, dir: &Path, protocol: Option<&str>) {
         let random = |n: usize| {
             let mut b = vec![0u8; n];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
@@ -87,9 +132,10 @@ impl Gitea {
         // `[queue] TYPE = channel`: Gitea's default persistent queue holds each webhook delivery
         // about three seconds (docs/benchmarks.md, "Push → applied, taken apart"); the in-memory
         // one delivers at once, and a test peer has nothing to persist.
+        let protocol = protocol.unwrap_or("PROTOCOL = http\n");
         let ini = format!(
             "APP_NAME = countersign-tests\nRUN_USER = {user}\nRUN_MODE = prod\nWORK_PATH = {d}\n{root_lines}\
-             [server]\nPROTOCOL = http\nHTTP_ADDR = 127.0.0.1\nHTTP_PORT = {hp}\nROOT_URL = http://127.0.0.1:{hp}/\n\
+             [server]\n{protocol}HTTP_ADDR = 127.0.0.1\nHTTP_PORT = {hp}\nROOT_URL = {root}/\n\
              DOMAIN = 127.0.0.1\nSTART_SSH_SERVER = true\nSSH_DOMAIN = 127.0.0.1\nSSH_LISTEN_HOST = 127.0.0.1\n\
              SSH_PORT = {sp}\nSSH_LISTEN_PORT = {sp}\nOFFLINE_MODE = true\nSTATIC_ROOT_PATH = {st}\n\
              APP_DATA_PATH = {d}/data\nLFS_START_SERVER = false\n\
@@ -105,6 +151,7 @@ impl Gitea {
              [log]\nMODE = console\nLEVEL = Warn\n",
             d = dir.display(),
             hp = self.http_port,
+            root = self.http,
             sp = self.ssh_port,
             st = peer_static().display(),
             sk = hex::encode(random(32)),
@@ -216,6 +263,55 @@ impl Gitea {
             .unwrap_or_else(|log| panic!("gitea did not restart:\n{log}"));
     }
 
+    /// Restarts with a new `[oauth2] JWT_SECRET`, the key Gitea signs its registry tokens with:
+    /// every token handed out so far is refused from then on, as an expired or revoked one is
+    /// (Gitea's tokens last 24 hours, and no setting shortens them).
+    pub fn rotate_token_secret(&mut self) {
+        let ini = self.dir.path().join("app.ini");
+        let text = std::fs::read_to_string(&ini).expect("app.ini");
+        let mut fresh = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut fresh);
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fresh);
+        let rotated: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("JWT_SECRET = ") {
+                    format!("JWT_SECRET = {secret}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        assert_ne!(rotated, text, "app.ini has a JWT_SECRET line");
+        std::fs::write(&ini, rotated).expect("write app.ini");
+        self.restart();
+    }
+
+    /// Makes the user private: its packages (registry repositories) refuse anonymous pulls.
+    pub fn make_user_private(&self) {
+        self.api(
+            "PATCH",
+            &format!("/api/v1/admin/users/{USER}"),
+            serde_json::json!({"login_name": USER, "source_id": 0, "visibility": "private"}),
+        );
+    }
+
+    /// Sets the user's password (Gitea's CLI, straight into its database): the registry's token
+    /// server refuses the old one at once; the API calls of this harness need [`PASSWORD`].
+    pub fn set_password(&self, password: &str) {
+        let out = self
+            .command(self.dir.path())
+            .args(["admin", "user", "change-password", "--username", USER])
+            .args(["--password", password, "--must-change-password=false"])
+            .output()
+            .expect("gitea admin user change-password");
+        assert!(
+            out.status.success(),
+            "gitea admin user change-password: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// One HTTP/1.1 request to the API as the user (basic auth); the status and body.
     pub fn request(
         &self,
@@ -233,7 +329,7 @@ impl Gitea {
         json: Option<&serde_json::Value>,
         auth: bool,
     ) -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port))?;
+        let stream = TcpStream::connect(("127.0.0.1", self.http_port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let body = json.map(|j| j.to_string()).unwrap_or_default();
         let auth = if auth {
@@ -248,17 +344,26 @@ impl Gitea {
             self.http_port,
             body.len()
         );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body.as_bytes())?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let raw = match &self.tls {
+            None => exchange(stream, &head, &body)?,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("an IP");
+                let tls =
+                    rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+                exchange(rustls::StreamOwned::new(tls, stream), &head, &body)?
+            }
+        };
         let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let body = raw
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// Where the CA's PEM is written, for `git -c http.sslCAInfo=…`.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca_pem.as_ref().map(|_| self.dir.path().join("ca.pem"))
     }
 
     fn api(&self, method: &str, path: &str, json: serde_json::Value) {
@@ -330,6 +435,46 @@ impl Drop for Gitea {
     }
 }
 
+/// Writes a serving certificate for 127.0.0.1 (and the CA, for `git`) into `dir`; Gitea's
+/// `[server]` lines that serve it.
+fn serving_files(ca: &Pair, dir: &Path) -> String {
+    let names = certs::Names {
+        dns: vec!["localhost".into()],
+        ips: vec!["127.0.0.1".parse().expect("an IP")],
+    };
+    let serving = certs::issue(
+        ca,
+        &names,
+        std::time::SystemTime::now(),
+        Duration::from_secs(86_400),
+    )
+    .expect("a serving certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &serving.cert).expect("write cert.pem");
+    std::fs::write(&key, &serving.key).expect("write key.pem");
+    std::fs::write(dir.join("ca.pem"), &ca.cert).expect("write ca.pem");
+    format!(
+        "PROTOCOL = https\nCERT_FILE = {}\nKEY_FILE = {}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// Writes the request, reads the whole answer (the server closes: `Connection: close`).
+fn exchange(mut stream: impl Read + Write, head: &str, body: &str) -> std::io::Result<String> {
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A TLS peer closing without close_notify, after the whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
 fn peer_static() -> PathBuf {
     let gitea = peer_path("gitea");
     let dir = std::env::var_os("COUNTERSIGN_PEER_GITEA_STATIC")
@@ -351,6 +496,8 @@ fn whoami() -> String {
 pub struct WorkTree {
     pub dir: tempfile::TempDir,
     remote: String,
+    /// The HTTPS server's CA (`GIT_SSL_CAINFO`), when it serves HTTPS.
+    ca: Option<PathBuf>,
 }
 
 impl WorkTree {
@@ -359,8 +506,12 @@ impl WorkTree {
         let dir = scratch_dir("worktree");
         let remote = gitea
             .http_url(repo)
-            .replacen("http://", &format!("http://{USER}:{PASSWORD}@"), 1);
-        let tree = WorkTree { dir, remote };
+            .replacen("://", &format!("://{USER}:{PASSWORD}@"), 1);
+        let tree = WorkTree {
+            dir,
+            remote,
+            ca: gitea.ca_file(),
+        };
         tree.git(&["init", "-q", "-b", "main"]);
         tree.git(&["config", "user.name", "Platform Team"]);
         tree.git(&["config", "user.email", "platform@example.com"]);
@@ -374,12 +525,14 @@ impl WorkTree {
 
     /// Runs `git ARGS` here; panics with its output when it fails.
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
+        let mut git = Command::new("git");
+        git.args(args)
             .current_dir(self.dir.path())
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .expect("git");
+            .env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(ca) = &self.ca {
+            git.env("GIT_SSL_CAINFO", ca);
+        }
+        let out = git.output().expect("git");
         assert!(
             out.status.success(),
             "git {}: {}{}",

@@ -10,9 +10,11 @@ pub mod gitea;
 pub mod http;
 pub mod images;
 pub mod monitoring;
+pub mod partition;
 pub mod ports;
 pub mod prometheus;
 pub mod registry;
+pub mod replica;
 pub mod sigstore;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +65,11 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
 }
 
 /// The `countersign` binary of this checkout, built once per test process (debug profile).
+///
+/// Several checkouts may share one `CARGO_TARGET_DIR` (CI's fresh clone beside a developer's
+/// worktrees), and each build of any of them replaces `debug/countersign`. So the binary is copied
+/// at once to a path of this checkout's own (`countersign-bins/<hash of the checkout's path>/`),
+/// and that copy is what tests run: another checkout's build later cannot swap it under them.
 pub fn countersign_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -76,7 +83,21 @@ pub fn countersign_bin() -> PathBuf {
             assert!(status.success(), "building countersign failed");
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map_or_else(|| repo_root().join("target"), PathBuf::from);
-            target.join("debug/countersign")
+            let built = target.join("debug/countersign");
+            let checkout = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                repo_root().hash(&mut h);
+                format!("{:016x}", h.finish())
+            };
+            let dir = target.join("countersign-bins").join(checkout);
+            std::fs::create_dir_all(&dir).expect("create countersign-bins");
+            // Copy, then rename: test processes running at once each see a whole file.
+            let partial = dir.join(format!("countersign.{}", std::process::id()));
+            std::fs::copy(&built, &partial).expect("copy the countersign binary");
+            let own = dir.join("countersign");
+            std::fs::rename(&partial, &own).expect("rename the countersign binary");
+            own
         })
         .clone()
 }

@@ -173,8 +173,13 @@ pub fn facts(pem: &str) -> Result<Facts, CertError> {
     })
 }
 
-/// The DER of each certificate in a PEM bundle.
+/// The DER of each certificate in a PEM bundle (none in an empty one).
 pub fn der_chain(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
+    // x509-cert 0.2 computes `len - 1` of the input stripped of its trailing newlines: an empty
+    // (or newline-only) bundle underflows, a panic wherever overflow checks are on.
+    if pem.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     Certificate::load_pem_chain(pem.as_bytes())
         .map_err(|e| err("certificate")(&e))?
         .iter()
@@ -261,5 +266,14 @@ mod tests {
             Some(2)
         );
         assert!(key_der(&leaf.key).is_ok());
+    }
+
+    #[test]
+    fn an_empty_bundle_holds_no_certificate() {
+        // Found by the `specs` fuzz target: an empty ca.crt panicked inside x509-cert.
+        for empty in ["", "\n", "\r\n\r\n", "  "] {
+            assert_eq!(der_chain(empty).ok(), Some(Vec::new()), "{empty:?}");
+        }
+        assert!(der_chain("-----BEGIN CERTIFICATE-----\n").is_err());
     }
 }

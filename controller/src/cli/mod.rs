@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod attest;
 pub mod crds;
 pub mod keys;
 mod registry_args;
@@ -31,6 +32,10 @@ enum Command {
     Sign(sign::SignArgs),
     /// Verify an image's cosign signatures against public keys.
     Verify(verify::VerifyArgs),
+    /// Attest an image (an in-toto statement, signed), as `cosign attest --key` would.
+    Attest(attest::AttestArgs),
+    /// Verify an image's attestations of a predicate type, as `cosign verify-attestation`.
+    VerifyAttestation(attest::VerifyAttestationArgs),
     /// Run the operator.
     Run(Box<run::RunArgs>),
     /// Follow and drive key rotations (status, resign).
@@ -56,6 +61,8 @@ pub fn main() -> ExitCode {
         Command::GenerateKeyPair(args) => keys::generate_key_pair(&args),
         Command::Sign(args) => sign::sign(&args),
         Command::Verify(args) => verify::verify(&args),
+        Command::Attest(args) => attest::attest(&args),
+        Command::VerifyAttestation(args) => attest::verify_attestation(&args),
         Command::Run(args) => run::run(&args),
         Command::Rotation(command) => rotation::rotation(&command),
     }

@@ -21,6 +21,20 @@ pub struct RegistryArgs {
     /// ~/.docker/config.json, when present].
     #[arg(long, value_name = "FILE")]
     pub registry_config: Option<PathBuf>,
+    /// Username for every registry this command reads or writes, instead of config.json (as
+    /// cosign's flag of the same name). With --registry-password.
+    #[arg(long, value_name = "USER", requires = "registry_password")]
+    pub registry_username: Option<String>,
+    /// Password (or token) for --registry-username. Prefer the environment variable: a flag's
+    /// value is visible to other users in the process list.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        requires = "registry_username"
+    )]
+    pub registry_password: Option<String>,
 }
 
 impl RegistryArgs {
@@ -41,7 +55,15 @@ impl RegistryArgs {
             .context("--signature-repository")
     }
 
+    /// The flags' credentials, else the docker config file's (cosign's precedence), else none.
     fn credentials(&self) -> anyhow::Result<Credentials> {
+        if let (Some(user), Some(password)) = (&self.registry_username, &self.registry_password) {
+            return Ok(Credentials::for_every_registry(
+                user,
+                password,
+                "--registry-username/--registry-password",
+            ));
+        }
         let path = match &self.registry_config {
             Some(p) => Some(p.clone()),
             None => default_docker_config().filter(|p| p.is_file()),
@@ -50,7 +72,8 @@ impl RegistryArgs {
             return Ok(Credentials::anonymous());
         };
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        Credentials::from_docker_config(&bytes).with_context(|| format!("{}", path.display()))
+        let origin = path.display().to_string();
+        Credentials::from_docker_config(&bytes, &origin).with_context(|| origin.clone())
     }
 }
 

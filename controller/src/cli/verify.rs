@@ -27,7 +27,6 @@ pub mod exit {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("subject").args(["certificate_identity", "certificate_identity_regexp"]))]
 #[command(
     after_help = "Exit codes: 0 verified, 10 unsigned, 12 invalid (signatures, none valid), \
 13 registry error (no verdict), 1 bad input. With several images, the highest code wins."
@@ -39,6 +38,25 @@ pub struct VerifyArgs {
     /// Public key (PEM) that may have signed; repeat for several.
     #[arg(long = "key", value_name = "FILE", required_unless_present_any = ["certificate_identity", "certificate_identity_regexp"])]
     pub keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keyless: KeylessArgs,
+    /// Distinct keys that must have signed.
+    #[arg(long, default_value_t = 1)]
+    pub threshold: usize,
+    /// `text` (one line per image) or `json` (an object; an array for several images).
+    #[arg(long, short, default_value = "text")]
+    pub output: Output,
+    /// Give up on an image after this many seconds (its verdict is then an error).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// The keyless flags, as cosign's (shared by `verify` and `verify-attestation`).
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("subject").args(["certificate_identity", "certificate_identity_regexp"]))]
+pub struct KeylessArgs {
     /// Keyless: the signing certificate's identity (SAN: an email or a URI), exactly.
     #[arg(
         long,
@@ -73,17 +91,6 @@ pub struct VerifyArgs {
     /// cosign, keyless signatures need one and key-based ones are not looked up.
     #[arg(long, value_name = "POLICY")]
     pub tlog: Option<Tlog>,
-    /// Distinct keys that must have signed.
-    #[arg(long, default_value_t = 1)]
-    pub threshold: usize,
-    /// `text` (one line per image) or `json` (an object; an array for several images).
-    #[arg(long, short, default_value = "text")]
-    pub output: Output,
-    /// Give up on an image after this many seconds (its verdict is then an error).
-    #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -119,15 +126,7 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
 
 fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     let mut keys = KeySet::new(load_keys(&args.keys)?, args.threshold);
-    let identity = identity(args)?;
-    if identity.is_some() || args.tlog.is_some() {
-        let root = trusted_root(args.trusted_root.as_deref())?;
-        let tlog = args.tlog.map_or(TlogPolicy::Default, TlogPolicy::from);
-        keys = keys.with_tlog(tlog, root.clone());
-        if let Some(identity) = identity {
-            keys = keys.with_identities(vec![identity], root);
-        }
-    }
+    keys = args.keyless.apply(keys)?;
     let images = args
         .images
         .iter()
@@ -181,24 +180,46 @@ pub fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<NamedKey>> {
         .collect()
 }
 
-/// The identity of `--certificate-identity[-regexp]` and `--certificate-oidc-issuer[-regexp]`,
-/// named after what it matches; `None` without them (clap requires both halves together).
-fn identity(args: &VerifyArgs) -> anyhow::Result<Option<NamedIdentity>> {
-    let subject = args.certificate_identity.as_deref();
-    let subject_regexp = args.certificate_identity_regexp.as_deref();
-    if subject.is_none() && subject_regexp.is_none() {
-        return Ok(None);
+impl KeylessArgs {
+    /// The identity of `--certificate-identity[-regexp]` and `--certificate-oidc-issuer[-regexp]`,
+    /// named after what it matches; `None` without them (clap requires both halves together).
+    pub fn identity(&self) -> anyhow::Result<Option<NamedIdentity>> {
+        let subject = self.certificate_identity.as_deref();
+        let subject_regexp = self.certificate_identity_regexp.as_deref();
+        if subject.is_none() && subject_regexp.is_none() {
+            return Ok(None);
+        }
+        let identity = Identity {
+            subject: Pattern::new(subject, subject_regexp, "--certificate-identity-regexp")?,
+            issuer: Pattern::new(
+                self.certificate_oidc_issuer.as_deref(),
+                self.certificate_oidc_issuer_regexp.as_deref(),
+                "--certificate-oidc-issuer-regexp",
+            )?,
+        };
+        let name = subject.or(subject_regexp).unwrap_or_default().to_string();
+        Ok(Some(NamedIdentity { name, identity }))
     }
-    let identity = Identity {
-        subject: Pattern::new(subject, subject_regexp, "--certificate-identity-regexp")?,
-        issuer: Pattern::new(
-            args.certificate_oidc_issuer.as_deref(),
-            args.certificate_oidc_issuer_regexp.as_deref(),
-            "--certificate-oidc-issuer-regexp",
-        )?,
-    };
-    let name = subject.or(subject_regexp).unwrap_or_default().to_string();
-    Ok(Some(NamedIdentity { name, identity }))
+
+    pub fn trusted_root(&self) -> anyhow::Result<Arc<TrustedRoot>> {
+        trusted_root(self.trusted_root.as_deref())
+    }
+
+    /// `keys` with the identity and the `--tlog` policy of these flags. The trusted root is read
+    /// only when one of them needs it, so key-only runs work without one.
+    pub fn apply(&self, mut keys: KeySet) -> anyhow::Result<KeySet> {
+        let identity = self.identity()?;
+        if identity.is_none() && self.tlog.is_none() {
+            return Ok(keys);
+        }
+        let root = self.trusted_root()?;
+        let tlog = self.tlog.map_or(TlogPolicy::Default, TlogPolicy::from);
+        keys = keys.with_tlog(tlog, root.clone());
+        if let Some(identity) = identity {
+            keys = keys.with_identities(vec![identity], root);
+        }
+        Ok(keys)
+    }
 }
 
 /// `--trusted-root FILE`, or the public-good root shipped in the binary.

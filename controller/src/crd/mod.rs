@@ -16,6 +16,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+mod attestation;
 mod duration;
 pub mod glob;
 mod identity;
@@ -25,6 +26,7 @@ mod trustroot;
 mod trustsource;
 mod validate;
 
+pub use attestation::TrustRootAttestation;
 pub use duration::{DURATION_REGEX, parse_duration};
 pub use glob::Glob;
 pub use identity::{TrustRootIdentity, TrustedRootRef, TrustedRootSource};

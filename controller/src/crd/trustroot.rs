@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{DURATION_REGEX, TrustRootIdentity, TrustedRootSource, glob};
+use super::{DURATION_REGEX, TrustRootAttestation, TrustRootIdentity, TrustedRootSource, glob};
 
 /// How many signers a spec declares, in CEL (both lists may be absent).
 const SIGNERS: &str =
@@ -196,6 +196,17 @@ pub struct TrustRootSpec {
     /// are not looked up in a log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tlog: Option<Tlog>,
+
+    /// Attestations every governed image must carry besides its signatures: in-toto statements
+    /// of these predicate types (SLSA provenance, SBOMs, vulnerability scans), signed by the
+    /// keys or identities above (any one of them: `threshold` counts image signatures), naming
+    /// the image's digest, each optionally passing a CEL policy over its predicate. An image
+    /// whose signatures verify but whose attestations do not is `Failed`, and the reason names
+    /// the predicate type and what is wrong (missing, policy failed, another digest, no valid
+    /// signature). cosign v2 `.att` tags and cosign v3 bundle referrers are both read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub attestations: Vec<TrustRootAttestation>,
 }
 
 /// What the transparency log must show (`spec.tlog`).

@@ -45,6 +45,8 @@ pub struct ValidatedSpec {
     pub mode: Mode,
     /// `spec.pinToDigest`.
     pub pin_to_digest: bool,
+    /// `spec.attestations`, compiled (predicate types resolved, policies parsed).
+    pub attestations: Vec<crate::verify::Requirement>,
 }
 
 /// A declared key whose syntax is valid.
@@ -115,6 +117,7 @@ impl TrustRootSpec {
             check_signature_repository(repository, &mut errors);
         }
         let reverify_interval = check_reverify_interval(&self.reverify_interval, &mut errors);
+        let attestations = super::attestation::check_attestations(&self.attestations, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -128,6 +131,7 @@ impl TrustRootSpec {
             reverify_interval,
             mode: self.mode,
             pin_to_digest: self.pin_to_digest,
+            attestations,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! Everything here takes untrusted input from a registry, so every parser returns a
 //! [`FormatError`] and never panics; the fuzz targets in `fuzz/` hold it to that.
 
+pub mod attestation;
 pub mod bundle;
 pub mod dsse;
 pub mod oci;

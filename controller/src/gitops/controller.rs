@@ -27,6 +27,7 @@ use super::{
     fetch::{self, Fetched},
     read::{self, Revision},
     status::{self, Announcement, Applied, Outcome},
+    tls::CaBundle,
     url::RepoUrl,
     verify,
 };
@@ -37,6 +38,10 @@ use crate::{
 
 /// Bytes one fetch may receive.
 const MAX_FETCH_BYTES: usize = 64 << 20;
+/// How long past `spec.timeout` the reconcile waits for the blocking fetch: the callbacks' own
+/// deadline aborts a transfer that is still moving a little after it; a silent server triggers
+/// no callback at all, so this timer ends the wait (libgit2's read timeout frees the thread).
+const FETCH_GRACE: Duration = Duration::from_secs(2);
 /// The first retry after a transient failure; doubles up to the source's interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// The allowed signers' key in the Secret or ConfigMap.
@@ -70,6 +75,7 @@ impl Context {
 
 /// Runs until dropped.
 pub async fn run(ctx: Arc<Context>) {
+    fetch::set_process_timeouts();
     let api = Api::<TrustSource>::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(4))
@@ -173,11 +179,24 @@ async fn sync_steps(
     let timeout = source.timeout().map_err(Error::Spec)?;
     source.interval().map_err(Error::Spec)?;
     let url = RepoUrl::parse(&source.spec.url).map_err(|m| Error::Spec(FieldError::new("spec.url", m)))?;
-    let credentials = match &source.spec.secret_ref {
-        Some(r) => Credentials::from_data(
-            &credentials::read_secret(&ctx.client, &ctx.config.namespace, &r.name).await?,
-        ),
-        None => Credentials::default(),
+    let ns = &ctx.config.namespace;
+    let (credentials, ca) = match &source.spec.secret_ref {
+        Some(r) => {
+            let credentials =
+                Credentials::from_data(&credentials::read_secret(&ctx.client, ns, &r.name).await?);
+            // Read before any fetch: a bundle that cannot be used is the Secret's fault, said
+            // as such, not a TLS failure of the server.
+            let ca = credentials
+                .ca
+                .as_deref()
+                .map(|pem| {
+                    let origin = format!("{} of Secret {ns}/{}", credentials::CA, r.name);
+                    CaBundle::parse(pem, &origin).map_err(Error::Credentials)
+                })
+                .transpose()?;
+            (credentials, ca)
+        }
+        None => (Credentials::default(), None),
     };
     let signers = match &source.spec.verify {
         Some(v) => Some(allowed_signers(ctx, v).await?),
@@ -192,13 +211,14 @@ async fn sync_steps(
     let spec = source.spec.clone();
     let path = spec.path.clone().unwrap_or_default();
     let fetched = tokio::time::timeout(
-        timeout + Duration::from_secs(5),
+        timeout + FETCH_GRACE,
         tokio::task::spawn_blocking(move || -> Result<Fetched_, Error> {
             let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
             let request = fetch::Request {
                 url: &url,
                 git_ref: &spec.git_ref,
                 credentials: &credentials,
+                ca: ca.as_ref(),
                 dir: &dir,
                 limits: fetch::Limits {
                     timeout,

@@ -41,9 +41,13 @@ pub enum Error {
     /// The repository could not be fetched (network, authentication, ref not found).
     #[error("fetching {url}: {message}")]
     Fetch { url: String, message: String },
-    /// The server's host key or certificate is not the one trusted.
+    /// The server's SSH host key is not the one trusted.
     #[error("fetching {url}: {message}")]
     HostKey { url: String, message: String },
+    /// The server's TLS certificate is not trusted: not issued by `ca.crt` (or, without it, the
+    /// system's roots), expired, or for another host.
+    #[error("fetching {url}: TLS: {message}")]
+    Certificate { url: String, message: String },
     /// The fetch took longer than `spec.timeout`, or transferred more than the size limit.
     #[error("fetching {url}: {message}")]
     Limit { url: String, message: String },
@@ -70,6 +74,7 @@ impl Error {
             Self::Credentials(_) => "credentials",
             Self::Fetch { .. } => "fetch",
             Self::HostKey { .. } => "host_key",
+            Self::Certificate { .. } => "certificate",
             Self::Limit { .. } => "limit",
             Self::Signature { .. } => "signature",
             Self::Invalid { .. } => "invalid_object",
@@ -85,6 +90,7 @@ impl Error {
             Self::Credentials(_) => "CredentialsUnavailable",
             Self::Fetch { .. } => "FetchFailed",
             Self::HostKey { .. } => "HostKeyMismatch",
+            Self::Certificate { .. } => "CertificateInvalid",
             Self::Limit { .. } => "LimitExceeded",
             Self::Signature { .. } => "SignatureInvalid",
             Self::Invalid { .. } => "InvalidObject",

@@ -1,28 +1,30 @@
 //! Fetching one ref with git2 into a bare repository that persists across passes (one folder per
 //! TrustSource), so that a fetch of an unchanged ref only negotiates and transfers no objects.
 //!
-//! Blocking (libgit2 is): run it on a blocking thread. Bounded: the transfer-progress and
-//! side-band callbacks abort the transfer past the deadline or past the size limit. (libgit2's
-//! own connect and read timeouts are process-wide settings that git2 only exposes as `unsafe`,
-//! which this crate forbids; the caller also bounds the whole call with a timer.)
+//! Blocking (libgit2 is): run it on a blocking thread. Bounded three ways: libgit2's own connect
+//! and read timeouts ([`set_process_timeouts`], process-wide) free a thread stuck on a silent
+//! server; the transfer-progress and side-band callbacks abort the transfer past the source's
+//! deadline or past the size limit; and the caller stops waiting at the deadline with a timer.
 //!
 //! Trust: an SSH host key must be listed in the Secret's `known_hosts` (no trust on first
-//! use); HTTPS certificates are verified by libgit2 against the system's roots.
+//! use); an HTTPS certificate is verified against the Secret's `ca.crt` when it has one
+//! ([`super::tls`]), else by libgit2 against the system's roots.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Once},
     time::{Duration, Instant},
 };
 
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, FetchOptions, Oid,
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass, FetchOptions, Oid,
     RemoteCallbacks, Repository,
 };
 
 use super::{
     credentials::{Credentials, known_host},
     error::Error,
+    tls::CaBundle,
     url::{RepoUrl, Transport, redact},
 };
 use crate::crd::GitRef;
@@ -41,6 +43,8 @@ pub struct Request<'a> {
     pub url: &'a RepoUrl,
     pub git_ref: &'a GitRef,
     pub credentials: &'a Credentials,
+    /// The Secret's `ca.crt`, read: HTTPS servers must chain to it instead of the system's roots.
+    pub ca: Option<&'a CaBundle>,
     /// The TrustSource's own cache folder (a bare repository, created when missing).
     pub dir: &'a Path,
     pub limits: Limits,
@@ -57,11 +61,43 @@ pub struct Fetched {
     pub received_bytes: usize,
 }
 
-/// Why a callback aborted the transfer, to tell a timeout or a host key from a network error.
+/// Why a callback aborted the transfer, to tell a timeout, a host key or a certificate from a
+/// network error.
 #[derive(Debug, Default)]
 struct Abort {
     host_key: Option<String>,
+    certificate: Option<String>,
     limit: Option<String>,
+}
+
+/// How long libgit2 waits for a TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long libgit2 waits on one socket read or write. A Git server computing a large pack sends
+/// keep-alive progress every few seconds (`uploadpack.keepAlive`, 5 s by default), so this long
+/// without a byte means the server hangs.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets libgit2's connect and read timeouts (it has none by default, so a server that accepts
+/// the connection and never answers would hold a blocking thread, and the source's cache lock,
+/// forever). Process-wide in libgit2; set once, before the first fetch.
+pub fn set_process_timeouts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: these write two C globals of libgit2 without synchronisation; they are read
+        // when a socket is opened. The `Once` runs this before the TrustSource controller starts
+        // its first fetch (no other code of the process uses libgit2), so nothing reads them
+        // concurrently. The only unsafe code in the crate (the lint is `deny`, not `forbid`, for
+        // it): git2 exposes these options only as `unsafe fn`.
+        #[allow(unsafe_code)]
+        let set = unsafe {
+            git2::opts::set_server_connect_timeout_in_milliseconds(ms(CONNECT_TIMEOUT))
+                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(READ_TIMEOUT)))
+        };
+        if let Err(e) = set {
+            tracing::warn!(error = %e.message(), "setting libgit2's timeouts failed");
+        }
+    });
 }
 
 /// Fetches `request.git_ref` and returns its commit. The repository stays open for reading
@@ -284,9 +320,9 @@ fn callbacks<'a>(
     });
     let transport = request.url.transport.clone();
     let known_hosts = credentials.known_hosts.clone();
-    let has_ca = credentials.ca.is_some();
+    let ca = request.ca.cloned();
     let cert_abort = abort.clone();
-    cb.certificate_check(move |cert, _host| {
+    cb.certificate_check(move |cert, host| {
         if let Some(hostkey) = cert.as_hostkey() {
             let Transport::Ssh { host, port, .. } = &transport else {
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
@@ -306,14 +342,24 @@ fn callbacks<'a>(
                     e
                 });
         }
-        if has_ca {
-            let why =
-                "ca.crt is not supported yet: the server's certificate must chain to the system's roots";
-            lock(&cert_abort).host_key = Some(why.into());
-            return Err(git2::Error::from_str(why));
-        }
-        // libgit2 verified the certificate chain and host name against the system's roots.
-        Ok(CertificateCheckStatus::CertificatePassthrough)
+        let Some(ca) = &ca else {
+            // libgit2 checks the chain and host name against the system's roots (and fails
+            // with an SSL-class error, which `classify` names, when they do not hold).
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        // libgit2's own verdict (against the system's roots) is overridden either way: `ca.crt`
+        // replaces the system's roots.
+        let checked = match cert.as_x509() {
+            Some(x509) => ca.check(x509.data(), host),
+            None => Err("the server presented no X.509 certificate".into()),
+        };
+        checked
+            .map(|()| CertificateCheckStatus::CertificateOk)
+            .map_err(|why| {
+                let e = git2::Error::from_str(&why);
+                lock(&cert_abort).certificate = Some(why);
+                e
+            })
     });
     cb
 }
@@ -343,6 +389,23 @@ fn classify(url: &str, e: &git2::Error, abort: &Mutex<Abort>) -> Error {
         return Error::HostKey {
             url: url.into(),
             message: why.clone(),
+        };
+    }
+    if let Some(why) = &abort.certificate {
+        return Error::Certificate {
+            url: url.into(),
+            message: why.clone(),
+        };
+    }
+    if e.class() == ErrorClass::Ssl {
+        // libgit2 refused the certificate against the system's roots ("the SSL certificate is
+        // invalid", "hostname does not match certificate").
+        return Error::Certificate {
+            url: url.into(),
+            message: format!(
+                "{} (checked against the system's roots: put the server's CA in the Secret's ca.crt to trust a private CA)",
+                redact(e.message())
+            ),
         };
     }
     if let Some(why) = &abort.limit {

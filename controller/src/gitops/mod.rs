@@ -23,6 +23,7 @@ pub mod fetch;
 pub mod read;
 pub mod receiver;
 pub mod status;
+pub mod tls;
 pub mod url;
 pub mod verify;
 

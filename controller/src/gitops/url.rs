@@ -42,6 +42,18 @@ impl RepoUrl {
                 transport: Transport::Ssh { user, host, port },
             });
         }
+        if let Some(rest) = url.strip_prefix("http://") {
+            // Plain HTTP lets anyone on the path rewrite the trust configuration: only on this
+            // machine, as the CRD's rule says (repeated for objects stored without the rule).
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if !crate::reference::is_loopback_host(host) {
+                return Err(format!(
+                    "{:?}: plain http:// only on 127.0.0.1, localhost or [::1]; use https://",
+                    redact(url)
+                ));
+            }
+        }
         if url.starts_with("https://") || url.starts_with("http://") {
             return Ok(Self {
                 fetch_url: url.to_string(),
@@ -173,6 +185,13 @@ mod tests {
             Transport::File
         );
         assert!(RepoUrl::parse("ftp://h/r").is_err());
+        // Plain HTTP only to this machine, as the CRD's rule: a TrustSource stored without the
+        // rule must not fetch trust over the network unauthenticated.
+        assert!(RepoUrl::parse("http://127.0.0.1:3000/o/r.git").is_ok());
+        assert!(RepoUrl::parse("http://[::1]/o/r.git").is_ok());
+        assert!(RepoUrl::parse("http://git.example/o/r.git").is_err());
+        assert!(RepoUrl::parse("http://localhost.evil.example/r").is_err());
+        assert!(RepoUrl::parse("http://u@git.example:80/r").is_err());
         assert!(RepoUrl::parse("ssh://h").is_err());
     }
 

@@ -26,6 +26,8 @@ pub const SINCE: &str = "countersign.dev/since";
 pub const STALE: &str = "countersign.dev/stale";
 /// Present while a tag points away from the running digest.
 pub const DIGEST_DRIFT: &str = "countersign.dev/digest-drift";
+/// When any of these last changed (verdict, stale mark, drift), to the millisecond.
+pub const CHANGED: &str = "countersign.dev/changed";
 
 /// Only our annotations of an object.
 pub fn ours(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
@@ -52,6 +54,7 @@ pub fn encode(r: &Recorded) -> BTreeMap<String, String> {
     put(SINCE, r.since.clone());
     put(STALE, r.stale.clone());
     put(DIGEST_DRIFT, r.drift.clone());
+    put(CHANGED, r.changed.clone());
     out
 }
 
@@ -79,6 +82,7 @@ pub fn decode(annotations: &BTreeMap<String, String>) -> Option<Recorded> {
         since: text(SINCE),
         stale: text(STALE),
         drift: text(DIGEST_DRIFT),
+        changed: text(CHANGED),
     })
 }
 
@@ -119,6 +123,7 @@ mod tests {
             since: Some("2026-09-01T10:00:00Z".into()),
             stale: Some("unreachable".into()),
             drift: None,
+            changed: Some("2026-09-01T10:00:00.250Z".into()),
         }
     }
 

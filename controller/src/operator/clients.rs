@@ -17,7 +17,7 @@ use super::objects::{ObjectKind, ObjectSource};
 use crate::{
     reference::{Digest, ImageRef},
     registry::{Credentials, RegistryClient, RegistryError, RegistryOptions},
-    verify::SignatureCache,
+    verify::{Attestations, SignatureCache},
 };
 
 /// A secret by namespace and name.
@@ -32,6 +32,9 @@ pub struct Verifier {
     /// When a pass or an admission last asked for it.
     used_at: Mutex<Instant>,
     pub signatures: SignatureCache<RegistryClient>,
+    /// Attestations (`.att` tags, bundle referrers of other predicate types), through the same
+    /// client; only asked for digests whose TrustRoots require attestations.
+    pub attestations: SignatureCache<Attestations>,
     pub tags: TagCache,
 }
 
@@ -41,10 +44,12 @@ impl Verifier {
             credentials: credentials.clone(),
             ..options.clone()
         });
+        let client = Arc::new(client);
         Self {
             credentials,
             used_at: Mutex::new(Instant::now()),
-            signatures: SignatureCache::new(Arc::new(client)),
+            attestations: SignatureCache::new(Arc::new(Attestations(client.clone()))),
+            signatures: SignatureCache::new(client),
             tags: TagCache::default(),
         }
     }
@@ -120,7 +125,7 @@ async fn credentials(key: &CredentialsKey, objects: &impl ObjectSource) -> Crede
                 continue;
             }
         };
-        match docker_config(&data) {
+        match docker_config(&data, &format!("Secret {namespace}/{name}")) {
             Some(Ok(c)) => merged.merge(&c),
             Some(Err(e)) => tracing::warn!(%namespace, %name, error = %e, "pull secret unusable"),
             None => tracing::debug!(%namespace, %name, "secret is not a docker config"),
@@ -133,15 +138,16 @@ async fn credentials(key: &CredentialsKey, objects: &impl ObjectSource) -> Crede
 /// `kubernetes.io/dockercfg` (`.dockercfg`: the `auths` map alone).
 fn docker_config(
     data: &std::collections::BTreeMap<String, Vec<u8>>,
+    origin: &str,
 ) -> Option<Result<Credentials, crate::registry::CredentialsError>> {
     if let Some(json) = data.get(".dockerconfigjson") {
-        return Some(Credentials::from_docker_config(json));
+        return Some(Credentials::from_docker_config(json, origin));
     }
     let old = data.get(".dockercfg")?;
     let wrapped = serde_json::from_slice::<serde_json::Value>(old)
         .map(|auths| serde_json::json!({ "auths": auths }).to_string().into_bytes())
         .unwrap_or_else(|_| old.clone());
-    Some(Credentials::from_docker_config(&wrapped))
+    Some(Credentials::from_docker_config(&wrapped, origin))
 }
 
 /// Where tags point, checked at most once per `max_age`, with the last good answer kept through
@@ -226,13 +232,15 @@ mod tests {
             br#"{"r.example":{"username":"u","password":"p"}}"#.to_vec(),
         )]);
         for data in [new, old] {
-            let c = docker_config(&data).and_then(Result::ok).unwrap_or_default();
+            let c = docker_config(&data, "Secret ns/pull")
+                .and_then(Result::ok)
+                .unwrap_or_default();
             assert_eq!(
                 c.for_registry("r.example"),
                 RegistryAuth::Basic("u".into(), "p".into())
             );
         }
-        assert!(docker_config(&BTreeMap::new()).is_none());
+        assert!(docker_config(&BTreeMap::new(), "Secret ns/pull").is_none());
     }
 
     #[test]

@@ -12,9 +12,18 @@
 //! | current → kept because the registry could not be asked | `VerificationStale` | Warning |
 //!
 //! Recovering from stale with the same verdict announces nothing.
+//!
+//! A transition's Events are published once, whatever happens to the leader: see [`announce`].
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use k8s_openapi::{
+    api::{core::v1::ObjectReference, events::v1::Event as K8sEvent},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+};
+use kube::{
+    Api, Client,
+    api::PostParams,
+    runtime::events::{Event, EventType, Recorder},
+};
 
 use super::{
     error::Error,
@@ -131,13 +140,75 @@ fn warning(reason: &'static str, note: String) -> Announcement {
     }
 }
 
-/// Publishes `a` on `workload` through the one shared recorder (it aggregates repeats into an
-/// EventSeries, which only works when every event goes through the same one).
-pub async fn publish(recorder: &Recorder, workload: &WorkloadRef, a: &Announcement) -> Result<(), Error> {
-    publish_on(recorder, &workload.object_ref(), &workload.to_string(), a).await
+/// Publishes the Event of a workload's transition under a name derived from the transition
+/// itself (the workload's uid, the reason, and the state it leaves, as recorded in its
+/// annotations): publishing it again creates nothing, the API server answers 409 and that
+/// counts as published. So the Event can go out *before* the annotations that record the
+/// transition: a leader killed between the two leaves the annotations as they were, its
+/// successor computes the same transition from them, and its Event is refused as a duplicate;
+/// in the other order, the Event was lost with the leader (the annotations already said the
+/// transition had happened).
+pub async fn announce(
+    client: &Client,
+    instance: &str,
+    workload: &WorkloadRef,
+    previous: Option<&Recorded>,
+    a: &Announcement,
+) -> Result<(), Error> {
+    let name = transition_name(workload, previous, a.reason);
+    let event = K8sEvent {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(workload.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        action: Some("Verify".into()),
+        reason: Some(a.reason.into()),
+        note: Some(super::verdict::truncate_to(&a.note, MAX_NOTE)),
+        type_: Some(if a.warning { "Warning" } else { "Normal" }.into()),
+        event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        regarding: Some(workload.object_ref()),
+        reporting_controller: Some(super::CONTROLLER.into()),
+        reporting_instance: Some(instance.into()),
+        ..K8sEvent::default()
+    };
+    let api: Api<K8sEvent> = Api::namespaced(client.clone(), &workload.namespace);
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
+        Err(source) => Err(Error::Event {
+            reason: a.reason,
+            workload: workload.to_string(),
+            source,
+        }),
+    }
 }
 
-/// Publishes `a` on any object (`what` names it in errors), through the same recorder.
+/// `<workload>.<16 hex digits>`: the digits hash the transition (see [`announce`]). The
+/// previous state's `changed` (to the millisecond) tells two transitions of the same kind apart:
+/// a verdict marked stale twice leaves two different states.
+fn transition_name(workload: &WorkloadRef, previous: Option<&Recorded>, reason: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [workload.uid.as_str(), reason] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    for (k, v) in previous.map(super::annotations::encode).unwrap_or_default() {
+        hash.update(k.as_bytes());
+        hash.update([0]);
+        hash.update(v.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hex::encode(&hash.finalize()[..8]);
+    // An Event's name is a DNS subdomain: at most 253 characters.
+    let prefix: String = workload.name.chars().take(200).collect();
+    format!("{prefix}.{digest}")
+}
+
+/// Publishes `a` on any object (`what` names it in errors) through the one shared recorder (it
+/// aggregates repeats into an EventSeries, which only works when every event goes through the
+/// same one): admission decisions and rotations, which are not transitions of a workload.
 pub async fn publish_on(
     recorder: &Recorder,
     object: &ObjectReference,
@@ -264,6 +335,45 @@ mod tests {
         assert_eq!(reasons(Some(&fresh), &stale), [VERIFICATION_STALE]);
         assert!(reasons(Some(&stale), &stale).is_empty());
         assert!(reasons(Some(&stale), &fresh).is_empty());
+    }
+
+    #[test]
+    fn a_transition_names_its_event_and_two_transitions_differ() {
+        let w = WorkloadRef {
+            kind: super::super::workload::WorkloadKind::Pod,
+            namespace: "ns".into(),
+            name: "app".into(),
+            uid: "u1".into(),
+        };
+        let at = |changed: &str| Recorded {
+            changed: Some(changed.into()),
+            ..rec(Verdict::Verified)
+        };
+        let first = at("2026-09-01T10:00:00.100Z");
+        let name = transition_name(&w, Some(&first), SIGNATURE_DRIFT);
+        // The same transition, computed again (by a successor): the same name.
+        assert_eq!(name, transition_name(&w, Some(&first.clone()), SIGNATURE_DRIFT));
+        assert!(
+            name.starts_with("app.") && name.len() == "app.".len() + 16,
+            "{name}"
+        );
+        // The same kind of transition later (the verdict, or its stale mark, came and went in
+        // between, so it was recorded again: `changed` moved), another
+        // reason, another workload, the first verdict: other names.
+        let later = at("2026-09-01T10:00:00.600Z");
+        let other = WorkloadRef {
+            uid: "u2".into(),
+            ..w.clone()
+        };
+        let names = [
+            transition_name(&w, Some(&later), SIGNATURE_DRIFT),
+            transition_name(&w, Some(&first), DIGEST_DRIFT),
+            transition_name(&other, Some(&first), SIGNATURE_DRIFT),
+            transition_name(&w, None, SIGNATURE_DRIFT),
+        ];
+        for n in &names {
+            assert_ne!(n, &name);
+        }
     }
 
     #[test]

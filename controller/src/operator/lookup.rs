@@ -22,6 +22,8 @@ use crate::{reference::ImageRef, verify::Signatures};
 #[derive(Clone)]
 pub struct Fetched {
     pub signatures: Arc<Signatures>,
+    /// The digest's attestations, when a TrustRoot governing it requires some.
+    pub attestations: Option<Arc<Signatures>>,
     pub elapsed: Duration,
 }
 
@@ -56,8 +58,11 @@ pub async fn tags(
         .await
 }
 
+/// The signatures of each requested digest, and its attestations too when `attested` holds it
+/// (asked at the same time).
 pub async fn signatures(
     requests: HashMap<SignatureKey, (ImageRef, Duration)>,
+    attested: &HashSet<SignatureKey>,
     verifiers: &HashMap<CredentialsKey, Arc<Verifier>>,
     concurrency: usize,
 ) -> HashMap<SignatureKey, Fetched> {
@@ -65,9 +70,17 @@ pub async fn signatures(
         .map(|(key, (repo, max_age))| async move {
             let verifier = verifiers.get(&key.0)?;
             let started = Instant::now();
-            let signatures = verifier.signatures.get(&repo, &key.2, max_age).await;
+            let attestations = async {
+                match attested.contains(&key) {
+                    true => Some(verifier.attestations.get(&repo, &key.2, max_age).await),
+                    false => None,
+                }
+            };
+            let (signatures, attestations) =
+                tokio::join!(verifier.signatures.get(&repo, &key.2, max_age), attestations);
             let fetched = Fetched {
                 signatures,
+                attestations,
                 elapsed: started.elapsed(),
             };
             Some((key, fetched))
@@ -103,6 +116,9 @@ pub fn prune(
             .collect();
         verifier
             .signatures
+            .retain(RECENT, |repo, digest| keep.contains(&(repo, digest)));
+        verifier
+            .attestations
             .retain(RECENT, |repo, digest| keep.contains(&(repo, digest)));
     }
 }

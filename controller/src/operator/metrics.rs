@@ -16,12 +16,15 @@
 //! |---|---|---|
 //! | `countersign_workloads` | gauge | `verdict` |
 //! | `countersign_trust_root_workloads` | gauge | `trust_root`, `verdict` |
+//! | `countersign_trust_root_attestations` | gauge | `trust_root`, `predicate_type`, `state` |
 //! | `countersign_verification_duration_seconds` | histogram | |
 //! | `countersign_verifications_total` | counter | `outcome` |
 //! | `countersign_registry_requests_total` | counter | `operation`, `outcome` |
 //! | `countersign_registry_request_duration_seconds` | histogram | `operation` |
 //! | `countersign_reconcile_errors_total` | counter | `category` |
+//! | `countersign_watch_lists_total` | counter | `resource` |
 //! | `countersign_sweep_duration_seconds` | histogram | |
+//! | `countersign_pass_duration_seconds` | histogram | |
 //! | `countersign_sweep_digests` | gauge | |
 //! | `countersign_events_total` | counter | `reason` |
 //! | `countersign_leader` | gauge | |
@@ -74,6 +77,13 @@ const SWEEP_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0,
 ];
 
+/// A pass is woken by any change that can change a verdict (a pod started, a TrustRoot edited)
+/// and walks every running workload: milliseconds when nothing needs the registry, seconds when
+/// it waits on verifications or writes many verdicts.
+const PASS_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     verdict: &'static str,
@@ -83,6 +93,15 @@ struct VerdictLabels {
 struct TrustRootLabels {
     trust_root: String,
     verdict: &'static str,
+}
+
+/// `predicate_type` is one a TrustRoot requires (at most 16 per TrustRoot, written by the
+/// cluster's administrators like `trust_root`); `state` is from a closed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttestationLabels {
+    trust_root: String,
+    predicate_type: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +123,11 @@ struct OperationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,13 +221,19 @@ pub struct Metrics {
     trust_root_workloads: Family<TrustRootLabels, Gauge>,
     /// TrustRoots with series in `trust_root_workloads`, so a deleted one's series go with it.
     trust_roots_seen: Mutex<BTreeSet<String>>,
+    trust_root_attestations: Family<AttestationLabels, Gauge>,
+    /// Label sets of `trust_root_attestations` set last pass, so that a requirement removed
+    /// takes its series with it.
+    attestations_seen: Mutex<BTreeSet<(String, String)>>,
     verification_duration: Histogram,
     verifications: Family<OutcomeLabels, Counter>,
     registry_requests: Family<RegistryRequestLabels, Counter>,
     registry_request_duration: HistogramFamily<OperationLabels>,
     reconcile_errors: Family<CategoryLabels, Counter>,
+    watch_lists: Family<ResourceLabels, Counter>,
     sweep_duration: Histogram,
     sweep_digests: Gauge,
+    pass_duration: Histogram,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
     rotations: Family<PhaseLabels, Gauge>,
@@ -339,6 +369,12 @@ impl Default for Metrics {
             "Workloads governed by each TrustRoot, by verdict, as of the last pass",
             trust_root_workloads.clone(),
         );
+        let trust_root_attestations = Family::<AttestationLabels, Gauge>::default();
+        registry.register(
+            "trust_root_attestations",
+            "Running digests governed by each TrustRoot, by required attestation predicate type and its state (Verified, Missing, PolicyFailed, OtherDigest, BadSignature, Error), as of the last pass",
+            trust_root_attestations.clone(),
+        );
         let verification_duration = Histogram::new(VERIFICATION_BUCKETS);
         registry.register_with_unit(
             "verification_duration",
@@ -373,12 +409,27 @@ impl Default for Metrics {
             "Failed reconcile steps by error category",
             reconcile_errors.clone(),
         );
+        let watch_lists = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "watch_lists",
+            "Full lists by the watches, by resource: one each at start, and one more each time a \
+             watch could not resume where it left off (410 Gone after an API server restart or an \
+             etcd compaction) and had to list again",
+            watch_lists.clone(),
+        );
         let sweep_duration = Histogram::new(SWEEP_BUCKETS);
         registry.register_with_unit(
             "sweep_duration",
             "Wall time of one sweep re-verifying every governed digest",
             Unit::Seconds,
             sweep_duration.clone(),
+        );
+        let pass_duration = Histogram::new(PASS_BUCKETS);
+        registry.register_with_unit(
+            "pass_duration",
+            "Wall time of one pass over every running workload (cached lookups, verdicts, writes)",
+            Unit::Seconds,
+            pass_duration.clone(),
         );
         let sweep_digests = Gauge::default();
         registry.register(
@@ -440,13 +491,17 @@ impl Default for Metrics {
             verdicts_seen: Mutex::new(VERDICTS.into_iter().collect()),
             trust_root_workloads,
             trust_roots_seen: Mutex::default(),
+            trust_root_attestations,
+            attestations_seen: Mutex::default(),
             verification_duration,
             verifications,
             registry_requests,
             registry_request_duration,
             reconcile_errors,
+            watch_lists,
             sweep_duration,
             sweep_digests,
+            pass_duration,
             events,
             leader,
             rotations,
@@ -510,6 +565,36 @@ impl Metrics {
         *seen = now;
     }
 
+    /// Governed digests per TrustRoot, required predicate type and attestation state (every
+    /// state given, 0 included), set after each pass; requirements absent now lose their series.
+    pub fn set_trust_root_attestations(&self, rows: &[super::attestations::Coverage]) {
+        let mut seen = self.attestations_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now: BTreeSet<(String, String)> = rows
+            .iter()
+            .map(|c| (c.trust_root.clone(), c.predicate_type.clone()))
+            .collect();
+        for (trust_root, predicate_type) in seen.difference(&now) {
+            for state in super::attestations::STATES {
+                self.trust_root_attestations.remove(&AttestationLabels {
+                    trust_root: trust_root.clone(),
+                    predicate_type: predicate_type.clone(),
+                    state,
+                });
+            }
+        }
+        for c in rows {
+            for &(state, n) in &c.states {
+                let labels = AttestationLabels {
+                    trust_root: c.trust_root.clone(),
+                    predicate_type: c.predicate_type.clone(),
+                    state,
+                };
+                self.trust_root_attestations.get_or_create(&labels).set(n);
+            }
+        }
+        *seen = now;
+    }
+
     /// One digest verified (or failed to): outcome is `Outcome::name()`, elapsed the wall time.
     pub fn observe_verification(&self, outcome: &'static str, elapsed: Duration) {
         self.verification_duration.observe(elapsed.as_secs_f64());
@@ -549,7 +634,16 @@ impl Metrics {
             .inc();
     }
 
+    /// A watch of `resource` started a full list.
+    pub fn watch_listed(&self, resource: &'static str) {
+        self.watch_lists.get_or_create(&ResourceLabels { resource }).inc();
+    }
+
     /// A sweep over every governed digest finished.
+    pub fn pass_finished(&self, elapsed: Duration) {
+        self.pass_duration.observe(elapsed.as_secs_f64());
+    }
+
     pub fn sweep_finished(&self, elapsed: Duration, digests: usize) {
         self.sweep_duration.observe(elapsed.as_secs_f64());
         self.sweep_digests.set(i64::try_from(digests).unwrap_or(i64::MAX));
@@ -849,6 +943,32 @@ mod tests {
         assert_eq!(value(&metrics, &series("prod", "Failed")), 0.0);
         let text = metrics.encode();
         assert!(!text.contains("trust_root=\"dev\""), "{text}");
+    }
+
+    #[test]
+    fn attestation_coverage_by_root_type_and_state() {
+        let metrics = Metrics::new();
+        let row = |verified, missing| {
+            let mut states = super::super::attestations::STATES.map(|s| (s, 0));
+            states[0].1 = verified;
+            states[1].1 = missing;
+            super::super::attestations::Coverage {
+                trust_root: "prod".into(),
+                predicate_type: "https://slsa.dev/provenance/v1".into(),
+                states,
+            }
+        };
+        metrics.set_trust_root_attestations(&[row(3, 1)]);
+        let series = |state: &str| {
+            format!(
+                r#"countersign_trust_root_attestations{{trust_root="prod",predicate_type="https://slsa.dev/provenance/v1",state="{state}"}}"#
+            )
+        };
+        assert_eq!(value(&metrics, &series("Verified")), 3.0);
+        assert_eq!(value(&metrics, &series("Missing")), 1.0);
+        assert_eq!(value(&metrics, &series("PolicyFailed")), 0.0);
+        metrics.set_trust_root_attestations(&[]);
+        assert!(!metrics.encode().contains("trust_root_attestations{"));
     }
 
     #[test]

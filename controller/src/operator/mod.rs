@@ -15,6 +15,7 @@
 //! [`plan`], [`verdict`], [`annotations`], [`events`], [`status`]) are unit-tested on their own.
 
 pub mod annotations;
+pub mod attestations;
 pub mod clients;
 pub mod error;
 pub mod events;
@@ -139,7 +140,8 @@ pub async fn run_on(
     let router = http::router(health.clone(), metrics.clone());
     servers.spawn(serve("metrics", listeners.metrics, router, None, &stop));
     let mut background = JoinSet::new();
-    for w in watch::all(&client, &index, &metrics) {
+    let lists = watch::initial_lists(&client).await;
+    for w in watch::all(&client, lists, &index, &metrics) {
         background.spawn(w);
     }
     let feeds = background.len();
@@ -272,6 +274,7 @@ async fn lead(
         index: index.clone(),
         metrics: metrics.clone(),
         recorder: recorder.clone(),
+        instance: config.lease.identity.clone(),
         pool: pool.clone(),
         objects: ObjectCache::new(client.clone(), OBJECT_TTL),
         concurrency: config.concurrency,

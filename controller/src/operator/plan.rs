@@ -156,6 +156,25 @@ pub fn signature_requests(
     out
 }
 
+/// The signature lookups whose attestations are needed too: digests governed by a TrustRoot
+/// that requires attestations.
+pub fn attestation_keys(planned: &[Planned], tags: &HashMap<TagKey, Tag>) -> HashSet<SignatureKey> {
+    let mut out = HashSet::new();
+    for p in planned {
+        for g in &p.images {
+            let Some(digest) = digest_of(g, &p.credentials, tags) else {
+                continue;
+            };
+            for root in g.roots.iter().filter(|r| !r.spec.attestations.is_empty()) {
+                if let Some(repo) = signature_repository(g, root) {
+                    out.insert((p.credentials.clone(), repo.repository_name(), digest.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// How many distinct digests each TrustRoot governs (by signature repository and digest).
 pub fn digests_per_root(planned: &[Planned], tags: &HashMap<TagKey, Tag>) -> HashMap<String, usize> {
     let mut sets: HashMap<&str, HashSet<(String, Digest)>> = HashMap::new();

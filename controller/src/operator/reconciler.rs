@@ -27,7 +27,7 @@ use serde_json::Value;
 mod rotations;
 
 use super::{
-    annotations,
+    annotations, attestations,
     clients::{RegistryPool, Tag},
     error::Error,
     events::{self, Announcement},
@@ -72,6 +72,8 @@ pub struct Parts {
     pub index: Arc<Index>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// This replica's identity, the `reportingInstance` of its Events.
+    pub instance: String,
     pub pool: Arc<RegistryPool>,
     pub objects: ObjectCache,
     /// Digests verified at once.
@@ -111,6 +113,8 @@ pub struct Reconciler {
     retry: bool,
     /// `Some` with `--policy-reports`: what was last written, per namespace.
     reports: Option<reports::Writer>,
+    /// This pass' required attestations by TrustRoot, predicate type and state (metrics).
+    attested: attestations::Tally,
 }
 
 /// A workload whose annotations or events must be written.
@@ -118,6 +122,8 @@ struct Change {
     workload: WorkloadRef,
     patch: Option<Value>,
     announcements: Vec<Announcement>,
+    /// The state recorded before (what the announcements' names are derived from).
+    previous: Option<Recorded>,
     /// The state once written; `None` when the annotations are removed.
     next: Option<Recorded>,
 }
@@ -136,6 +142,7 @@ impl Reconciler {
             rechecks: HashSet::new(),
             next_edge: None,
             retry: false,
+            attested: attestations::Tally::default(),
             reports: parts
                 .policy_reports
                 .then(|| reports::Writer::new(parts.client.clone())),
@@ -219,6 +226,7 @@ impl Reconciler {
                 .metrics
                 .sweep_finished(started.elapsed(), signatures.len());
         }
+        self.parts.metrics.pass_finished(started.elapsed());
         tracing::debug!(
             workloads = planned.len(),
             digests = signatures.len(),
@@ -247,7 +255,8 @@ impl Reconciler {
                 *age = (*age).min(STRAGGLER_RECHECK);
             }
         }
-        let signatures = lookup::signatures(requests, &verifiers, n).await;
+        let attested = plan::attestation_keys(planned, &tags);
+        let signatures = lookup::signatures(requests, &attested, &verifiers, n).await;
         lookup::prune(&verifiers, &tags, &signatures);
         let used = verifiers.into_keys().collect();
         self.parts.pool.retain(lookup::RECENT, &used);
@@ -265,7 +274,9 @@ impl Reconciler {
         signatures: &HashMap<SignatureKey, Fetched>,
         now: Timestamp,
     ) -> (Vec<Change>, HashMap<String, WorkloadCounts>, Vec<reports::Entry>) {
-        let since = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        // To the millisecond (`since`, `changed`): two transitions of a workload within one
+        // second (a TrustRoot flapping) must differ, as their Events' names derive from them.
+        let since = now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
         let mut counts = HashMap::new();
         let mut by_verdict: BTreeMap<&'static str, i64> = BTreeMap::new();
         let mut changes = Vec::new();
@@ -295,7 +306,7 @@ impl Reconciler {
             match change(w, previous.as_ref(), next, |k| {
                 refusal(roots, &self.acceptance, k)
             }) {
-                Next::Write(change) => changes.push(change),
+                Next::Write(change) => changes.push(*change),
                 Next::Unchanged(unchanged) => {
                     self.known.insert(w.workload.uid.clone(), unchanged);
                 }
@@ -303,6 +314,8 @@ impl Reconciler {
         }
         let totals: Vec<(&'static str, i64)> = by_verdict.into_iter().collect();
         self.parts.metrics.set_workloads_by_verdict(&totals);
+        let attested = self.attested.take(roots.iter().map(|r| r.as_ref()));
+        self.parts.metrics.set_trust_root_attestations(&attested);
         (changes, counts, entries)
     }
 
@@ -334,7 +347,10 @@ impl Reconciler {
         let acceptance = self.acceptance.get(&root.name);
         let refusal = |k: &str| acceptance.and_then(|a| a.refusal(k)).map(str::to_string);
         let outcome = decide(&checks, &fetched.signatures.fetched, root.keys.threshold, refusal);
-        to_evaluation(outcome, &fetched.signatures)
+        let signed = to_evaluation(outcome, &fetched.signatures);
+        let (evaluation, attested) = attestations::apply(key, root, fetched, signed, refusal);
+        self.attested.add(key, root, &attested);
+        evaluation
     }
 
     /// The declared keys with a valid signature on a digest; `None` without a current answer.
@@ -478,20 +494,20 @@ impl Reconciler {
     }
 }
 
-/// Patches, then announces. Events are not retried: a lost Event is better than a duplicate.
+/// Announces, then patches. An Event published again is refused as a duplicate (its name is
+/// the transition's, see [`events::announce`]), so a failure anywhere, or a leader killed
+/// between the two, is retried from the annotations as they are without losing or repeating
+/// an Event. (Patching first lost the Event of a leader killed in between: issue 11's fault
+/// campaign, `tests/faults.rs`.)
 async fn write_one(parts: &Parts, change: &Change) -> Result<(), Error> {
+    for a in &change.announcements {
+        let previous = change.previous.as_ref();
+        events::announce(&parts.client, &parts.instance, &change.workload, previous, a).await?;
+        parts.metrics.event_emitted(a.reason);
+    }
     if let Some(patch) = &change.patch {
         let now = writes::annotate(&parts.client, &change.workload, patch).await?;
         writes::remember(&parts.index, &change.workload, now);
-    }
-    for a in &change.announcements {
-        match events::publish(&parts.recorder, &change.workload, a).await {
-            Ok(()) => parts.metrics.event_emitted(a.reason),
-            Err(e) => {
-                tracing::warn!(error = %e, "event not published");
-                parts.metrics.reconcile_error(e.category());
-            }
-        }
     }
     if !change.announcements.is_empty() || change.patch.is_some() {
         tracing::info!(
@@ -506,7 +522,7 @@ async fn write_one(parts: &Parts, change: &Change) -> Result<(), Error> {
 
 /// Either something to write, or the state to remember as it is.
 enum Next {
-    Write(Change),
+    Write(Box<Change>),
     Unchanged(Recorded),
 }
 
@@ -523,12 +539,13 @@ fn change(
     if patch.is_none() && announcements.is_empty() {
         return Next::Unchanged(next);
     }
-    Next::Write(Change {
+    Next::Write(Box::new(Change {
         workload: w.workload.clone(),
         patch,
         announcements,
+        previous: previous.cloned(),
         next: Some(next),
-    })
+    }))
 }
 
 /// A workload no TrustRoot governs any more loses our annotations, silently.
@@ -538,6 +555,7 @@ fn removal(w: &Workload) -> Option<Change> {
         workload: w.workload.clone(),
         patch: Some(patch),
         announcements: Vec::new(),
+        previous: None,
         next: None,
     })
 }

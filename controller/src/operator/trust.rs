@@ -209,6 +209,9 @@ fn compiled(
     for k in &keys {
         (&k.name, k.key.fingerprint()).hash(&mut hasher);
     }
+    for r in &spec.attestations {
+        (&r.predicate_type, r.policy.as_ref().map(|p| p.expression())).hash(&mut hasher);
+    }
     let mut key_set = KeySet::new(keys, spec.threshold);
     // Without its trusted root (unreadable), no identity is accepted: its signatures count as
     // invalid, and status says why.
@@ -284,13 +287,13 @@ async fn referenced(
     PublicKey::from_pem(pem).map_err(|e| FieldError::new(at, format!("{what} key {:?}: {e}", r.key)))
 }
 
-/// `spec.trustedRoot` loaded, or the public-good root when unset; a problem is reported at
-/// `spec.trustedRoot`.
 /// `spec.tlog: Required`: the log keys of the trusted root are needed for keys too.
 fn spec_requires_log(spec: &TrustRootSpec) -> bool {
     spec.tlog == Some(Tlog::Required)
 }
 
+/// `spec.trustedRoot` loaded, or the public-good root when unset; a problem is reported at
+/// `spec.trustedRoot`.
 async fn load_trusted_root(
     spec: &TrustRootSpec,
     reader: &impl ObjectSource,

@@ -108,6 +108,10 @@ pub struct Recorded {
     pub stale: Option<String>,
     /// Tags that moved away from the running digest, for people.
     pub drift: Option<String>,
+    /// When anything recorded here last changed (the verdict, the stale mark, the drift), to
+    /// the millisecond: the state a transition leaves is never the same twice, so the name of
+    /// its Event, derived from that state (see `events::announce`), never repeats either.
+    pub changed: Option<String>,
 }
 
 /// Longest `reason` recorded: annotations are for people, and Event notes stop at 1 kB.
@@ -126,6 +130,10 @@ pub fn derive(findings: &[Finding], tags: &[TagCheck], previous: Option<&Recorde
         Some(p) if p.verdict == next.verdict => p.since.clone(),
         _ => Some(now.to_string()),
     };
+    next.changed = previous.and_then(|p| p.changed.clone());
+    if previous != Some(&next) {
+        next.changed = Some(now.to_string());
+    }
     next
 }
 

@@ -100,6 +100,8 @@ fn no_answer_keeps_the_previous_verdict_and_marks_it_stale() {
         r,
         Recorded {
             stale: Some("unreachable".into()),
+            // Marked stale: a change of what is recorded.
+            changed: Some(NOW.into()),
             ..previous
         }
     );

@@ -5,6 +5,14 @@
 //! owners and namespaces are watched through the metadata API (`PartialObjectMeta`), which sends
 //! only metadata over the wire. TrustRoots are watched through `DeserializeGuard`, so one object
 //! that does not decode is reported instead of wedging the watch for all the others.
+//!
+//! The first picture comes as a *streaming list* (`sendInitialEvents`, Kubernetes' WatchList)
+//! where the API server offers it: objects arrive one at a time from its watch cache and are
+//! reduced as they come. A plain list of a large cluster arrives as one response (a list at
+//! resourceVersion 0 is served whole, `limit` ignored) that is parsed whole before the first
+//! object can be dropped: at 50,000 pods that one response was most of the operator's peak
+//! memory. Where WatchList is switched off (Kubernetes 1.33's default), watches fall back to
+//! lists of [`PAGE_SIZE`] objects.
 
 use std::{collections::BTreeMap, fmt::Debug, sync::Arc};
 
@@ -16,6 +24,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
+    api::WatchParams,
     core::{DeserializeGuard, PartialObjectMeta},
     runtime::{WatchStreamExt, watcher},
 };
@@ -39,9 +48,51 @@ struct Feed<K, T> {
     matters: fn(&T, &T) -> bool,
 }
 
+/// Objects per page when the first picture is listed rather than streamed.
+pub const PAGE_SIZE: u32 = 500;
+
+/// How every watch gets its first picture, decided once per process by [`initial_lists`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialLists {
+    /// `sendInitialEvents`: one object at a time from the API server's watch cache.
+    Streamed,
+    /// Consistent lists of [`PAGE_SIZE`] objects, then a watch.
+    Paged,
+}
+
+impl InitialLists {
+    fn config(self) -> watcher::Config {
+        match self {
+            Self::Streamed => watcher::Config::default().streaming_lists(),
+            Self::Paged => watcher::Config::default().page_size(PAGE_SIZE),
+        }
+    }
+}
+
+/// Asks the API server once whether it streams lists: a watch of namespaces (metadata only, a
+/// second at most) with `sendInitialEvents`. A server with WatchList switched off refuses it
+/// with 422 (Invalid) or 400 (older ones); anything else (an unreachable server included) keeps
+/// streaming, whose watches retry like any other.
+pub async fn initial_lists(client: &Client) -> InitialLists {
+    let api = Api::<Namespace>::all(client.clone());
+    let params = WatchParams::default().initial_events().timeout(1);
+    match api.watch_metadata(&params, "").await {
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 422) => {
+            tracing::info!(reason = %status.message, "the API server does not stream lists (WatchList off): paged lists");
+            InitialLists::Paged
+        }
+        _ => InitialLists::Streamed,
+    }
+}
+
 /// Every watch, as futures that run until dropped. All of them must have synced (see
 /// [`Index::synced`]) before a pass: a partial picture would remove verdicts it did not see.
-pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<BoxFuture<'static, ()>> {
+pub fn all(
+    client: &Client,
+    lists: InitialLists,
+    index: &Arc<Index>,
+    metrics: &Arc<Metrics>,
+) -> Vec<BoxFuture<'static, ()>> {
     let c = client;
     vec![
         run(
@@ -51,6 +102,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
                 reduce: pods::reduce,
                 matters: pods::PodInfo::matters,
             },
+            lists,
             index.clone(),
             |i| &i.pods,
             metrics.clone(),
@@ -58,6 +110,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
         run(
             Api::<PartialObjectMeta<ReplicaSet>>::all(c.clone()),
             meta_feed("replicasets"),
+            lists,
             index.clone(),
             |i| &i.replicasets,
             metrics.clone(),
@@ -65,6 +118,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
         run(
             Api::<PartialObjectMeta<Deployment>>::all(c.clone()),
             meta_feed("deployments"),
+            lists,
             index.clone(),
             |i| &i.deployments,
             metrics.clone(),
@@ -72,6 +126,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
         run(
             Api::<PartialObjectMeta<StatefulSet>>::all(c.clone()),
             meta_feed("statefulsets"),
+            lists,
             index.clone(),
             |i| &i.statefulsets,
             metrics.clone(),
@@ -79,6 +134,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
         run(
             Api::<PartialObjectMeta<DaemonSet>>::all(c.clone()),
             meta_feed("daemonsets"),
+            lists,
             index.clone(),
             |i| &i.daemonsets,
             metrics.clone(),
@@ -86,6 +142,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
         run(
             Api::<PartialObjectMeta<Job>>::all(c.clone()),
             meta_feed("jobs"),
+            lists,
             index.clone(),
             |i| &i.jobs,
             metrics.clone(),
@@ -93,6 +150,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
         run(
             Api::<PartialObjectMeta<CronJob>>::all(c.clone()),
             meta_feed("cronjobs"),
+            lists,
             index.clone(),
             |i| &i.cronjobs,
             metrics.clone(),
@@ -104,6 +162,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
                 reduce: |ns| Some(ns.metadata.labels.clone().unwrap_or_default()),
                 matters: |new, old| new != old,
             },
+            lists,
             index.clone(),
             |i| &i.namespaces,
             metrics.clone(),
@@ -115,6 +174,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
                 reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
                 matters: trust_root_matters,
             },
+            lists,
             index.clone(),
             |i| &i.trust_roots,
             metrics.clone(),
@@ -126,6 +186,7 @@ pub fn all(client: &Client, index: &Arc<Index>, metrics: &Arc<Metrics>) -> Vec<B
                 reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
                 matters: key_rotation_matters,
             },
+            lists,
             index.clone(),
             |i| &i.key_rotations,
             metrics.clone(),
@@ -186,6 +247,7 @@ fn key_of<K: Resource>(object: &K) -> Option<Key> {
 fn run<K, T>(
     api: Api<K>,
     feed: Feed<K, T>,
+    lists: InitialLists,
     index: Arc<Index>,
     mirror: fn(&Index) -> &Mirror<T>,
     metrics: Arc<Metrics>,
@@ -195,9 +257,7 @@ where
     T: Send + Sync + 'static,
 {
     Box::pin(async move {
-        // Cheaper relists from the API server's watch cache; bookmarks keep resumes cheap.
-        let config = watcher::Config::default().any_semantic();
-        let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+        let mut stream = std::pin::pin!(watcher(api, lists.config()).default_backoff());
         let mut buffer: Option<BTreeMap<Key, T>> = None;
         let mut synced = false;
         while let Some(event) = stream.next().await {
@@ -213,6 +273,9 @@ where
                     continue;
                 }
             };
+            if matches!(event, watcher::Event::Init) {
+                metrics.watch_listed(feed.resource);
+            }
             let trust = matches!(feed.resource, "trustroots" | "keyrotations")
                 && !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
             let changed = apply(&feed, mirror(&index), &mut buffer, event);

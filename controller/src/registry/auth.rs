@@ -7,18 +7,37 @@ use base64::{Engine, prelude::BASE64_STANDARD};
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
-/// Username/password (or identity token) per registry host. Cloning is cheap enough: it is
-/// read once per secret and shared behind an `Arc` by callers that hold many.
+/// Username/password (or identity token) per registry host, each with where it came from (a
+/// pull secret, a config.json, flags) so that a refusal can name it. Cloning is cheap enough: it
+/// is read once per secret and shared behind an `Arc` by callers that hold many.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
-    by_registry: HashMap<String, Credential>,
+    by_registry: HashMap<String, Sourced>,
+    /// Used for every registry without its own entry (cosign's `--registry-username`).
+    everywhere: Option<Sourced>,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print secrets; the registries are enough to debug with.
-        f.debug_set().entries(self.by_registry.keys()).finish()
+        // Never print secrets; the registries and origins are enough to debug with.
+        let mut set = f.debug_set();
+        set.entries(
+            self.by_registry
+                .iter()
+                .map(|(r, s)| format!("{r} from {}", s.origin)),
+        );
+        if let Some(s) = &self.everywhere {
+            set.entry(&format!("* from {}", s.origin));
+        }
+        set.finish()
     }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Sourced {
+    credential: Credential,
+    /// `Secret ns/name`, a file path, `--registry-username`: never a secret itself.
+    origin: String,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -59,17 +78,40 @@ impl Credentials {
         Self::default()
     }
 
-    /// Parses a docker `config.json` (also the `.dockerconfigjson` key of a pull secret).
-    pub fn from_docker_config(json: &[u8]) -> Result<Self, CredentialsError> {
+    /// Parses a docker `config.json` (also the `.dockerconfigjson` key of a pull secret);
+    /// `origin` says where it was read (`Secret ns/name`, a path), for messages.
+    pub fn from_docker_config(json: &[u8], origin: &str) -> Result<Self, CredentialsError> {
         let file: ConfigFile =
             serde_json::from_slice(json).map_err(|e| CredentialsError::Json(e.to_string()))?;
         let mut by_registry = HashMap::new();
         for (server, entry) in file.auths {
             if let Some(credential) = entry.into_credential(&server)? {
-                by_registry.insert(normalize_server(&server), credential);
+                let sourced = Sourced {
+                    credential,
+                    origin: origin.to_string(),
+                };
+                by_registry.insert(normalize_server(&server), sourced);
             }
         }
-        Ok(Self { by_registry })
+        Ok(Self {
+            by_registry,
+            everywhere: None,
+        })
+    }
+
+    /// One username and password for every registry (cosign's `--registry-username` and
+    /// `--registry-password`); `origin` names them in messages.
+    pub fn for_every_registry(username: &str, password: &str, origin: &str) -> Self {
+        Self {
+            by_registry: HashMap::new(),
+            everywhere: Some(Sourced {
+                credential: Credential::Basic {
+                    username: username.to_string(),
+                    password: password.to_string(),
+                },
+                origin: origin.to_string(),
+            }),
+        }
     }
 
     /// Adds `other`'s registries, keeping ours where both have one.
@@ -77,17 +119,25 @@ impl Credentials {
         for (k, v) in &other.by_registry {
             self.by_registry.entry(k.clone()).or_insert_with(|| v.clone());
         }
+        if self.everywhere.is_none() {
+            self.everywhere.clone_from(&other.everywhere);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_registry.is_empty()
+        self.by_registry.is_empty() && self.everywhere.is_none()
+    }
+
+    fn get(&self, registry: &str) -> Option<&Sourced> {
+        self.by_registry
+            .get(&normalize_server(registry))
+            .or(self.everywhere.as_ref())
     }
 
     /// Basic credentials for a registry host, by which oci-client also runs the bearer-token
     /// flow when the registry asks for it.
     pub fn for_registry(&self, registry: &str) -> RegistryAuth {
-        let key = normalize_server(registry);
-        match self.by_registry.get(&key) {
+        match self.get(registry).map(|s| &s.credential) {
             Some(Credential::Basic { username, password }) => {
                 RegistryAuth::Basic(username.clone(), password.clone())
             }
@@ -95,6 +145,15 @@ impl Credentials {
             // accept it as the password of the `<token>` user.
             Some(Credential::IdentityToken(token)) => RegistryAuth::Basic("<token>".into(), token.clone()),
             None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// Where the credentials for `registry` come from, for a refusal's message: `credentials
+    /// from Secret ns/name`, or `no credentials` (anonymous).
+    pub fn describe(&self, registry: &str) -> String {
+        match self.get(registry) {
+            Some(s) => format!("credentials from {}", s.origin),
+            None => "no credentials (anonymous)".into(),
         }
     }
 }
@@ -151,7 +210,7 @@ mod tests {
             "127.0.0.1:5000":{"username":"u","password":"p"},
             "empty.example":{}
         }}"#;
-        let c = Credentials::from_docker_config(json).unwrap();
+        let c = Credentials::from_docker_config(json, "config.json").unwrap();
         assert_eq!(
             c.for_registry("docker.io"),
             RegistryAuth::Basic("user".into(), "pa:ss".into())
@@ -166,15 +225,48 @@ mod tests {
 
     #[test]
     fn bad_documents_are_errors() {
-        assert!(Credentials::from_docker_config(b"nope").is_err());
-        assert!(Credentials::from_docker_config(br#"{"auths":{"r":{"auth":"!!"}}}"#).is_err());
-        assert!(Credentials::from_docker_config(br#"{"auths":{"r":{"auth":"bm9jb2xvbg=="}}}"#).is_err());
+        let parse = |json: &[u8]| Credentials::from_docker_config(json, "config.json");
+        assert!(parse(b"nope").is_err());
+        assert!(parse(br#"{"auths":{"r":{"auth":"!!"}}}"#).is_err());
+        assert!(parse(br#"{"auths":{"r":{"auth":"bm9jb2xvbg=="}}}"#).is_err());
     }
 
     #[test]
     fn debug_never_prints_secrets() {
-        let c = Credentials::from_docker_config(br#"{"auths":{"r":{"username":"u","password":"secret"}}}"#)
-            .unwrap();
-        assert!(!format!("{c:?}").contains("secret"));
+        let mut c = Credentials::from_docker_config(
+            br#"{"auths":{"r":{"username":"u","password":"secret"}}}"#,
+            "Secret ns/pull",
+        )
+        .unwrap();
+        c.merge(&Credentials::for_every_registry(
+            "u",
+            "hunter2",
+            "--registry-password",
+        ));
+        let text = format!("{c:?}");
+        assert!(!text.contains("secret\"") && !text.contains("hunter2"), "{text}");
+        assert!(text.contains("r from Secret ns/pull"), "{text}");
+    }
+
+    #[test]
+    fn refusals_can_name_where_the_credentials_came_from() {
+        let mut c = Credentials::from_docker_config(
+            br#"{"auths":{"r.example":{"username":"u","password":"p"}}}"#,
+            "Secret team/pull",
+        )
+        .unwrap();
+        assert_eq!(c.describe("r.example"), "credentials from Secret team/pull");
+        assert_eq!(c.describe("other.example"), "no credentials (anonymous)");
+        // A registry's own entry wins over the credentials for every registry.
+        c.merge(&Credentials::for_every_registry("x", "y", "--registry-username"));
+        assert_eq!(c.describe("r.example"), "credentials from Secret team/pull");
+        assert_eq!(
+            c.describe("other.example"),
+            "credentials from --registry-username"
+        );
+        assert_eq!(
+            c.for_registry("other.example"),
+            RegistryAuth::Basic("x".into(), "y".into())
+        );
     }
 }

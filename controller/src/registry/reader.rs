@@ -79,6 +79,32 @@ pub(super) struct Reader {
     /// sweep that start together share one token request.
     tokens: Mutex<HashMap<RepoKey, Arc<tokio::sync::Mutex<Option<Token>>>>>,
     no_referrers_api: Mutex<HashMap<RepoKey, Instant>>,
+    /// By registry: until when its last 429 asked us to wait (`Retry-After`).
+    throttled: Throttle,
+}
+
+/// The `Retry-After` of a registry's 429s, honoured for the whole registry: a rate limit is the
+/// client's, not one digest's, so while it runs no request goes to that registry at all (each
+/// fails at once as rate limited, the time left as its `retry_after`). Before, only the digest
+/// that got the 429 waited, and a sweep of many digests kept asking during a storm (issue 11's
+/// fault campaign, `tests/faults.rs`).
+#[derive(Default)]
+struct Throttle(Mutex<HashMap<String, Instant>>);
+
+impl Throttle {
+    /// How long `registry` is still to be left alone.
+    fn left(&self, registry: &str, now: Instant) -> Option<Duration> {
+        let until = *lock(&self.0).get(registry)?;
+        (until > now).then(|| until - now)
+    }
+
+    /// A 429 from `registry` asked to wait `after`.
+    fn note(&self, registry: &str, after: Duration, now: Instant) {
+        let mut map = lock(&self.0);
+        map.retain(|_, until| *until > now);
+        let until = map.entry(registry.to_string()).or_insert(now);
+        *until = (*until).max(now + after);
+    }
 }
 
 impl Reader {
@@ -98,6 +124,7 @@ impl Reader {
             challenges: Mutex::default(),
             tokens: Mutex::default(),
             no_referrers_api: Mutex::default(),
+            throttled: Throttle::default(),
         }
     }
 
@@ -157,6 +184,12 @@ impl Reader {
         let http = self.http(registry)?;
         let mut answered_401 = false;
         loop {
+            if let Some(left) = self.throttled.left(registry, Instant::now()) {
+                return Err(RegistryError::RateLimited {
+                    registry: registry.to_string(),
+                    retry_after: Some(left),
+                });
+            }
             let authorization = self.authorization(repo).await?;
             let mut request = http.request(method.clone(), url);
             if !accept.is_empty() {
@@ -176,6 +209,11 @@ impl Reader {
             };
             let status = response.status();
             self.observe(op, outcome_of(status), started);
+            if status == StatusCode::TOO_MANY_REQUESTS
+                && let Some(after) = retry_after_of(&response)
+            {
+                self.throttled.note(registry, after, Instant::now());
+            }
             if status != StatusCode::UNAUTHORIZED || answered_401 {
                 return Ok(response);
             }
@@ -279,7 +317,10 @@ impl Reader {
                 // that the signature is absent.
                 RegistryError::NotFound => RegistryError::Unauthorized {
                     registry: registry.to_string(),
-                    detail: format!("token server {realm} answered 404"),
+                    detail: format!(
+                        "token server {realm} answered 404, with {}",
+                        self.credentials.describe(registry)
+                    ),
                 },
                 e => e,
             });
@@ -315,17 +356,21 @@ impl Reader {
     /// The error a non-success answer stands for; 404 is [`RegistryError::NotFound`].
     async fn status_error(&self, registry: &str, response: Response, url: &str) -> RegistryError {
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after_of(&response);
         let body = read_capped(registry, response, MAX_ERROR_BODY)
             .await
             .ok()
             .flatten()
             .unwrap_or_default();
-        RegistryError::from_status(registry, status, retry_after, url, &body)
+        match RegistryError::from_status(registry, status, retry_after, url, &body) {
+            // Say which credentials were refused (a pull secret by namespace/name, a file, a
+            // flag), never what they are: the one thing a person needs to fix it.
+            RegistryError::Unauthorized { registry, detail } => {
+                let detail = format!("{detail}, with {}", self.credentials.describe(&registry));
+                RegistryError::Unauthorized { registry, detail }
+            }
+            other => other,
+        }
     }
 
     /// The digest `image` points at, from a `HEAD` (its `Docker-Content-Digest`). A registry
@@ -551,6 +596,14 @@ fn parse_challenge(value: &str) -> Option<Challenge> {
     })
 }
 
+fn retry_after_of(response: &Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
 /// `Retry-After`: delay-seconds or an HTTP date.
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
@@ -596,6 +649,25 @@ mod tests {
         );
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge(r#"Bearer service="no-realm""#), None);
+    }
+
+    #[test]
+    fn a_retry_after_holds_the_whole_registry_until_it_is_over() {
+        let throttle = Throttle::default();
+        let t0 = Instant::now();
+        assert_eq!(throttle.left("reg", t0), None);
+        throttle.note("reg", Duration::from_secs(20), t0);
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(throttle.left("reg", later), Some(Duration::from_secs(15)));
+        assert_eq!(
+            throttle.left("other", later),
+            None,
+            "other registries are not held"
+        );
+        // A shorter Retry-After meanwhile does not cut the wait short.
+        throttle.note("reg", Duration::from_secs(1), later);
+        assert_eq!(throttle.left("reg", later), Some(Duration::from_secs(15)));
+        assert_eq!(throttle.left("reg", t0 + Duration::from_secs(20)), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::{
         encode_base64,
         oci::{Descriptor, EMPTY_JSON, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST},
     },
+    keys::SigningKey,
     reference::{Digest, ImageRef},
     registry::RegistryClient,
 };
@@ -15,13 +16,36 @@ use crate::{
 /// Pushes a Sigstore bundle signing `request.image` as a referrer of its digest.
 pub async fn sign_bundle(client: &RegistryClient, request: &SignRequest<'_>) -> Result<Signed, SignError> {
     let image = request.image;
-    let digest = client
-        .resolve(image)
-        .await
-        .map_err(|e| SignError::registry(image, e))?;
-    let subject = subject_descriptor(client, image, &digest).await?;
+    let digest = super::resolve(client, image).await?;
     let bundle = signed_bundle(request, &digest);
-    let repo = request.signature_repo();
+    let at = push_bundle(
+        client,
+        request.signature_repo(),
+        image,
+        &digest,
+        &bundle,
+        COSIGN_SIGN_PREDICATE,
+    )
+    .await?;
+    Ok(Signed {
+        image: image.to_string(),
+        digest,
+        signature: at.to_string(),
+        written: true,
+    })
+}
+
+/// Pushes `bundle` (about `predicate_type`) as a referrer of `digest` into `repo`, listed in
+/// the fallback index where the registry has no referrers API; returns where it went.
+pub(super) async fn push_bundle(
+    client: &RegistryClient,
+    repo: &ImageRef,
+    image: &ImageRef,
+    digest: &Digest,
+    bundle: &[u8],
+    predicate_type: &str,
+) -> Result<ImageRef, SignError> {
+    let subject = subject_descriptor(client, image, digest).await?;
     let push_blob = |bytes: &[u8]| {
         let bytes = bytes.to_vec();
         async move {
@@ -32,11 +56,11 @@ pub async fn sign_bundle(client: &RegistryClient, request: &SignRequest<'_>) -> 
         }
     };
     push_blob(EMPTY_JSON).await?;
-    push_blob(&bundle).await?;
+    push_blob(bundle).await?;
     let created = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let manifest = referrer_manifest(&bundle, subject, COSIGN_SIGN_PREDICATE, &created.to_string());
+    let manifest = referrer_manifest(bundle, subject, predicate_type, &created.to_string());
     let manifest_bytes = manifest.to_bytes();
     let manifest_digest = Digest::of(&manifest_bytes);
     let at = repo.at_digest(&manifest_digest);
@@ -48,13 +72,8 @@ pub async fn sign_bundle(client: &RegistryClient, request: &SignRequest<'_>) -> 
         artifact_type: Some(BUNDLE_V03.to_string()),
         ..Descriptor::of(OCI_MANIFEST, &manifest_bytes)
     };
-    ensure_listed(client, repo, &digest, referrer).await?;
-    Ok(Signed {
-        image: image.to_string(),
-        digest,
-        signature: at.to_string(),
-        written: true,
-    })
+    ensure_listed(client, repo, digest, referrer).await?;
+    Ok(at)
 }
 
 /// The statement, signed over its DSSE PAE, in a bundle that hints at the key.
@@ -69,17 +88,21 @@ fn signed_bundle(request: &SignRequest<'_>, digest: &Digest) -> Vec<u8> {
                 .collect(),
         );
     }
-    let payload = statement.to_bytes();
-    let signature = request.key.sign(&pae(IN_TOTO_PAYLOAD_TYPE, &payload));
-    let envelope = Envelope {
-        payload: encode_base64(&payload),
+    let envelope = signed_envelope(request.key, &statement.to_bytes());
+    Bundle::for_key(request.key.public_key().hint(), envelope).to_bytes()
+}
+
+/// An in-toto statement in a DSSE envelope, signed over its PAE with `key`.
+pub fn signed_envelope(key: &SigningKey, statement: &[u8]) -> Envelope {
+    let signature = key.sign(&pae(IN_TOTO_PAYLOAD_TYPE, statement));
+    Envelope {
+        payload: encode_base64(statement),
         payload_type: IN_TOTO_PAYLOAD_TYPE.to_string(),
         signatures: vec![EnvelopeSignature {
             keyid: String::new(),
             sig: encode_base64(&signature),
         }],
-    };
-    Bundle::for_key(request.key.public_key().hint(), envelope).to_bytes()
+    }
 }
 
 /// `{mediaType, size, digest}` of the signed manifest, for the referrer's `subject`.

@@ -1,5 +1,7 @@
 //! cosign v2's `.sig` image: one layer per signature.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::{SignError, SignRequest, Signed};
@@ -9,20 +11,18 @@ use crate::{
         oci::{DOCKER_MANIFEST, Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST},
         simple_signing::{MEDIA_TYPE, Payload, SIGNATURE_ANNOTATION},
     },
+    reference::ImageRef,
     registry::{FetchError, RegistryClient, RegistryError},
 };
 
 /// Appends a signature layer to the image's `.sig` tag, as `cosign sign` v2 does.
 pub async fn sign_legacy(client: &RegistryClient, request: &SignRequest<'_>) -> Result<Signed, SignError> {
     let image = request.image;
-    let digest = client
-        .resolve(image)
-        .await
-        .map_err(|e| SignError::registry(image, e))?;
+    let digest = super::resolve(client, image).await?;
     let payload = Payload::new(&image.repository_name(), &digest, &request.annotations).to_bytes();
     let repo = request.signature_repo();
     let tag = repo.at_tag(&digest.signature_tag());
-    let mut manifest = existing_signatures(client, &tag).await?;
+    let manifest = existing_signatures(client, &tag).await?;
     let signed = |written| Signed {
         image: image.to_string(),
         digest: digest.clone(),
@@ -39,12 +39,28 @@ pub async fn sign_legacy(client: &RegistryClient, request: &SignRequest<'_>) -> 
         return Ok(signed(false));
     }
     let signature = request.key.sign(&payload);
+    let annotations = [(SIGNATURE_ANNOTATION.to_string(), encode_base64(&signature))].into();
+    append_layer(client, repo, &tag, manifest, MEDIA_TYPE, &payload, annotations).await?;
+    Ok(signed(true))
+}
+
+/// Pushes `blob` and appends it as a layer (with `annotations`) to `manifest`, the image at
+/// `tag` (`.sig` or `.att`), with the config go-containerregistry would compute.
+pub(super) async fn append_layer(
+    client: &RegistryClient,
+    repo: &ImageRef,
+    tag: &ImageRef,
+    mut manifest: Manifest,
+    media_type: &str,
+    blob: &[u8],
+    annotations: BTreeMap<String, String>,
+) -> Result<(), SignError> {
     client
-        .push_blob(repo, &payload)
+        .push_blob(repo, blob)
         .await
         .map_err(|e| SignError::registry(repo, e))?;
-    let mut layer = Descriptor::of(MEDIA_TYPE, &payload);
-    layer.annotations = Some([(SIGNATURE_ANNOTATION.to_string(), encode_base64(&signature))].into());
+    let mut layer = Descriptor::of(media_type, blob);
+    layer.annotations = Some(annotations);
     manifest.layers.push(layer);
     let config = signature_image_config(&manifest.layers);
     client
@@ -53,16 +69,16 @@ pub async fn sign_legacy(client: &RegistryClient, request: &SignRequest<'_>) -> 
         .map_err(|e| SignError::registry(repo, e))?;
     manifest.config = Descriptor::of(OCI_CONFIG, &config);
     client
-        .push_manifest(&tag, &manifest.to_bytes(), &manifest.media_type)
+        .push_manifest(tag, &manifest.to_bytes(), &manifest.media_type)
         .await
-        .map_err(|e| SignError::registry(&tag, e))?;
-    Ok(signed(true))
+        .map_err(|e| SignError::registry(tag, e))?;
+    Ok(())
 }
 
 /// The `.sig` image as it is now, or an empty one.
-async fn existing_signatures(
+pub(super) async fn existing_signatures(
     client: &RegistryClient,
-    tag: &crate::reference::ImageRef,
+    tag: &ImageRef,
 ) -> Result<Manifest, SignError> {
     match client.manifest(tag, &[OCI_MANIFEST, DOCKER_MANIFEST]).await {
         Ok((bytes, _)) => Manifest::parse(&bytes).map_err(|e| SignError::Existing {

@@ -5,12 +5,14 @@
 //! - [`sign_bundle`]: cosign v3's default: a Sigstore bundle v0.3 pushed as an OCI referrer, with
 //!   the `sha256-<hex>` fallback index updated on registries without the referrers API.
 
+mod attest;
 mod bundle;
 mod legacy;
 
 use std::collections::BTreeMap;
 
-pub use bundle::sign_bundle;
+pub use attest::{AttestRequest, attest_bundle, attest_legacy};
+pub use bundle::{sign_bundle, signed_envelope};
 pub use legacy::sign_legacy;
 
 use crate::{
@@ -54,6 +56,14 @@ pub enum SignError {
     Registry { image: String, error: RegistryError },
     #[error("{image}: {reason}")]
     Existing { image: String, reason: String },
+}
+
+/// The digest `image` points at: what gets signed or attested.
+async fn resolve(client: &crate::registry::RegistryClient, image: &ImageRef) -> Result<Digest, SignError> {
+    client
+        .resolve(image)
+        .await
+        .map_err(|e| SignError::registry(image, e))
 }
 
 impl SignError {

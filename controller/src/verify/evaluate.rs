@@ -71,7 +71,7 @@ impl KeySet {
     }
 
     /// The trusted root, required for a log entry to be checked.
-    fn log_root(&self) -> Result<&TrustedRoot, String> {
+    pub(super) fn log_root(&self) -> Result<&TrustedRoot, String> {
         self.trusted_root
             .as_deref()
             .ok_or_else(|| "no tlog entry: the log is required and no trusted root names its keys".into())
@@ -91,7 +91,12 @@ impl KeySet {
     }
 
     /// The first key that verifies `signature` over `message`, trying the hinted key first.
-    fn verifying_key(&self, message: &[u8], signature: &[u8], hint: Option<&str>) -> Option<&NamedKey> {
+    pub(super) fn verifying_key(
+        &self,
+        message: &[u8],
+        signature: &[u8],
+        hint: Option<&str>,
+    ) -> Option<&NamedKey> {
         let hinted = self
             .keys
             .iter()
@@ -275,7 +280,7 @@ impl From<&NamedKey> for Signed {
     }
 }
 
-const NO_KEY: &str = "no trusted key verifies it";
+pub(super) const NO_KEY: &str = "no trusted key verifies it";
 
 /// A `.sig` layer: keyless when it carries a certificate, else by key (and its log entry when
 /// the log is required); either way the payload must name this digest.

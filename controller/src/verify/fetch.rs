@@ -8,6 +8,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use super::SignatureFormat;
 use crate::{
     formats::{
+        attestation::BUNDLE_PREDICATE_ANNOTATION,
         bundle::{bundle_layer, is_bundle_media_type},
         dsse::COSIGN_SIGN_PREDICATE,
         oci::{DOCKER_MANIFEST, Descriptor, Manifest, OCI_MANIFEST},
@@ -135,14 +136,91 @@ fn or_rejected(
     }
 }
 
+/// What a lookup reads: signatures (`.sig`, `sign/v1` bundles) or attestations (`.att`,
+/// bundles of every other predicate type). The same reads serve both; only the tag and the
+/// referrers kept differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Signatures,
+    Attestations,
+}
+
+impl Stored {
+    fn tag(self, digest: &Digest) -> String {
+        match self {
+            Self::Signatures => digest.signature_tag(),
+            Self::Attestations => digest.attestation_tag(),
+        }
+    }
+
+    fn may_be(self, referrer: &Descriptor) -> bool {
+        match self {
+            Self::Signatures => may_be_image_signature(referrer),
+            Self::Attestations => may_be_attestation(referrer),
+        }
+    }
+}
+
 impl SignatureSource for RegistryClient {
     async fn resolve(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
         RegistryClient::resolve(self, image).await
     }
 
     async fn legacy_signatures(&self, repo: &ImageRef, digest: &Digest) -> Result<Found, RegistryError> {
+        self.legacy_of(Stored::Signatures, repo, digest).await
+    }
+
+    async fn bundle_signatures(&self, repo: &ImageRef, digest: &Digest) -> Result<Found, RegistryError> {
+        self.bundles_of(Stored::Signatures, repo, digest).await
+    }
+
+    async fn legacy_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
+        self.legacy_revision_of(Stored::Signatures, repo, digest).await
+    }
+
+    async fn bundle_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
+        self.bundle_revision_of(repo, digest).await
+    }
+}
+
+/// The attestations of an image through the same client, as a [`SignatureSource`]: the `.att`
+/// tag and the referrers of other predicate types, so that [`super::SignatureCache`] caches and
+/// re-checks them exactly as it does signatures.
+pub struct Attestations(pub std::sync::Arc<RegistryClient>);
+
+impl SignatureSource for Attestations {
+    async fn resolve(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
+        self.0.resolve(image).await
+    }
+
+    async fn legacy_signatures(&self, repo: &ImageRef, digest: &Digest) -> Result<Found, RegistryError> {
+        self.0.legacy_of(Stored::Attestations, repo, digest).await
+    }
+
+    async fn bundle_signatures(&self, repo: &ImageRef, digest: &Digest) -> Result<Found, RegistryError> {
+        self.0.bundles_of(Stored::Attestations, repo, digest).await
+    }
+
+    async fn legacy_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
+        self.0
+            .legacy_revision_of(Stored::Attestations, repo, digest)
+            .await
+    }
+
+    async fn bundle_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
+        self.0.bundle_revision_of(repo, digest).await
+    }
+}
+
+impl RegistryClient {
+    async fn legacy_of(
+        &self,
+        stored: Stored,
+        repo: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Found, RegistryError> {
         let format = SignatureFormat::Legacy;
-        let tag = digest.signature_tag();
+        let tag = stored.tag(digest);
         let found = |revision: String, candidates| Found { revision, candidates };
         let accept = [OCI_MANIFEST, DOCKER_MANIFEST];
         let (manifest, revision) = match self.manifest(&repo.at_tag(&tag), &accept).await {
@@ -167,7 +245,7 @@ impl SignatureSource for RegistryClient {
         let candidates = stream::iter(manifest.layers)
             .map(|layer| async move {
                 let source = layer.digest.clone();
-                or_rejected(format, &source, self.legacy_layer(repo, layer).await)
+                or_rejected(format, &source, self.legacy_layer(stored, repo, layer).await)
             })
             .buffered(FETCH_CONCURRENCY)
             .try_collect()
@@ -175,7 +253,12 @@ impl SignatureSource for RegistryClient {
         Ok(found(revision, candidates))
     }
 
-    async fn bundle_signatures(&self, repo: &ImageRef, digest: &Digest) -> Result<Found, RegistryError> {
+    async fn bundles_of(
+        &self,
+        stored: Stored,
+        repo: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Found, RegistryError> {
         let format = SignatureFormat::Bundle;
         let referrers = match self.referrers(repo, digest).await {
             Ok(r) => r,
@@ -189,8 +272,8 @@ impl SignatureSource for RegistryClient {
             }
         };
         let revision = referrers_revision(&referrers);
-        let signatures: Vec<Descriptor> = referrers.into_iter().filter(may_be_image_signature).collect();
-        let found: Vec<Option<Candidate>> = stream::iter(signatures)
+        let wanted: Vec<Descriptor> = referrers.into_iter().filter(|r| stored.may_be(r)).collect();
+        let found: Vec<Option<Candidate>> = stream::iter(wanted)
             .map(|referrer| async move {
                 match self.bundle_referrer(repo, &referrer).await {
                     Ok(candidate) => Ok(candidate),
@@ -206,15 +289,20 @@ impl SignatureSource for RegistryClient {
         })
     }
 
-    async fn legacy_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
-        match self.resolve(&repo.at_tag(&digest.signature_tag())).await {
+    async fn legacy_revision_of(
+        &self,
+        stored: Stored,
+        repo: &ImageRef,
+        digest: &Digest,
+    ) -> Result<String, RegistryError> {
+        match self.resolve(&repo.at_tag(&stored.tag(digest))).await {
             Ok(d) => Ok(d.to_string()),
             Err(RegistryError::NotFound) => Ok(ABSENT.into()),
             Err(e) => Err(e),
         }
     }
 
-    async fn bundle_revision(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
+    async fn bundle_revision_of(&self, repo: &ImageRef, digest: &Digest) -> Result<String, RegistryError> {
         match self.referrers(repo, digest).await {
             Ok(referrers) => Ok(referrers_revision(&referrers)),
             Err(FetchError::Registry(e)) => Err(e),
@@ -242,13 +330,28 @@ fn may_be_image_signature(referrer: &Descriptor) -> bool {
         .artifact_type
         .as_deref()
         .is_some_and(is_bundle_media_type);
-    let predicate = referrer.annotation("dev.sigstore.bundle.predicateType");
+    let predicate = referrer.annotation(BUNDLE_PREDICATE_ANNOTATION);
     !(bundle || predicate.is_some()) || predicate.is_none_or(|p| p == COSIGN_SIGN_PREDICATE)
 }
 
+/// The converse for attestations: skips referrers whose index entry says they are image
+/// signatures; looks at everything else.
+fn may_be_attestation(referrer: &Descriptor) -> bool {
+    referrer.annotation(BUNDLE_PREDICATE_ANNOTATION) != Some(COSIGN_SIGN_PREDICATE)
+}
+
 impl RegistryClient {
-    async fn legacy_layer(&self, repo: &ImageRef, layer: Descriptor) -> Result<Candidate, FetchError> {
-        let Some(signature) = layer.annotation(SIGNATURE_ANNOTATION).map(str::to_string) else {
+    async fn legacy_layer(
+        &self,
+        stored: Stored,
+        repo: &ImageRef,
+        layer: Descriptor,
+    ) -> Result<Candidate, FetchError> {
+        // An attestation layer is a signed DSSE envelope; its signature annotation (cosign
+        // writes an empty one) means nothing.
+        let annotation = layer.annotation(SIGNATURE_ANNOTATION).map(str::to_string);
+        let Some(signature) = annotation.or_else(|| (stored == Stored::Attestations).then(String::new))
+        else {
             return Err(FetchError::Rejected(format!(
                 "layer has no {SIGNATURE_ANNOTATION} annotation"
             )));

@@ -1,0 +1,175 @@
+//! Attestation checks on hand-made attestations in both layouts.
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::*;
+use crate::{
+    formats::{attestation::legacy_statement, dsse::STATEMENT_V1},
+    keys::SigningKey,
+    sign::signed_envelope,
+    verify::{Found, NamedKey, SignatureFormat},
+};
+
+const SLSA1: &str = "https://slsa.dev/provenance/v1";
+
+fn keys(key: &SigningKey) -> KeySet {
+    KeySet::new(
+        vec![NamedKey {
+            name: "ci".into(),
+            key: key.public_key(),
+        }],
+        1,
+    )
+}
+
+fn legacy(
+    key: &SigningKey,
+    digest: &Digest,
+    predicate_type: &str,
+    predicate: serde_json::Value,
+) -> Candidate {
+    let statement = legacy_statement("r/app", digest, predicate_type, &predicate);
+    let envelope = serde_json::to_vec(&signed_envelope(key, &statement)).unwrap();
+    Candidate::Legacy {
+        layer: "sha256:layer".into(),
+        payload: Bytes::from(envelope),
+        signature: String::new(),
+        evidence: Default::default(),
+    }
+}
+
+fn bundle(
+    key: &SigningKey,
+    digest: &Digest,
+    predicate_type: &str,
+    predicate: serde_json::Value,
+) -> Candidate {
+    let statement = crate::formats::dsse::Statement {
+        kind: STATEMENT_V1.into(),
+        subject: vec![crate::formats::dsse::Subject {
+            name: String::new(),
+            digest: [("sha256".to_string(), digest.hex().to_string())].into(),
+            annotations: None,
+        }],
+        predicate_type: predicate_type.into(),
+        predicate,
+    };
+    let envelope = signed_envelope(key, &statement.to_bytes());
+    Candidate::Bundle {
+        manifest: "sha256:referrer".into(),
+        bundle: Bytes::from(Bundle::for_key(key.public_key().hint(), envelope).to_bytes()),
+    }
+}
+
+fn fetched(legacy: Vec<Candidate>, bundles: Vec<Candidate>) -> Fetched {
+    let found = |candidates| {
+        Ok(Found {
+            revision: "r".into(),
+            candidates,
+        })
+    };
+    Fetched {
+        legacy: found(legacy),
+        bundles: found(bundles),
+    }
+}
+
+fn require(policy: Option<&str>) -> Vec<Requirement> {
+    vec![Requirement {
+        predicate_type: SLSA1.into(),
+        policy: policy.map(|p| PredicatePolicy::compile(p).unwrap()),
+    }]
+}
+
+fn state(digest: &Digest, f: &Fetched, k: &KeySet, r: &[Requirement]) -> AttestationState {
+    check_attestations(digest, f, k, r, |_| None).remove(0).state
+}
+
+#[test]
+fn both_layouts_verify_and_pass_a_policy() {
+    let key = SigningKey::generate();
+    let d = Digest::of(b"app");
+    let p = json!({"buildDefinition": {"buildType": "ci"}});
+    let policy = Some("predicate.buildDefinition.buildType == 'ci'");
+    for f in [
+        fetched(vec![legacy(&key, &d, SLSA1, p.clone())], vec![]),
+        fetched(vec![], vec![bundle(&key, &d, SLSA1, p.clone())]),
+    ] {
+        assert_eq!(
+            state(&d, &f, &keys(&key), &require(policy)),
+            AttestationState::Verified { signer: "ci".into() }
+        );
+    }
+}
+
+#[test]
+fn each_failure_has_its_own_state() {
+    let key = SigningKey::generate();
+    let other_key = SigningKey::generate();
+    let d = Digest::of(b"app");
+    let p = json!({"buildDefinition": {"buildType": "ci"}});
+    let k = keys(&key);
+    // Missing: only another predicate type.
+    let f = fetched(
+        vec![legacy(&key, &d, "https://spdx.dev/Document", p.clone())],
+        vec![],
+    );
+    assert_eq!(state(&d, &f, &k, &require(None)), AttestationState::Missing);
+    // Another digest.
+    let f = fetched(
+        vec![legacy(&key, &Digest::of(b"other"), SLSA1, p.clone())],
+        vec![],
+    );
+    assert_eq!(state(&d, &f, &k, &require(None)).name(), "OtherDigest");
+    // Wrong key.
+    let f = fetched(vec![], vec![bundle(&other_key, &d, SLSA1, p.clone())]);
+    assert_eq!(state(&d, &f, &k, &require(None)).name(), "BadSignature");
+    // Policy.
+    let f = fetched(vec![legacy(&key, &d, SLSA1, p.clone())], vec![]);
+    let s = state(
+        &d,
+        &f,
+        &k,
+        &require(Some("predicate.buildDefinition.buildType == 'other'")),
+    );
+    assert_eq!(
+        s,
+        AttestationState::PolicyFailed {
+            expression: "predicate.buildDefinition.buildType == 'other'".into(),
+            detail: "evaluated to false".into()
+        }
+    );
+    // The closest miss wins: a policy failure over a bad signature.
+    let f = fetched(
+        vec![legacy(&key, &d, SLSA1, p.clone())],
+        vec![bundle(&other_key, &d, SLSA1, p.clone())],
+    );
+    assert_eq!(state(&d, &f, &k, &require(Some("false"))).name(), "PolicyFailed");
+    // And one good attestation is enough.
+    let f = fetched(
+        vec![legacy(&key, &Digest::of(b"other"), SLSA1, p.clone())],
+        vec![bundle(&key, &d, SLSA1, p)],
+    );
+    assert_eq!(state(&d, &f, &k, &require(None)).name(), "Verified");
+}
+
+#[test]
+fn a_refused_signer_and_a_registry_error() {
+    let key = SigningKey::generate();
+    let d = Digest::of(b"app");
+    let f = fetched(vec![legacy(&key, &d, SLSA1, json!({}))], vec![]);
+    let checks = check_attestations(&d, &f, &keys(&key), &require(None), |_| Some("is retired".into()));
+    assert_eq!(
+        checks[0].state,
+        AttestationState::BadSignature {
+            reason: "ci is retired".into()
+        }
+    );
+    let f = Fetched {
+        legacy: Ok(Found::default()),
+        bundles: Err(crate::registry::RegistryError::NotFound),
+    };
+    assert_eq!(state(&d, &f, &keys(&key), &require(None)).name(), "Error");
+    let _ = SignatureFormat::Legacy;
+}

@@ -1,0 +1,250 @@
+//! Two measurements of `bench-operator` that start from a warm operator:
+//!
+//! - **one pod changed**: one pod deleted (its ReplicaSet makes another, kwok runs it). The passes
+//!   that follow are counted from the operator's `countersign_pass_duration_seconds`, and the CPU
+//!   the whole process spent meanwhile (every thread's `schedstat`, watches included) is divided
+//!   among them: what a pass costs when nothing but one pod changed.
+//! - **churn** (`--churn SECONDS`): every `--churn-every` seconds a tenth of the Deployments roll
+//!   to another signed digest (and back on their next turn). For each rollout, the time until the
+//!   Deployment's `countersign.dev/digests` annotation names the new digest; the operator's RSS
+//!   sampled at every round; the Events it emitted (a rollout from one signed digest to another
+//!   is no verdict transition, so the expected number is zero).
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+use countersign_tests::bench::{OperatorProcess, scrape_metrics, value};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    core::PartialObjectMeta,
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+const PASSES: &str = "countersign_pass_duration_seconds_count";
+const PASS_SECONDS: &str = "countersign_pass_duration_seconds_sum";
+/// Passes are over once none started for this long (the operator debounces changes by far less).
+const QUIET: Duration = Duration::from_secs(3);
+
+/// CPU time of every thread of `pid`, from `/proc/<pid>/task/*/schedstat` (nanoseconds on CPU).
+pub fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+pub struct OnePod {
+    pub passes: f64,
+    pub cpu_per_pass: Duration,
+    pub wall_per_pass: Duration,
+}
+
+/// Deletes one running pod of `namespace` and measures the passes that follow.
+pub async fn one_pod_changed(
+    client: &Client,
+    operator: &OperatorProcess,
+    metrics: &str,
+    namespace: &str,
+) -> Result<OnePod> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let victim = pods
+        .list(&ListParams::default().limit(1))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .and_then(|p| p.metadata.name)
+        .context("a pod to delete")?;
+    let before = scrape_metrics(metrics).await?;
+    let cpu_before = cpu_time(operator.pid());
+    pods.delete(&victim, &DeleteParams::default().grace_period(0))
+        .await?;
+    // Wait for the passes to start, then for them to stop.
+    let mut last = value(&before, PASSES);
+    let mut quiet_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = value(&scrape_metrics(metrics).await?, PASSES);
+        if now > last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if last > value(&before, PASSES) && quiet_since.elapsed() >= QUIET {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no pass after deleting pod {victim}");
+    }
+    let cpu = cpu_time(operator.pid()) - cpu_before;
+    let after = scrape_metrics(metrics).await?;
+    let passes = value(&after, PASSES) - value(&before, PASSES);
+    let wall = value(&after, PASS_SECONDS) - value(&before, PASS_SECONDS);
+    Ok(OnePod {
+        passes,
+        cpu_per_pass: cpu.div_f64(passes),
+        wall_per_pass: Duration::from_secs_f64(wall / passes),
+    })
+}
+
+pub struct Churn {
+    pub rounds: usize,
+    pub rollouts: usize,
+    /// Rollout → new digest in the Deployment's annotation, sorted.
+    pub latencies: Vec<Duration>,
+    /// Rollouts whose new digest was not seen by the end.
+    pub unseen: usize,
+    /// VmRSS at each round, KiB.
+    pub rss_kib: Vec<u64>,
+    pub events: f64,
+    pub passes: f64,
+    pub cpu: Duration,
+    pub elapsed: Duration,
+}
+
+/// The Deployments to churn: `(namespace, name, [digest A, digest B])`; each starts on A.
+pub type Targets = Vec<(String, String, [String; 2])>;
+
+pub async fn churn(
+    client: &Client,
+    operator: &OperatorProcess,
+    metrics: &str,
+    targets: &Targets,
+    (every, total): (Duration, Duration),
+) -> Result<Churn> {
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let watching = tokio::spawn(watch_digests(client.clone(), seen_tx));
+    let before = scrape_metrics(metrics).await?;
+    let cpu_before = cpu_time(operator.pid());
+    let started = Instant::now();
+    let mut on_b = vec![false; targets.len()];
+    let mut pending: HashMap<(String, String), (String, Instant)> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut rss_kib = Vec::new();
+    let mut round = 0;
+    let mut rollouts = 0;
+    while started.elapsed() < total {
+        let round_start = Instant::now();
+        let chosen: Vec<usize> = (0..targets.len()).filter(|i| i % 10 == round % 10).collect();
+        let patches = chosen.iter().map(|&i| {
+            on_b[i] = !on_b[i];
+            let (ns, name, digests) = &targets[i];
+            let image = digests[usize::from(on_b[i])].clone();
+            pending.insert((ns.clone(), name.clone()), (image.clone(), Instant::now()));
+            roll(client.clone(), ns.clone(), name.clone(), image)
+        });
+        stream::iter(patches)
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await?;
+        rollouts += chosen.len();
+        round += 1;
+        rss_kib.push(operator.memory().rss_kib);
+        let next = round_start + every;
+        drain(&mut seen, &mut pending, &mut latencies, Some(next)).await;
+    }
+    // The last rounds' rollouts: give them the time a rollout takes.
+    let limit = Instant::now() + every * 6;
+    while !pending.is_empty() && Instant::now() < limit {
+        drain(
+            &mut seen,
+            &mut pending,
+            &mut latencies,
+            Some(Instant::now() + every),
+        )
+        .await;
+    }
+    watching.abort();
+    let after = scrape_metrics(metrics).await?;
+    let events = |m: &HashMap<String, f64>| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("countersign_events_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    latencies.sort();
+    Ok(Churn {
+        rounds: round,
+        rollouts,
+        latencies,
+        unseen: pending.len(),
+        rss_kib,
+        events: events(&after) - events(&before),
+        passes: value(&after, PASSES) - value(&before, PASSES),
+        cpu: cpu_time(operator.pid()) - cpu_before,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn roll(client: Client, namespace: String, name: String, image: String) -> Result<()> {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    Api::<Deployment>::namespaced(client, &namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .with_context(|| format!("roll {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Takes what the watch saw until `until`, settling the rollouts whose digest appeared.
+async fn drain(
+    seen: &mut mpsc::UnboundedReceiver<((String, String), String)>,
+    pending: &mut HashMap<(String, String), (String, Instant)>,
+    latencies: &mut Vec<Duration>,
+    until: Option<Instant>,
+) {
+    loop {
+        let next = match until {
+            Some(t) => match tokio::time::timeout_at(t.into(), seen.recv()).await {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+            None => seen.recv().await,
+        };
+        let Some((key, digests)) = next else { return };
+        if let Some((image, at)) = pending.get(&key) {
+            let digest = image.rsplit_once('@').map_or(image.as_str(), |(_, d)| d);
+            if digests.contains(digest) {
+                latencies.push(at.elapsed());
+                pending.remove(&key);
+            }
+        }
+    }
+}
+
+/// Every change of a bench Deployment's `countersign.dev/digests` annotation.
+async fn watch_digests(client: Client, out: mpsc::UnboundedSender<((String, String), String)>) {
+    let api = Api::<PartialObjectMeta<Deployment>>::all(client);
+    let config = watcher::Config::default().labels("countersign.dev/bench=1");
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(Ok(meta)) = events.next().await {
+        let m = meta.metadata;
+        let digests = m
+            .annotations
+            .and_then(|a| a.get("countersign.dev/digests").cloned())
+            .unwrap_or_default();
+        let key = (m.namespace.unwrap_or_default(), m.name.unwrap_or_default());
+        if out.send((key, digests)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Percentile of sorted durations (nearest rank).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
