@@ -265,7 +265,7 @@ fn verify_key_log_entry(bundle: &[u8], claimed: &Claimed, keys: &KeySet) -> Resu
     if keys.tlog != TlogPolicy::Required {
         return Ok(());
     }
-    let root = keys.log_root()?;
+    let root = keys.log_root().map_err(|r| r.reason)?;
     let subject = statement_sha256(claimed)?;
     let mut last = format!("{}: no trusted key", Failure::NoTlogEntry);
     for key in &keys.keys {
