@@ -173,6 +173,29 @@ impl SigstoreStack {
         ])
     }
 
+    /// Attests `image` keylessly with cosign v3 (`cosign attest`): an in-toto statement of
+    /// predicate type `kind` (cosign's names) over the predicate file, in a DSSE bundle referrer
+    /// certified by Fulcio, timestamped and logged in Rekor v2 as [`Self::sign_v3`].
+    pub fn attest_v3(&self, cosign: &Cosign, token: &str, predicate: &Path, kind: &str, image: &str) -> Run {
+        assert_eq!(cosign.version, CosignVersion::V3);
+        let token = self.token_file(token);
+        cosign.run(&[
+            "attest",
+            "--identity-token",
+            path_str(&token),
+            "--signing-config",
+            path_str(&self.signing_config),
+            "--trusted-root",
+            path_str(&self.trusted_root),
+            "--predicate",
+            path_str(predicate),
+            "--type",
+            kind,
+            "-y",
+            image,
+        ])
+    }
+
     /// Signs `image` keylessly with cosign v2 (`.sig` layer with the certificate and chain
     /// annotations), not logged (Rekor v2 does not speak cosign v2's protocol), timestamped by
     /// the TSA when `timestamp` (without it, nothing vouches for when it was signed).
@@ -425,8 +448,13 @@ async fn start_rekor(dir: &Path) -> Result<(Component, String)> {
                 "--grpc-address=127.0.0.1".to_owned(),
                 format!("--grpc-port={}", p[1]),
                 format!("--http-metrics-port={}", p[2]),
-                // The checkpoint origin: verifiers (sigstore-go) expect the log's URL host.
-                format!("--hostname=127.0.0.1:{}", p[0]),
+                // The checkpoint origin, which names the key that signs checkpoints. sigstore-go
+                // (cosign v3) verifies a Rekor v2 checkpoint with a note verifier named after
+                // `url.Parse(baseUrl).Hostname()` of the trusted root's log: the host *without*
+                // its port. With `127.0.0.1:<port>` here no signature on the note has the
+                // verifier's name, and cosign refuses the entry ("note has no verifiable
+                // signatures"). See [`rekor_origin`].
+                format!("--hostname={}", rekor_origin()),
                 format!("--storage-dir={}", dir.join("rekor").display()),
                 format!("--signer-filepath={}", dir.join("rekor-key.pem").display()),
                 format!("--checkpoint-interval={CHECKPOINT_INTERVAL}"),
@@ -439,6 +467,13 @@ async fn start_rekor(dir: &Path) -> Result<(Component, String)> {
         },
     )
     .await
+}
+
+/// The origin line of the local Rekor's checkpoints: the host of its URL, as sigstore-go derives
+/// it from the trusted root's `baseUrl` (no scheme, no port). Every Rekor here is on 127.0.0.1;
+/// their checkpoints are told apart by key (the note's key hint), not by name.
+pub fn rekor_origin() -> &'static str {
+    "127.0.0.1"
 }
 
 struct Urls<'a> {
