@@ -34,11 +34,14 @@ struct Signed {
     v2: String,
     /// cosign v2 without a timestamp: nothing says when it was signed.
     v2_untimed: String,
-    /// cosign v3 `attest`: a SLSA provenance statement in a keyless DSSE bundle referrer.
+    /// cosign v3 `sign` and `attest` (a SLSA provenance statement in a keyless DSSE bundle
+    /// referrer), in a repository of its own: a TrustRoot requires the attestation there.
     attested: String,
 }
 
 const SLSA1: &str = "slsaprovenance1";
+const POLICY_OK: &str = "predicate.buildDefinition.externalParameters.ref == 'refs/heads/main'";
+const POLICY_FAILS: &str = "predicate.buildDefinition.externalParameters.ref == 'refs/heads/release'";
 const PREDICATE: &str = r#"{"buildDefinition":{"buildType":"https://example.com/ci/v1","externalParameters":{"ref":"refs/heads/main"}},"runDetails":{"builder":{"id":"https://example.com/builder"}}}"#;
 
 fn verify(stack: &SigstoreStack, image: &str, identity: &str, issuer: &str, extra: &[&str]) -> Run {
@@ -108,11 +111,7 @@ async fn keyless_signatures_verify_in_the_cli_and_the_operator() {
         v3: sign("v3", &|i| stack.sign_v3(&cosign3, &token, i)),
         v2: sign("v2", &|i| stack.sign_v2(&cosign2, &token, i, true)),
         v2_untimed: sign("v2-untimed", &|i| stack.sign_v2(&cosign2, &token, i, false)),
-        attested: sign("attested", &|i| {
-            let predicate = stack.dir().join("provenance.json");
-            std::fs::write(&predicate, PREDICATE).expect("write the predicate");
-            stack.attest_v3(&cosign3, &token, &predicate, SLSA1, i)
-        }),
+        attested: signed_and_attested(&stack, &cosign3, &token, &registry.repo("attested")),
     };
     let id = SigstoreStack::identity(NS, BUILDER);
 
@@ -120,6 +119,19 @@ async fn keyless_signatures_verify_in_the_cli_and_the_operator() {
     attestation_verdicts(&stack, &signed.attested, &id);
     tampered_log_entry(&stack, &registry, &signed.v3, &id).await;
     operator_verdicts(&cluster, &stack, &signed, &id).await;
+}
+
+/// An image in `repo` signed and attested keylessly with cosign v3.
+fn signed_and_attested(stack: &SigstoreStack, cosign3: &Cosign, token: &str, repo: &str) -> String {
+    let digest = push_image(&format!("{repo}:v1"), "attested");
+    let image = format!("{repo}@{digest}");
+    let predicate = stack.dir().join("provenance.json");
+    std::fs::write(&predicate, PREDICATE).expect("write the predicate");
+    let run = stack.sign_v3(cosign3, token, &image);
+    assert!(run.success, "signing {image}: {}", run.stderr);
+    let run = stack.attest_v3(cosign3, token, &predicate, SLSA1, &image);
+    assert!(run.success, "attesting {image}: {}", run.stderr);
+    image
 }
 
 fn cli_verdicts(stack: &SigstoreStack, signed: &Signed, id: &str) {
@@ -220,11 +232,9 @@ fn attestation_verdicts(stack: &SigstoreStack, image: &str, id: &str) {
     };
     let (code, state, json) = attestation(id, None);
     assert_eq!((code, state.as_str()), (Some(0), "verified"), "{json}");
-    let policy = "predicate.buildDefinition.externalParameters.ref == 'refs/heads/main'";
-    let (code, state, json) = attestation(id, Some(policy));
+    let (code, state, json) = attestation(id, Some(POLICY_OK));
     assert_eq!((code, state.as_str()), (Some(0), "verified"), "{json}");
-    let policy = "predicate.buildDefinition.externalParameters.ref == 'refs/heads/release'";
-    let (code, state, json) = attestation(id, Some(policy));
+    let (code, state, json) = attestation(id, Some(POLICY_FAILS));
     assert_eq!((code, state.as_str()), (Some(12), "policyFailed"), "{json}");
     // Signed by someone else: no valid signature for this identity.
     let (code, state, json) = attestation(&SigstoreStack::identity(NS, "intruder"), None);
@@ -317,7 +327,7 @@ async fn operator_verdicts(
         &client,
         "keyless",
         json!({
-            "images": [format!("{registry_host}/**")],
+            "images": [format!("{registry_host}/app")],
             "identities": [identity("builder", id)],
             "trustedRoot": {"configMapRef": {"name": "sigstore-root", "namespace": NS}},
             "tlog": "Optional",
@@ -326,12 +336,26 @@ async fn operator_verdicts(
     )
     .await
     .expect("TrustRoot keyless");
+    // The keyless attestation, required (with a CEL policy) by the operator.
+    trust_root(
+        &client,
+        "keyless-attested",
+        json!({
+            "images": [format!("{registry_host}/attested")],
+            "identities": [identity("builder", id)],
+            "trustedRoot": {"configMapRef": {"name": "sigstore-root", "namespace": NS}},
+            "attestations": [{"predicateType": SLSA1, "policy": POLICY_OK}],
+        }),
+    )
+    .await
+    .expect("TrustRoot keyless-attested");
     let operator = Operator::start(cluster, "keyless");
     let within = Duration::from_secs(60);
     for (name, image) in [
         ("v3", &signed.v3),
         ("v2", &signed.v2),
         ("untimed", &signed.v2_untimed),
+        ("attested", &signed.attested),
     ] {
         let digest = image.split_once('@').expect("digest").1;
         let tag = format!("{}:{name}", image.split_once('@').expect("digest").0);
@@ -339,6 +363,7 @@ async fn operator_verdicts(
     }
     wait_verdict(&client, DEPLOYMENT, NS, "v3", "Verified", within).await;
     wait_verdict(&client, DEPLOYMENT, NS, "v2", "Verified", within).await;
+    wait_verdict(&client, DEPLOYMENT, NS, "attested", "Verified", within).await;
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untimed", "Failed", within).await;
     let reason = a.get("countersign.dev/reason").cloned().unwrap_or_default();
     assert!(reason.contains("no trusted time"), "{a:?}");

@@ -517,7 +517,7 @@ fn trusted_root_json(keys: &Keys, urls: &Urls<'_>, tsa_chain_pem: &str) -> Resul
     Ok(json!({
         "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
         "tlogs": [log_json(urls.rekor, &keys.rekor_spki)],
-        "certificateAuthorities": [authority_json(urls.fulcio, "fulcio", &[keys.fulcio_ca_der.clone()])],
+        "certificateAuthorities": [authority_json(urls.fulcio, "fulcio", std::slice::from_ref(&keys.fulcio_ca_der))],
         "ctlogs": [log_json(urls.ct, &keys.ct_spki)],
         "timestampAuthorities": [authority_json(urls.tsa, "tsa", &tsa_chain)]
     }))
