@@ -3,7 +3,7 @@
 # module proxy, and caches them outside the work tree by name and version. Safe to run again: a
 # peer whose binary is already cached is not rebuilt.
 #
-#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|policyreport|all]...   build (default: all)
+#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|policyreport|sigstore|all]...   build (default: all)
 #   e2e/peers.sh path NAME                           print the cached binary's (or file's) path
 #
 # Cache: ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/peers/<name>-<version>/
@@ -25,6 +25,16 @@ PROMETHEUS_BUILD=$PROMETHEUS_VERSION-nosd
 # The PolicyReport CRD (wgpolicyk8s.io/v1alpha2) as Kyverno ships it generated: the upstream
 # sigs.k8s.io/wg-policy-prototypes module is refused by the module proxy here (403).
 KYVERNO_VERSION=v1.19.1
+# The local Sigstore stack (keyless signing end to end). The newest releases of the TSA and
+# rekor-tiles need Go 1.27; these are the newest that build with the Go here. Rekor v1 needs
+# Trillian and MySQL; rekor-tiles (Rekor v2) has a POSIX backend. The CT log is TesseraCT (the
+# static-ct log Sigstore runs) on its POSIX backend. The OIDC issuer is kube-apiserver itself
+# (service-account tokens, Fulcio's `kubernetes` issuer type): Dex cannot be fetched, see
+# docs/keyless.md.
+FULCIO_VERSION=v1.8.8
+TSA_VERSION=v2.1.3
+REKOR_TILES_VERSION=v2.3.0
+TESSERACT_VERSION=v0.1.1
 
 CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
 PEERS="$CACHE/peers"
@@ -214,6 +224,76 @@ fetch_policyreport_crd() {
   chmod u+w "$d/wgpolicyk8s.io_policyreports.yaml"
 }
 
+# The timestamp authority's own `timestamp-server serve` binds its Prometheus listener on the fixed
+# :2112 (all interfaces) and exits when that port is taken, so two cannot run at once. Its REST
+# API server is a library (pkg/server): a twenty-line main of ours serves it alone, with the
+# in-memory signer (an ephemeral key and certificate chain, served at /api/v1/timestamp/certchain)
+# and the flags' defaults: tsa-server HOST:PORT (port 0: the kernel picks).
+build_timestamp_authority() {
+  have timestamp-authority "$TSA_VERSION" tsa-server && return 0
+  local d; d=$(dir timestamp-authority "$TSA_VERSION"); mkdir -p "$d"
+  local w; w=$(mktemp -d)
+  log "building timestamp-authority $TSA_VERSION"
+  local start=$SECONDS
+  (
+    cd "$w"
+    go mod init local/tsaserver >/dev/null 2>&1
+    cat >main.go <<'GO'
+// Serves sigstore/timestamp-authority's REST API with the in-memory signer: tsa-server HOST:PORT
+package main
+
+import (
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/sigstore/timestamp-authority/v2/pkg/server"
+	"github.com/spf13/viper"
+)
+
+func main() {
+	host, port, err := net.SplitHostPort(os.Args[1])
+	if err != nil {
+		log.Fatal(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The defaults of timestamp-server's flags (cmd/timestamp-server/app/root.go).
+	viper.Set("timestamp-signer", "memory")
+	viper.Set("timestamp-signer-hash", "sha256")
+	viper.Set("default-policy-oid", "1.3.6.1.4.1.57264.2")
+	viper.Set("accepted-policy-oids", []string{"1.3.6.1.4.1.57264.2"})
+	viper.Set("max-request-body-size", uint64(1048576))
+	viper.Set("enforce-intermediate-eku", true)
+	s := server.NewRestAPIServer(host, p, []string{"http"}, false, 10*time.Second, 10*time.Second)
+	if err := s.Serve(); err != nil {
+		log.Fatal(err)
+	}
+}
+GO
+    go get "github.com/sigstore/timestamp-authority/v2/pkg/server@$TSA_VERSION" >/dev/null
+    go build -ldflags "-s -w" -o "$d/tsa-server" .
+  )
+  rm -rf "$w"
+  log "built timestamp-authority $TSA_VERSION in $((SECONDS - start))s"
+}
+
+# Fulcio (with a file CA the harness makes), the timestamp authority, Rekor v2 and
+# TesseraCT on their POSIX backends. They share most of their dependencies (sigstore/sigstore,
+# the cloud SDKs their KMS signers import), so the second and later builds mostly link.
+build_sigstore() {
+  local start=$SECONDS
+  go_install fulcio "$FULCIO_VERSION" github.com/sigstore/fulcio fulcio
+  build_timestamp_authority
+  go_install rekor-tiles "$REKOR_TILES_VERSION" github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix posix
+  go_install tesseract "$TESSERACT_VERSION" github.com/transparency-dev/tesseract/cmd/tesseract/posix posix
+  log "sigstore stack ready in $((SECONDS - start))s"
+}
+
 # path NAME: the binary tests and scripts run.
 path() {
   case "$1" in
@@ -229,13 +309,17 @@ path() {
     gitea-static) echo "$(dir gitea "$GITEA_VERSION")/static" ;;
     prometheus | promtool) echo "$(dir prometheus "$PROMETHEUS_BUILD")/$1" ;;
     policyreport-crd) echo "$(dir policyreport-crd "$KYVERNO_VERSION")/wgpolicyk8s.io_policyreports.yaml" ;;
+    fulcio) echo "$(dir fulcio "$FULCIO_VERSION")/fulcio" ;;
+    tsa-server) echo "$(dir timestamp-authority "$TSA_VERSION")/tsa-server" ;;
+    rekor-server) echo "$(dir rekor-tiles "$REKOR_TILES_VERSION")/posix" ;;
+    tesseract) echo "$(dir tesseract "$TESSERACT_VERSION")/posix" ;;
     *) log "unknown peer $1"; return 2 ;;
   esac
 }
 
 # env: export lines naming every peer, for tests (COUNTERSIGN_PEER_<NAME>=path).
 print_env() {
-  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static prometheus promtool policyreport-crd; do
+  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static prometheus promtool policyreport-crd fulcio tsa-server rekor-server tesseract; do
     local var; var="COUNTERSIGN_PEER_$(tr 'a-z-' 'A-Z_' <<<"$p")"
     echo "export $var=$(path "$p")"
   done
@@ -255,7 +339,8 @@ main() {
       gitea) build_gitea ;;
       prometheus) build_prometheus ;;
       policyreport) fetch_policyreport_crd ;;
-      all) build_registries; build_cosign; build_cluster; build_gitea; build_prometheus; fetch_policyreport_crd ;;
+      sigstore) build_sigstore ;;
+      all) build_registries; build_cosign; build_cluster; build_gitea; build_prometheus; fetch_policyreport_crd; build_sigstore ;;
       *) log "unknown target $what"; return 2 ;;
     esac
   done

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use countersign::{
     keys::PublicKey,
-    sigstore::{Artifact, Identity, Pattern, SigstoreError, TrustedRoot},
+    sigstore::{Artifact, Failure, Identity, Pattern, SigstoreError, TlogPolicy, TrustedRoot},
 };
 use countersign_tests::repo_root;
 
@@ -63,7 +63,7 @@ fn verify_case(dir: &Path) -> Result<(), SigstoreError> {
     match optional(dir, "key.pub") {
         Some(pem) => {
             let key = PublicKey::from_pem(&text(pem))
-                .map_err(|e| SigstoreError::Verification(format!("key.pub: {e}")))?;
+                .map_err(|e| SigstoreError::verification(Failure::Invalid, format!("key.pub: {e}")))?;
             root.verify_with_key(&bundle, Artifact::Bytes(&artifact), key.spki_der())
         }
         None => {
@@ -73,8 +73,13 @@ fn verify_case(dir: &Path) -> Result<(), SigstoreError> {
                 subject: Pattern::new(Some(&subject), None, "identity")?,
                 issuer: Pattern::new(Some(&issuer), None, "issuer")?,
             };
-            root.verify_identity(&bundle, Artifact::Bytes(&artifact), &[identity])
-                .map(|_| ())
+            root.verify_identity(
+                &bundle,
+                Artifact::Bytes(&artifact),
+                &[identity],
+                TlogPolicy::Default,
+            )
+            .map(|_| ())
         }
     }
 }
@@ -150,6 +155,7 @@ fn happy_path_with_another_identity_is_an_identity_mismatch() {
             &bundle,
             Artifact::Bytes(&artifact),
             std::slice::from_ref(&identity),
+            TlogPolicy::Default,
         );
         match result {
             Ok(_) => assert!(ok, "{identity:?} must not verify"),

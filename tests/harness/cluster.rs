@@ -565,13 +565,13 @@ fn random_hex(bytes: usize) -> String {
 /// A free port on 127.0.0.1 at the time of asking. Another process may take it before the
 /// component binds it (these components advertise their ports, so cannot be started on port 0);
 /// [`start_with_retry`] covers that race.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     Ok(listener.local_addr().context("local address")?.port())
 }
 
 /// One child process and the file it logs to.
-struct Component {
+pub(crate) struct Component {
     name: &'static str,
     child: Child,
     log: PathBuf,
@@ -583,7 +583,18 @@ struct Component {
 
 impl Component {
     /// Starts `binary` with `args`, stdout and stderr appended to `<dir>/<name>.log`.
-    fn spawn(name: &'static str, binary: &Path, args: &[String], dir: &Path) -> Result<Self> {
+    pub(crate) fn spawn(name: &'static str, binary: &Path, args: &[String], dir: &Path) -> Result<Self> {
+        Self::spawn_with_env(name, binary, args, dir, &[])
+    }
+
+    /// [`Component::spawn`] with extra environment variables.
+    pub(crate) fn spawn_with_env(
+        name: &'static str,
+        binary: &Path,
+        args: &[String],
+        dir: &Path,
+        env: &[(&str, &Path)],
+    ) -> Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -598,6 +609,7 @@ impl Component {
             .current_dir(dir)
             // kwok reads ~/.kwok/kwok.yaml when it exists; a developer's own must not leak in.
             .env("HOME", dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -640,7 +652,7 @@ impl Component {
     }
 
     /// The exit status when the process has already exited.
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
@@ -661,13 +673,19 @@ impl Component {
     }
 
     /// An error naming this component, what went wrong, and the tail of its log.
-    fn failure(&self, what: &str) -> anyhow::Error {
+    pub(crate) fn failure(&self, what: &str) -> anyhow::Error {
         anyhow!(
             "{} {what}; last lines of {}:\n{}",
             self.name,
             self.log.display(),
             self.log_tail()
         )
+    }
+
+    /// The port the process listens on, once it does (see [`ports::wait_listening`]): for
+    /// servers started on port 0.
+    pub(crate) fn wait_listening(&mut self, within: Duration) -> Result<u16> {
+        ports::wait_listening(&mut self.child, within).map_err(|e| self.failure(&e))
     }
 
     /// Whether the process itself listens on every one of `ports` (see [`ports`]).
@@ -677,7 +695,12 @@ impl Component {
     }
 
     /// Polls `probe` until it succeeds, failing when the process exits or `timeout` passes.
-    async fn wait_until<F, Fut>(&mut self, what: &str, timeout: Duration, mut probe: F) -> Result<()>
+    pub(crate) async fn wait_until<F, Fut>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut probe: F,
+    ) -> Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<()>>,
@@ -735,7 +758,11 @@ impl Drop for Component {
 /// the process does not hold its ports, so what answered was whoever took them (another test's
 /// etcd, say). A component that exits for any other reason fails every attempt the same way, and
 /// the error quotes its log.
-async fn start_with_retry<S, R, Fut, T>(ports: usize, mut spawn: S, mut ready: R) -> Result<(Component, T)>
+pub(crate) async fn start_with_retry<S, R, Fut, T>(
+    ports: usize,
+    mut spawn: S,
+    mut ready: R,
+) -> Result<(Component, T)>
 where
     S: FnMut(&[u16]) -> Result<Component>,
     R: FnMut(Component, Vec<u16>) -> Fut,

@@ -15,6 +15,7 @@ pub mod ports;
 pub mod prometheus;
 pub mod registry;
 pub mod replica;
+pub mod sigstore;
 
 use std::path::{Path, PathBuf};
 

@@ -138,10 +138,7 @@ pub fn verify_attestation(args: &VerifyAttestationArgs) -> ExitCode {
 }
 
 fn run_verify(args: &VerifyAttestationArgs) -> anyhow::Result<u8> {
-    let mut keys = KeySet::new(load_keys(&args.keys)?, 1);
-    if let Some(identity) = args.keyless.identity()? {
-        keys = keys.with_identities(vec![identity], args.keyless.trusted_root()?);
-    }
+    let keys = args.keyless.apply(KeySet::new(load_keys(&args.keys)?, 1))?;
     let requirement = Requirement {
         predicate_type: predicate_type(&args.kind).context("--type")?,
         policy: args

@@ -9,7 +9,7 @@ use crate::{
     keys::PublicKey,
     reference::ImageRef,
     registry::RegistryError,
-    sigstore::{Identity, Pattern, TrustedRoot},
+    sigstore::{Identity, Pattern, TlogPolicy, TrustedRoot},
     verify::{KeySet, NamedIdentity, NamedKey, Outcome, Policy, Verification, verify_image},
 };
 
@@ -85,6 +85,27 @@ pub struct KeylessArgs {
     /// against, offline. Default: the public-good instance's, shipped in countersign.
     #[arg(long, value_name = "FILE")]
     pub trusted_root: Option<PathBuf>,
+    /// The transparency log: `required` (every signature, by key too, needs a log entry that
+    /// verifies against the trusted root's logs) or `optional` (a keyless signature may do with
+    /// RFC 3161 timestamps instead, as cosign's `--insecure-ignore-tlog` with a TSA). Unset: as
+    /// cosign, keyless signatures need one and key-based ones are not looked up.
+    #[arg(long, value_name = "POLICY")]
+    pub tlog: Option<Tlog>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Tlog {
+    Required,
+    Optional,
+}
+
+impl From<Tlog> for TlogPolicy {
+    fn from(t: Tlog) -> Self {
+        match t {
+            Tlog::Required => Self::Required,
+            Tlog::Optional => Self::Optional,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -105,9 +126,7 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
 
 fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     let mut keys = KeySet::new(load_keys(&args.keys)?, args.threshold);
-    if let Some(identity) = args.keyless.identity()? {
-        keys = keys.with_identities(vec![identity], args.keyless.trusted_root()?);
-    }
+    keys = args.keyless.apply(keys)?;
     let images = args
         .images
         .iter()
@@ -184,6 +203,22 @@ impl KeylessArgs {
 
     pub fn trusted_root(&self) -> anyhow::Result<Arc<TrustedRoot>> {
         trusted_root(self.trusted_root.as_deref())
+    }
+
+    /// `keys` with the identity and the `--tlog` policy of these flags. The trusted root is read
+    /// only when one of them needs it, so key-only runs work without one.
+    pub fn apply(&self, mut keys: KeySet) -> anyhow::Result<KeySet> {
+        let identity = self.identity()?;
+        if identity.is_none() && self.tlog.is_none() {
+            return Ok(keys);
+        }
+        let root = self.trusted_root()?;
+        let tlog = self.tlog.map_or(TlogPolicy::Default, TlogPolicy::from);
+        keys = keys.with_tlog(tlog, root.clone());
+        if let Some(identity) = identity {
+            keys = keys.with_identities(vec![identity], root);
+        }
+        Ok(keys)
     }
 }
 

@@ -35,7 +35,7 @@ pub use keyrotation::{
     RotationProgress, RotationWindow, Straggler, StragglerState,
 };
 pub use trustroot::{
-    KeyState, KeyStatus, Mode, ObjectKeyRef, SweepSummary, TrustRoot, TrustRootKey, TrustRootSpec,
+    KeyState, KeyStatus, Mode, ObjectKeyRef, SweepSummary, Tlog, TrustRoot, TrustRootKey, TrustRootSpec,
     TrustRootStatus, WorkloadCounts,
 };
 pub use trustsource::{

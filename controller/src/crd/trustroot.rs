@@ -187,6 +187,16 @@ pub struct TrustRootSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pin_to_digest: bool,
 
+    /// The transparency log (Rekor). `Required`: every signature, by a key too, counts only
+    /// with a log entry that verifies against the trusted root's logs (inclusion proof under a
+    /// signed checkpoint, or a SET); the trusted root is then read even without identities.
+    /// `Optional`: a keyless signature without a log entry counts when RFC 3161 timestamps from
+    /// the trusted root's TSAs say when it was signed (entries that are there are verified all
+    /// the same). Unset: as cosign, keyless signatures need a log entry and key-based signatures
+    /// are not looked up in a log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlog: Option<Tlog>,
+
     /// Attestations every governed image must carry besides its signatures: in-toto statements
     /// of these predicate types (SLSA provenance, SBOMs, vulnerability scans), signed by the
     /// keys or identities above (any one of them: `threshold` counts image signatures), naming
@@ -197,6 +207,27 @@ pub struct TrustRootSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub attestations: Vec<TrustRootAttestation>,
+}
+
+/// What the transparency log must show (`spec.tlog`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Tlog {
+    /// Every signature needs a verified log entry.
+    Required,
+    /// Keyless signatures may be timestamped instead of logged.
+    Optional,
+}
+
+impl Tlog {
+    /// The verification policy `tlog` (unset: the default) stands for.
+    pub fn policy(tlog: Option<Self>) -> crate::sigstore::TlogPolicy {
+        use crate::sigstore::TlogPolicy;
+        match tlog {
+            None => TlogPolicy::Default,
+            Some(Self::Required) => TlogPolicy::Required,
+            Some(Self::Optional) => TlogPolicy::Optional,
+        }
+    }
 }
 
 /// One public key of a TrustRoot.

@@ -11,6 +11,37 @@ pub const MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_TYPE: &str = "cosign container image signature";
 /// The layer annotation holding the base64 signature (note the old `cosignproject` prefix).
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// Keyless: the Fulcio certificate (PEM).
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// Keyless: the certificate's chain, intermediates then root (PEM).
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// The Rekor v1 entry and its SET (JSON), when the signature was logged.
+pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+/// An RFC 3161 timestamp over the signature (JSON), when one was asked for.
+pub const TIMESTAMP_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
+
+/// What a `.sig` layer carries besides the signature: a keyless signature's certificate and
+/// chain, a log entry, a timestamp. All absent for a key-based signature made offline.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Evidence {
+    pub certificate: Option<String>,
+    pub chain: Option<String>,
+    pub rekor_bundle: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+impl Evidence {
+    /// Reads the annotations of a layer.
+    pub fn from_annotations<'a>(annotation: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let get = |key: &str| annotation(key).map(str::to_string);
+        Self {
+            certificate: get(CERTIFICATE_ANNOTATION),
+            chain: get(CHAIN_ANNOTATION),
+            rekor_bundle: get(REKOR_BUNDLE_ANNOTATION),
+            timestamp: get(TIMESTAMP_ANNOTATION),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {

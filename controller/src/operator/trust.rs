@@ -21,7 +21,8 @@ use super::{
 };
 use crate::{
     crd::{
-        FieldError, KeyState, KeyStatus, ObjectKeyRef, TrustRoot, TrustRootKey, TrustRootSpec, ValidatedSpec,
+        FieldError, KeyState, KeyStatus, ObjectKeyRef, Tlog, TrustRoot, TrustRootKey, TrustRootSpec,
+        ValidatedSpec,
     },
     keys::PublicKey,
     reference::ImageRef,
@@ -114,7 +115,9 @@ impl TrustCompiler {
         let mut keys = key_statuses(&root.spec.keys, &loaded);
         let validated = root.validate();
         let trusted_root = match &validated {
-            Ok(spec) if !spec.identities.is_empty() => Some(load_trusted_root(&root.spec, reader).await),
+            Ok(spec) if !spec.identities.is_empty() || spec_requires_log(&root.spec) => {
+                Some(load_trusted_root(&root.spec, reader).await)
+            }
             _ => None,
         };
         if let Ok(spec) = &validated {
@@ -212,12 +215,19 @@ fn compiled(
     let mut key_set = KeySet::new(keys, spec.threshold);
     // Without its trusted root (unreadable), no identity is accepted: its signatures count as
     // invalid, and status says why.
+    let tlog = Tlog::policy(root.spec.tlog);
+    tlog.hash(&mut hasher);
     if let Some(trusted_root) = trusted_root {
         trusted_root.fingerprint().hash(&mut hasher);
         for i in &spec.identities {
             (&i.name, i.identity.fingerprint()).hash(&mut hasher);
         }
-        key_set = key_set.with_identities(spec.identities.clone(), trusted_root);
+        key_set = key_set
+            .with_tlog(tlog, trusted_root.clone())
+            .with_identities(spec.identities.clone(), trusted_root);
+    } else {
+        // Required with an unreadable root: no signature has a log entry that verifies.
+        key_set.tlog = tlog;
     }
     CompiledRoot {
         name: name.to_string(),
@@ -275,6 +285,11 @@ async fn referenced(
     let pem = std::str::from_utf8(pem)
         .map_err(|_| FieldError::new(at, format!("{what} key {:?} is not text", r.key)))?;
     PublicKey::from_pem(pem).map_err(|e| FieldError::new(at, format!("{what} key {:?}: {e}", r.key)))
+}
+
+/// `spec.tlog: Required`: the log keys of the trusted root are needed for keys too.
+fn spec_requires_log(spec: &TrustRootSpec) -> bool {
+    spec.tlog == Some(Tlog::Required)
 }
 
 /// `spec.trustedRoot` loaded, or the public-good root when unset; a problem is reported at

@@ -10,8 +10,10 @@
 //! after everything above verified. Nothing here does I/O.
 
 mod identity;
+mod legacy;
 
 pub use identity::{Identity, Pattern, Signer};
+pub use legacy::LegacySignature;
 
 use std::sync::{Arc, OnceLock};
 
@@ -36,10 +38,10 @@ pub enum SigstoreError {
     #[error("bundle: {0}")]
     Bundle(String),
     /// The bundle does not verify: chain, SCT, log, timestamp, signature or artifact.
-    #[error("{0}")]
-    Verification(String),
+    #[error("{failure}: {detail}")]
+    Verification { failure: Failure, detail: String },
     /// Everything verified but the certificate names someone else.
-    #[error("certificate identity {subject:?} (issuer {issuer:?}) is not trusted")]
+    #[error("identity mismatch: certificate identity {subject:?} (issuer {issuer:?}) is not trusted")]
     IdentityMismatch { subject: String, issuer: String },
     /// An identity pattern is not a valid regular expression.
     #[error("{field}: invalid regular expression: {detail}")]
@@ -51,11 +53,112 @@ impl SigstoreError {
         match self {
             Self::TrustedRoot { .. } => "trusted_root",
             Self::Bundle(_) => "bundle",
-            Self::Verification(_) => "verification",
+            Self::Verification { failure, .. } => failure.category(),
             Self::IdentityMismatch { .. } => "identity_mismatch",
             Self::Pattern { .. } => "pattern",
         }
     }
+}
+
+impl SigstoreError {
+    pub fn verification(failure: Failure, detail: impl Into<String>) -> Self {
+        Self::Verification {
+            failure,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a bundle did not verify, by what an operator acts on. Its text starts every verdict reason
+/// it causes ("untrusted log: …"), and its category labels metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// The transparency log is required and the signature has no entry in it.
+    NoTlogEntry,
+    /// A log entry that does not verify against the trusted root's logs: unknown log, bad
+    /// checkpoint or SET signature, inclusion proof that does not lead to the signed root, entry
+    /// that describes another signature.
+    UntrustedLog,
+    /// Nothing trusted says when it was signed (no log integration time, no RFC 3161 timestamp):
+    /// a short-lived certificate cannot be checked.
+    NoTrustedTime,
+    /// An RFC 3161 timestamp that does not verify against the trusted root's TSAs.
+    UntrustedTimestamp,
+    /// The certificate does not chain to the trusted root's CAs at the signing time, or its SCT
+    /// does not verify.
+    UntrustedCertificate,
+    /// The signature does not verify over this artifact.
+    InvalidSignature,
+    /// Anything else the verifier refused.
+    Invalid,
+}
+
+impl Failure {
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::NoTlogEntry => "no_tlog_entry",
+            Self::UntrustedLog => "untrusted_log",
+            Self::NoTrustedTime => "no_trusted_time",
+            Self::UntrustedTimestamp => "untrusted_timestamp",
+            Self::UntrustedCertificate => "untrusted_certificate",
+            Self::InvalidSignature => "invalid_signature",
+            Self::Invalid => "verification",
+        }
+    }
+
+    /// What the verifier's error means here.
+    fn of(error: &sigstore_verify::Error) -> Self {
+        use sigstore_verify::bundle::Error as B;
+        use sigstore_verify::{Error as E, error::TimestampError as T};
+        match error {
+            E::TransparencyLog(_) => Self::UntrustedLog,
+            E::Bundle(B::MissingInclusionProof(_) | B::MissingInclusionPromise(_) | B::MissingCheckpoint) => {
+                Self::NoTlogEntry
+            }
+            E::Bundle(B::MissingSigningTimeEvidence) | E::Timestamp(T::NoVerifiedTimestamp(_)) => {
+                Self::NoTrustedTime
+            }
+            E::Bundle(B::LogIndexOutOfRange { .. } | B::CheckpointRootMismatch) => Self::UntrustedLog,
+            E::Timestamp(_) => Self::UntrustedTimestamp,
+            E::Certificate(_) | E::TrustedCertificate(_) => Self::UntrustedCertificate,
+            E::SignatureInvalid(_) | E::ArtifactMismatch(_) => Self::InvalidSignature,
+            _ => Self::Invalid,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoTlogEntry => "no tlog entry",
+            Self::UntrustedLog => "untrusted log",
+            Self::NoTrustedTime => "no trusted time",
+            Self::UntrustedTimestamp => "untrusted timestamp",
+            Self::UntrustedCertificate => "untrusted certificate",
+            Self::InvalidSignature => "invalid signature",
+            Self::Invalid => "does not verify",
+        })
+    }
+}
+
+fn verify_error(e: sigstore_verify::Error) -> SigstoreError {
+    SigstoreError::verification(Failure::of(&e), e.to_string())
+}
+
+/// What the transparency log must show (TrustRoot `spec.tlog`, `countersign verify --tlog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TlogPolicy {
+    /// As cosign verifies by default: a keyless signature needs a log entry that verifies; a
+    /// key-based signature is not looked up in a log.
+    #[default]
+    Default,
+    /// Every signature, key-based too, needs a log entry that verifies against the trusted
+    /// root's logs (inclusion proof under a signed checkpoint, or a SET).
+    Required,
+    /// A keyless signature without a log entry is accepted when RFC 3161 timestamps from the
+    /// trusted root's TSAs say when it was signed (cosign's `--insecure-ignore-tlog` with a
+    /// TSA); entries that are there are verified all the same.
+    Optional,
 }
 
 /// A parsed `trusted_root.json`, ready to verify with.
@@ -119,18 +222,40 @@ impl TrustedRoot {
     /// Verifies a keyless bundle over `artifact` (any signer the root's CAs certified) and
     /// returns who signed. The caller decides whether that signer is trusted
     /// ([`Identity::matches`]): one verification serves every identity of a trust root.
-    pub fn verify_keyless(&self, bundle: &[u8], artifact: Artifact<'_>) -> Result<Signer, SigstoreError> {
+    pub fn verify_keyless(
+        &self,
+        bundle: &[u8],
+        artifact: Artifact<'_>,
+        tlog: TlogPolicy,
+    ) -> Result<Signer, SigstoreError> {
         let bundle = parse_bundle(bundle)?;
-        let policy = VerificationPolicy::any_identity();
+        self.verify_keyless_parsed(&bundle, artifact, tlog)
+    }
+
+    fn verify_keyless_parsed(
+        &self,
+        bundle: &Bundle,
+        artifact: Artifact<'_>,
+        tlog: TlogPolicy,
+    ) -> Result<Signer, SigstoreError> {
+        let skip_tlog = tlog == TlogPolicy::Optional && bundle.verification_material.tlog_entries.is_empty();
+        let policy = match skip_tlog {
+            // Nothing to verify in a log: the TSA's timestamps are the trusted time, and the
+            // verifier still refuses a bundle without any.
+            true => VerificationPolicy::any_identity().skip_tlog_unsafe(),
+            false => VerificationPolicy::any_identity(),
+        };
         let result = self
             .verifier
-            .verify(artifact.into_sigstore()?, &bundle, &policy)
-            .map_err(|e| SigstoreError::Verification(e.to_string()))?;
+            .verify(artifact.into_sigstore()?, bundle, &policy)
+            .map_err(verify_error)?;
         // any_identity() still verifies chain, SCT and log: refuse a result that says otherwise
         // rather than trust a claim nothing vouched for.
-        if !(result.certificate_verified() && result.sct_verified() && result.tlog_verified()) {
-            return Err(SigstoreError::Verification(
-                "the certificate, its SCT or the log entry was not verified".into(),
+        if !(result.certificate_verified() && result.sct_verified() && (skip_tlog || result.tlog_verified()))
+        {
+            return Err(SigstoreError::verification(
+                Failure::Invalid,
+                "the certificate, its SCT or the log entry was not verified",
             ));
         }
         Ok(Signer {
@@ -151,11 +276,26 @@ impl TrustedRoot {
         spki_der: &[u8],
     ) -> Result<(), SigstoreError> {
         let bundle = parse_bundle(bundle)?;
+        self.verify_with_key_parsed(&bundle, artifact, spki_der)
+    }
+
+    fn verify_with_key_parsed(
+        &self,
+        bundle: &Bundle,
+        artifact: Artifact<'_>,
+        spki_der: &[u8],
+    ) -> Result<(), SigstoreError> {
+        if bundle.verification_material.tlog_entries.is_empty() {
+            return Err(SigstoreError::verification(
+                Failure::NoTlogEntry,
+                "the signature has no transparency log entry",
+            ));
+        }
         let policy = PublicKeyVerificationPolicy::new(DerPublicKey::new(spki_der.to_vec()));
         self.verifier
-            .verify(artifact.into_sigstore()?, &bundle, &policy)
+            .verify(artifact.into_sigstore()?, bundle, &policy)
             .map(|_| ())
-            .map_err(|e| SigstoreError::Verification(e.to_string()))
+            .map_err(verify_error)
     }
 
     /// Verifies a keyless bundle and checks the signer against `identities`: the first that
@@ -165,15 +305,48 @@ impl TrustedRoot {
         bundle: &[u8],
         artifact: Artifact<'_>,
         identities: &'i [I],
+        tlog: TlogPolicy,
     ) -> Result<(&'i I, Signer), SigstoreError> {
-        let signer = self.verify_keyless(bundle, artifact)?;
-        match identities.iter().find(|i| i.as_ref().matches(&signer)) {
-            Some(identity) => Ok((identity, signer)),
-            None => Err(SigstoreError::IdentityMismatch {
-                subject: signer.subject,
-                issuer: signer.issuer,
-            }),
-        }
+        let signer = self.verify_keyless(bundle, artifact, tlog)?;
+        match_identity(signer, identities)
+    }
+
+    /// [`TrustedRoot::verify_identity`] for a cosign v2 `.sig` signature: its annotations made
+    /// into a bundle over the simple-signing `payload`.
+    pub fn verify_legacy_identity<'i, I: AsRef<Identity>>(
+        &self,
+        legacy: &LegacySignature<'_>,
+        identities: &'i [I],
+        tlog: TlogPolicy,
+    ) -> Result<(&'i I, Signer), SigstoreError> {
+        let bundle = legacy.to_bundle()?;
+        let signer = self.verify_keyless_parsed(&bundle, Artifact::Bytes(legacy.payload), tlog)?;
+        match_identity(signer, identities)
+    }
+
+    /// The log entry of a key-based cosign v2 `.sig` signature (its bundle annotation), verified
+    /// against this root's logs with the key `spki_der`: for [`TlogPolicy::Required`].
+    pub fn verify_legacy_with_key(
+        &self,
+        legacy: &LegacySignature<'_>,
+        spki_der: &[u8],
+    ) -> Result<(), SigstoreError> {
+        let bundle = legacy.to_bundle()?;
+        self.verify_with_key_parsed(&bundle, Artifact::Bytes(legacy.payload), spki_der)
+    }
+}
+
+/// The first of `identities` that `signer` is, or why none.
+fn match_identity<I: AsRef<Identity>>(
+    signer: Signer,
+    identities: &[I],
+) -> Result<(&I, Signer), SigstoreError> {
+    match identities.iter().find(|i| i.as_ref().matches(&signer)) {
+        Some(identity) => Ok((identity, signer)),
+        None => Err(SigstoreError::IdentityMismatch {
+            subject: signer.subject,
+            issuer: signer.issuer,
+        }),
     }
 }
 
@@ -190,7 +363,7 @@ impl<'a> Artifact<'a> {
         Ok(match self {
             Self::Bytes(b) => sigstore_types::Artifact::from(b),
             Self::Sha256Hex(hex) => Sha256Hash::from_hex(hex)
-                .map_err(|e| SigstoreError::Verification(format!("artifact digest: {e}")))?
+                .map_err(|e| SigstoreError::verification(Failure::Invalid, format!("artifact digest: {e}")))?
                 .into(),
         })
     }

@@ -83,7 +83,7 @@ fn a_bad_trusted_root_names_its_source() {
 fn garbage_bundle_is_a_bundle_error_not_a_panic() {
     let root = TrustedRoot::public_good().unwrap_or_else(|e| panic!("{e}"));
     let err = root
-        .verify_keyless(b"not json", Artifact::Bytes(b"x"))
+        .verify_keyless(b"not json", Artifact::Bytes(b"x"), TlogPolicy::Default)
         .expect_err("garbage");
     assert_eq!(err.category(), "bundle");
     assert!(!is_keyless_bundle(b"not json"));

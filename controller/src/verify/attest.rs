@@ -14,7 +14,7 @@ use crate::{
     formats::{FormatError, attestation::Claimed, bundle::Bundle, decode_base64, dsse::pae},
     keys::check_signature_encoding,
     reference::Digest,
-    sigstore::{self, Artifact},
+    sigstore::{self, Artifact, Failure, TlogPolicy},
 };
 
 /// One required predicate type and its optional policy.
@@ -190,7 +190,19 @@ fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
     let (claimed, signed) = match candidate {
         Candidate::Legacy { payload, .. } => {
             let claimed = Claimed::from_envelope_json(payload).ok()?;
-            let signed = verify_with_keys(&claimed, None, keys);
+            let signed = verify_with_keys(&claimed, None, keys).and_then(|signer| {
+                // A `.att` layer's log entry (its bundle annotation) is an in-toto entry over
+                // the envelope, which is not read here: with the log required, it does not count
+                // rather than count unlogged.
+                match keys.tlog {
+                    TlogPolicy::Required => Err(format!(
+                        "{}: the log entries of cosign v2 .att attestations are not verified; \
+                         attach the attestation as a bundle (cosign v3) for a required log",
+                        Failure::NoTlogEntry
+                    )),
+                    _ => Ok(signer),
+                }
+            });
             (claimed, signed)
         }
         Candidate::Bundle { bundle, .. } => {
@@ -201,6 +213,7 @@ fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
             } else {
                 let hint = parsed.verification_material.public_key.map(|k| k.hint);
                 verify_with_keys(&claimed, hint.as_deref(), keys)
+                    .and_then(|signer| verify_key_log_entry(bundle, &claimed, keys).map(|()| signer))
             };
             (claimed, signed)
         }
@@ -240,15 +253,39 @@ fn verify_keyless(bundle: &[u8], claimed: &Claimed, keys: &KeySet) -> Result<Str
     let Some(root) = keys.trusted_root.as_ref().filter(|_| !keys.identities.is_empty()) else {
         return Err("signed keylessly (a certificate), and no identity is trusted".into());
     };
-    let subject = claimed
+    let subject = statement_sha256(claimed)?;
+    root.verify_identity(bundle, Artifact::Sha256Hex(subject), &keys.identities, keys.tlog)
+        .map(|(identity, _)| identity.name.clone())
+        .map_err(|e| e.to_string())
+}
+
+/// With the log required, a key-signed bundle's log entry, verified with the key that signed
+/// the envelope (any trusted key: the envelope check above already chose among them).
+fn verify_key_log_entry(bundle: &[u8], claimed: &Claimed, keys: &KeySet) -> Result<(), String> {
+    if keys.tlog != TlogPolicy::Required {
+        return Ok(());
+    }
+    let root = keys.log_root().map_err(|r| r.reason)?;
+    let subject = statement_sha256(claimed)?;
+    let mut last = format!("{}: no trusted key", Failure::NoTlogEntry);
+    for key in &keys.keys {
+        match root.verify_with_key(bundle, Artifact::Sha256Hex(subject), key.key.spki_der()) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// The sha256 digest the statement names first (what a DSSE bundle's log entry is checked over).
+fn statement_sha256(claimed: &Claimed) -> Result<&str, String> {
+    claimed
         .statement
         .subject
         .iter()
         .find_map(|s| s.digest.get("sha256"))
-        .ok_or("the statement names no sha256 subject")?;
-    root.verify_identity(bundle, Artifact::Sha256Hex(subject), &keys.identities)
-        .map(|(identity, _)| identity.name.clone())
-        .map_err(|e| e.to_string())
+        .map(String::as_str)
+        .ok_or_else(|| "the statement names no sha256 subject".to_string())
 }
 
 #[cfg(test)]

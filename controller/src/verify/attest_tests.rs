@@ -35,6 +35,7 @@ fn legacy(
         layer: "sha256:layer".into(),
         payload: Bytes::from(envelope),
         signature: String::new(),
+        evidence: Default::default(),
     }
 }
 

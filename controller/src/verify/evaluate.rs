@@ -15,7 +15,7 @@ use crate::{
     keys::{PublicKey, check_signature_encoding},
     reference::Digest,
     registry::RegistryError,
-    sigstore::{self, Artifact, Identity, TrustedRoot},
+    sigstore::{self, Artifact, Identity, LegacySignature, TlogPolicy, TrustedRoot},
 };
 
 /// A key with the name it has in a trust root (or the file it came from, on the command line).
@@ -44,9 +44,11 @@ impl AsRef<Identity> for NamedIdentity {
 pub struct KeySet {
     pub keys: Vec<NamedKey>,
     pub identities: Vec<NamedIdentity>,
-    /// What keyless signatures are verified against (Fulcio CAs, CT logs, Rekor, TSAs); `None`
-    /// when there are no identities.
+    /// What keyless signatures and log entries are verified against (Fulcio CAs, CT logs,
+    /// Rekor, TSAs); `None` when there are no identities and the log is not required.
     pub trusted_root: Option<Arc<TrustedRoot>>,
+    /// What the transparency log must show.
+    pub tlog: TlogPolicy,
     pub threshold: usize,
 }
 
@@ -56,8 +58,29 @@ impl KeySet {
             keys,
             identities: Vec::new(),
             trusted_root: None,
+            tlog: TlogPolicy::Default,
             threshold: threshold.max(1),
         }
+    }
+
+    /// Log entries checked as `tlog` says, against `root`'s logs.
+    pub fn with_tlog(mut self, tlog: TlogPolicy, root: Arc<TrustedRoot>) -> Self {
+        self.tlog = tlog;
+        self.trusted_root = Some(root);
+        self
+    }
+
+    /// The trusted root, required for a log entry to be checked.
+    pub(super) fn log_root(&self) -> Result<&TrustedRoot, Rejection> {
+        self.trusted_root.as_deref().ok_or_else(|| {
+            Rejection::new(
+                sigstore::Failure::NoTlogEntry.category(),
+                format!(
+                    "{}: the log is required and no trusted root names its keys",
+                    sigstore::Failure::NoTlogEntry
+                ),
+            )
+        })
     }
 
     /// Also accepts keyless signatures by `identities`, certified under `root`.
@@ -190,11 +213,22 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
             layer,
             payload,
             signature,
-        } => (
-            SignatureFormat::Legacy,
-            layer,
-            check_legacy(digest, payload, signature, keys).map(Signed::from),
-        ),
+            evidence,
+        } => {
+            let legacy = LegacySignature {
+                payload,
+                signature,
+                certificate: evidence.certificate.as_deref(),
+                chain: evidence.chain.as_deref(),
+                rekor_bundle: evidence.rekor_bundle.as_deref(),
+                timestamp: evidence.timestamp.as_deref(),
+            };
+            (
+                SignatureFormat::Legacy,
+                layer,
+                check_legacy(digest, &legacy, keys),
+            )
+        }
         Candidate::Bundle { manifest, bundle } => {
             let result = check_bundle(digest, bundle, keys)?;
             (SignatureFormat::Bundle, manifest, result)
@@ -203,7 +237,7 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
             format,
             source,
             reason,
-        } => (*format, source, Err(reason.clone())),
+        } => (*format, source, Err(Rejection::new("unreadable", reason.clone()))),
     };
     Some(match result {
         Ok(signed) => SignatureCheck {
@@ -213,14 +247,16 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
             fingerprint: Some(signed.fingerprint),
             signer: signed.signer,
             rejected: None,
+            rejected_category: None,
         },
-        Err(reason) => SignatureCheck {
+        Err(rejection) => SignatureCheck {
             format,
             source: source.clone(),
             key: None,
             fingerprint: None,
             signer: None,
-            rejected: Some(reason),
+            rejected: Some(rejection.reason),
+            rejected_category: Some(rejection.category),
         },
     })
 }
@@ -230,6 +266,16 @@ struct Signed {
     name: String,
     fingerprint: String,
     signer: Option<String>,
+}
+
+impl Signed {
+    fn keyless(identity: &NamedIdentity, signer: &sigstore::Signer) -> Self {
+        Self {
+            name: identity.name.clone(),
+            fingerprint: identity.identity.fingerprint(),
+            signer: Some(format!("{} ({})", signer.subject, signer.issuer)),
+        }
+    }
 }
 
 impl From<&NamedKey> for Signed {
@@ -244,30 +290,104 @@ impl From<&NamedKey> for Signed {
 
 pub(super) const NO_KEY: &str = "no trusted key verifies it";
 
-fn check_legacy<'k>(
-    digest: &Digest,
-    payload: &[u8],
-    signature: &str,
-    keys: &'k KeySet,
-) -> Result<&'k NamedKey, String> {
-    let signature = decode_base64("signature annotation", signature).map_err(|e| e.to_string())?;
-    check_signature_encoding(&signature).map_err(|e| e.to_string())?;
-    let key = keys.verifying_key(payload, &signature, None).ok_or(NO_KEY)?;
-    let payload = Payload::parse(payload).map_err(|e| e.to_string())?;
+/// Why one signature does not count: a low-cardinality category (what `SignatureCheck`'s
+/// `rejectedCategory` and tests match on) and the detail for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rejection {
+    pub category: &'static str,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(category: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            category,
+            reason: reason.into(),
+        }
+    }
+
+    fn no_key() -> Self {
+        Self::new("no_trusted_key", NO_KEY)
+    }
+}
+
+impl From<sigstore::SigstoreError> for Rejection {
+    fn from(e: sigstore::SigstoreError) -> Self {
+        Self::new(e.category(), e.to_string())
+    }
+}
+
+impl From<FormatError> for Rejection {
+    fn from(e: FormatError) -> Self {
+        Self::new("format", e.to_string())
+    }
+}
+
+impl From<crate::keys::SignatureError> for Rejection {
+    fn from(e: crate::keys::SignatureError) -> Self {
+        Self::new("format", e.to_string())
+    }
+}
+
+/// A `.sig` layer: keyless when it carries a certificate, else by key (and its log entry when
+/// the log is required); either way the payload must name this digest.
+fn check_legacy(digest: &Digest, legacy: &LegacySignature<'_>, keys: &KeySet) -> Result<Signed, Rejection> {
+    let signed = match legacy.certificate {
+        Some(_) => verify_legacy_keyless(legacy, keys)?,
+        None => Signed::from(verify_legacy_key(legacy, keys)?),
+    };
+    let payload = Payload::parse(legacy.payload)?;
     if payload.signed_digest() != digest.as_str() {
-        return Err(format!(
-            "the signed payload names {}, not this image (a signature copied from another image?)",
-            payload.signed_digest()
+        return Err(Rejection::new(
+            "other_digest",
+            format!(
+                "the signed payload names {}, not this image (a signature copied from another image?)",
+                payload.signed_digest()
+            ),
         ));
+    }
+    Ok(signed)
+}
+
+fn verify_legacy_key<'k>(legacy: &LegacySignature<'_>, keys: &'k KeySet) -> Result<&'k NamedKey, Rejection> {
+    let signature = decode_base64("signature annotation", legacy.signature)?;
+    check_signature_encoding(&signature)?;
+    let key = keys
+        .verifying_key(legacy.payload, &signature, None)
+        .ok_or_else(Rejection::no_key)?;
+    if keys.tlog == TlogPolicy::Required {
+        keys.log_root()?
+            .verify_legacy_with_key(legacy, key.key.spki_der())?;
     }
     Ok(key)
 }
 
+/// A keyless `.sig`: the Sigstore verification of its annotations over the payload, then the
+/// identities.
+fn verify_legacy_keyless(legacy: &LegacySignature<'_>, keys: &KeySet) -> Result<Signed, Rejection> {
+    let root = keyless_root(keys)?;
+    let (identity, signer) = root.verify_legacy_identity(legacy, &keys.identities, keys.tlog)?;
+    Ok(Signed::keyless(identity, &signer))
+}
+
+/// The root keyless signatures verify against, when identities are trusted.
+fn keyless_root(keys: &KeySet) -> Result<&TrustedRoot, Rejection> {
+    keys.trusted_root
+        .as_deref()
+        .filter(|_| !keys.identities.is_empty())
+        .ok_or_else(|| {
+            Rejection::new(
+                "no_identity",
+                "signed keylessly (a certificate), and no identity is trusted",
+            )
+        })
+}
+
 /// `None` when the bundle is a well-formed attestation (another predicate type).
-fn check_bundle(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Option<Result<Signed, String>> {
+fn check_bundle(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Option<Result<Signed, Rejection>> {
     let parsed = match parse_bundle(bundle) {
         Ok(p) => p,
-        Err(e) => return Some(Err(e.to_string())),
+        Err(e) => return Some(Err(e.into())),
     };
     if parsed.statement.predicate_type != COSIGN_SIGN_PREDICATE {
         return None;
@@ -275,27 +395,40 @@ fn check_bundle(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Option<Result<
     if sigstore::is_keyless_bundle(bundle) {
         return Some(verify_keyless(digest, bundle, keys));
     }
-    Some(verify_bundle(digest, &parsed, keys).map(Signed::from))
+    let verified = verify_bundle(digest, &parsed, keys).and_then(|key| {
+        if keys.tlog == TlogPolicy::Required {
+            keys.log_root()?.verify_with_key(
+                bundle,
+                Artifact::Sha256Hex(sha256_hex(digest)?),
+                key.key.spki_der(),
+            )?;
+        }
+        Ok(key)
+    });
+    Some(verified.map(Signed::from))
+}
+
+/// The hex of a `sha256:` digest: what Sigstore bundles sign.
+fn sha256_hex(digest: &Digest) -> Result<&str, Rejection> {
+    digest.as_str().strip_prefix("sha256:").ok_or_else(|| {
+        Rejection::new(
+            "format",
+            format!("Sigstore bundles name sha256 digests, not {digest}"),
+        )
+    })
 }
 
 /// A bundle signed with a Fulcio certificate: the whole Sigstore verification (chain, SCT, log,
 /// time, signature over this digest), then the identities.
-fn verify_keyless(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Result<Signed, String> {
-    let Some(root) = keys.trusted_root.as_ref().filter(|_| !keys.identities.is_empty()) else {
-        return Err("signed keylessly (a certificate), and no identity is trusted".into());
-    };
-    let hex = digest
-        .as_str()
-        .strip_prefix("sha256:")
-        .ok_or_else(|| format!("keyless signatures name sha256 digests, not {digest}"))?;
-    let (identity, signer) = root
-        .verify_identity(bundle, Artifact::Sha256Hex(hex), &keys.identities)
-        .map_err(|e| e.to_string())?;
-    Ok(Signed {
-        name: identity.name.clone(),
-        fingerprint: identity.identity.fingerprint(),
-        signer: Some(format!("{} ({})", signer.subject, signer.issuer)),
-    })
+fn verify_keyless(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Result<Signed, Rejection> {
+    let root = keyless_root(keys)?;
+    let (identity, signer) = root.verify_identity(
+        bundle,
+        Artifact::Sha256Hex(sha256_hex(digest)?),
+        &keys.identities,
+        keys.tlog,
+    )?;
+    Ok(Signed::keyless(identity, &signer))
 }
 
 struct ParsedBundle {
@@ -331,23 +464,26 @@ fn verify_bundle<'k>(
     digest: &Digest,
     bundle: &ParsedBundle,
     keys: &'k KeySet,
-) -> Result<&'k NamedKey, String> {
+) -> Result<&'k NamedKey, Rejection> {
     if let Some(e) = bundle
         .signatures
         .iter()
         .find_map(|s| check_signature_encoding(s).err())
     {
-        return Err(e.to_string());
+        return Err(e.into());
     }
     let key = bundle
         .signatures
         .iter()
         .find_map(|sig| keys.verifying_key(&bundle.signed, sig, bundle.hint.as_deref()))
-        .ok_or(NO_KEY)?;
+        .ok_or_else(Rejection::no_key)?;
     if !bundle.statement.names_digest(digest) {
-        return Err(format!(
-            "the signed statement names {}, not this image",
-            bundle.statement.subject_digests().join(", ")
+        return Err(Rejection::new(
+            "other_digest",
+            format!(
+                "the signed statement names {}, not this image",
+                bundle.statement.subject_digests().join(", ")
+            ),
         ));
     }
     Ok(key)
@@ -360,5 +496,87 @@ impl Outcome {
             reason: error.to_string(),
             error,
         }
+    }
+}
+
+#[cfg(test)]
+mod rejection_tests {
+    use base64::Engine as _;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{formats::simple_signing::Evidence, keys::SigningKey, verify::Found};
+
+    fn digest() -> Digest {
+        Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap()
+    }
+
+    fn legacy(signature: String) -> Candidate {
+        Candidate::Legacy {
+            layer: "sha256:layer".into(),
+            payload: Bytes::from_static(b"{}"),
+            signature,
+            evidence: Evidence::default(),
+        }
+    }
+
+    /// The category of each signature's rejection, as `--output json` prints it.
+    fn categories(candidates: Vec<Candidate>, keys: &KeySet) -> Vec<Option<&'static str>> {
+        let fetched = Fetched {
+            legacy: Ok(Found {
+                revision: "r".into(),
+                candidates,
+            }),
+            bundles: Ok(Found::default()),
+        };
+        check_all(&digest(), &fetched, keys)
+            .iter()
+            .map(|c| c.rejected_category)
+            .collect()
+    }
+
+    #[test]
+    fn rejections_name_their_category() {
+        let key = SigningKey::generate();
+        let other = SigningKey::generate().sign(b"{}");
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let keys = KeySet::new(
+            vec![NamedKey {
+                name: "ci".into(),
+                key: key.public_key(),
+            }],
+            1,
+        );
+        let candidates = vec![
+            legacy("not base64!".into()),
+            legacy(b64(&other)),
+            Candidate::Rejected {
+                format: SignatureFormat::Bundle,
+                source: "sha256:m".into(),
+                reason: "too large".into(),
+            },
+        ];
+        assert_eq!(
+            categories(candidates, &keys),
+            [Some("format"), Some("no_trusted_key"), Some("unreadable")]
+        );
+    }
+
+    #[test]
+    fn a_required_log_without_a_trusted_root_is_no_tlog_entry() {
+        let key = SigningKey::generate();
+        let mut keys = KeySet::new(
+            vec![NamedKey {
+                name: "ci".into(),
+                key: key.public_key(),
+            }],
+            1,
+        );
+        keys.tlog = TlogPolicy::Required;
+        let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(b"{}"));
+        assert_eq!(
+            categories(vec![legacy(signature)], &keys),
+            [Some("no_tlog_entry")]
+        );
     }
 }

@@ -12,7 +12,7 @@ use crate::{
         bundle::{bundle_layer, is_bundle_media_type},
         dsse::COSIGN_SIGN_PREDICATE,
         oci::{DOCKER_MANIFEST, Descriptor, Manifest, OCI_MANIFEST},
-        simple_signing::SIGNATURE_ANNOTATION,
+        simple_signing::{Evidence, SIGNATURE_ANNOTATION},
     },
     reference::{Digest, ImageRef},
     registry::{FetchError, RegistryClient, RegistryError},
@@ -29,6 +29,8 @@ pub enum Candidate {
         layer: String,
         payload: Bytes,
         signature: String,
+        /// Certificate, chain, log entry, timestamp: whatever the layer's annotations carry.
+        evidence: Evidence,
     },
     /// A bundle referrer: the bundle JSON.
     Bundle { manifest: String, bundle: Bytes },
@@ -354,11 +356,13 @@ impl RegistryClient {
                 "layer has no {SIGNATURE_ANNOTATION} annotation"
             )));
         };
+        let evidence = Evidence::from_annotations(|key| layer.annotation(key));
         let payload = self.blob(repo, &layer).await?;
         Ok(Candidate::Legacy {
             layer: layer.digest,
             payload,
             signature,
+            evidence,
         })
     }
 

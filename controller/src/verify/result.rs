@@ -67,6 +67,11 @@ pub struct SignatureCheck {
     /// Why it was rejected, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// What kind of rejection, low-cardinality (`identity_mismatch`, `untrusted_log`,
+    /// `no_tlog_entry`, `no_trusted_time`, `no_trusted_key`, `other_digest`, `format`, …): what
+    /// scripts and tests match on instead of the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_category: Option<&'static str>,
 }
 
 impl SignatureCheck {
