@@ -15,6 +15,7 @@ use countersign::{
     verify::{Candidate, Fetched, Found, KeySet, NamedIdentity, Outcome, evaluate},
 };
 use countersign_tests::{
+    bench::{scrape_metrics, value},
     cosign::{Cosign, CosignVersion, Run},
     http::http_get,
     images::{crane, push_image},
@@ -349,7 +350,7 @@ async fn operator_verdicts(
     )
     .await
     .expect("TrustRoot keyless-attested");
-    let operator = Operator::start(cluster, "keyless");
+    let (operator, metrics) = Operator::start_with_metrics(cluster, "keyless").await;
     let within = Duration::from_secs(60);
     for (name, image) in [
         ("v3", &signed.v3),
@@ -367,5 +368,17 @@ async fn operator_verdicts(
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untimed", "Failed", within).await;
     let reason = a.get("countersign.dev/reason").cloned().unwrap_or_default();
     assert!(reason.contains("no trusted time"), "{a:?}");
+    // Transparency-log coverage (M7): v3 was logged in Rekor v2, v2 only timestamped (allowed by
+    // `tlog: Optional`); `untimed` verifies not at all and is not counted.
+    for (root, logged, unlogged) in [("keyless", 1.0, 1.0), ("keyless-attested", 1.0, 0.0)] {
+        let series =
+            |state: &str| format!("countersign_trust_root_tlog{{trust_root=\"{root}\",state=\"{state}\"}}");
+        let scraped = scrape_metrics(&metrics).await.expect("metrics");
+        let seen = (
+            value(&scraped, &series("Logged")),
+            value(&scraped, &series("Unlogged")),
+        );
+        assert_eq!(seen, (logged, unlogged), "M7 of TrustRoot {root}");
+    }
     operator.stop().await;
 }

@@ -156,6 +156,22 @@ impl Operator {
         Operator { running, identity }
     }
 
+    /// Started with the test configuration, and the address of its `/metrics`.
+    pub async fn start_with_metrics(cluster: &LocalCluster, identity: &str) -> (Operator, String) {
+        let config = config(identity, None);
+        let listeners = countersign::operator::Listeners::bind(&config)
+            .await
+            .expect("bind the operator's listeners");
+        let metrics = listeners
+            .metrics
+            .local_addr()
+            .expect("metrics address")
+            .to_string();
+        let identity = config.lease.identity.clone();
+        let running = countersign_tests::InProcess::start_on(cluster.client(), config, listeners);
+        (Operator { running, identity }, metrics)
+    }
+
     /// Stops it as SIGTERM would, and checks it ended cleanly.
     pub async fn stop(self) {
         self.running.stop().await;

@@ -71,16 +71,7 @@ async fn a_change_in_one_namespace_is_assessed_without_a_full_pass() {
     for ns in ["inc-a", "inc-b"] {
         namespace(&client, ns, json!({})).await;
     }
-    let config = config("incremental-test", None);
-    let listeners = countersign::operator::Listeners::bind(&config)
-        .await
-        .expect("listeners");
-    let metrics = listeners
-        .metrics
-        .local_addr()
-        .expect("metrics address")
-        .to_string();
-    let operator = countersign_tests::InProcess::start_on(client.clone(), config, listeners);
+    let (operator, metrics) = Operator::start_with_metrics(&cluster, "incremental-test").await;
     let signed_image = format!("{repo}/signed:v1");
     let unsigned_image = format!("{repo}/unsigned:v1");
     deployment(&client, "inc-a", "web", &signed_image, Some(&signed)).await;

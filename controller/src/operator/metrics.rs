@@ -17,6 +17,7 @@
 //! | `countersign_workloads` | gauge | `verdict` |
 //! | `countersign_trust_root_workloads` | gauge | `trust_root`, `verdict` |
 //! | `countersign_trust_root_attestations` | gauge | `trust_root`, `predicate_type`, `state` |
+//! | `countersign_trust_root_tlog` | gauge | `trust_root`, `state` |
 //! | `countersign_verification_duration_seconds` | histogram | |
 //! | `countersign_verifications_total` | counter | `outcome` |
 //! | `countersign_registry_requests_total` | counter | `operation`, `outcome` |
@@ -101,6 +102,13 @@ struct TrustRootLabels {
 struct AttestationLabels {
     trust_root: String,
     predicate_type: String,
+    state: &'static str,
+}
+
+/// `state`: `Logged` or `Unlogged` (see `operator::tlog`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlogLabels {
+    trust_root: String,
     state: &'static str,
 }
 
@@ -232,6 +240,9 @@ pub struct Metrics {
     /// Label sets of `trust_root_attestations` set last pass, so that a requirement removed
     /// takes its series with it.
     attestations_seen: Mutex<BTreeSet<(String, String)>>,
+    trust_root_tlog: Family<TlogLabels, Gauge>,
+    /// TrustRoots with series in `trust_root_tlog`.
+    tlog_seen: Mutex<BTreeSet<String>>,
     verification_duration: Histogram,
     verifications: Family<OutcomeLabels, Counter>,
     registry_requests: Family<RegistryRequestLabels, Counter>,
@@ -382,6 +393,12 @@ impl Default for Metrics {
             "Running digests governed by each TrustRoot, by required attestation predicate type and its state (Verified, Missing, PolicyFailed, OtherDigest, BadSignature, Error), as of the last pass",
             trust_root_attestations.clone(),
         );
+        let trust_root_tlog = Family::<TlogLabels, Gauge>::default();
+        registry.register(
+            "trust_root_tlog",
+            "Running digests governed by each TrustRoot that verify, by whether an accepted signature's transparency-log entry was verified (Logged, Unlogged), as of the last pass",
+            trust_root_tlog.clone(),
+        );
         let verification_duration = Histogram::new(VERIFICATION_BUCKETS);
         registry.register_with_unit(
             "verification_duration",
@@ -501,6 +518,8 @@ impl Default for Metrics {
             trust_roots_seen: Mutex::default(),
             trust_root_attestations,
             attestations_seen: Mutex::default(),
+            trust_root_tlog,
+            tlog_seen: Mutex::default(),
             verification_duration,
             verifications,
             registry_requests,
@@ -575,6 +594,30 @@ impl Metrics {
 
     /// Governed digests per TrustRoot, required predicate type and attestation state (every
     /// state given, 0 included), set after each pass; requirements absent now lose their series.
+    /// Transparency-log coverage per TrustRoot (M7); a TrustRoot gone takes its series with it.
+    pub fn set_trust_root_tlog(&self, rows: &[super::tlog::Coverage]) {
+        let mut seen = self.tlog_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now: BTreeSet<String> = rows.iter().map(|c| c.trust_root.clone()).collect();
+        for trust_root in seen.difference(&now) {
+            for state in super::tlog::STATES {
+                self.trust_root_tlog.remove(&TlogLabels {
+                    trust_root: trust_root.clone(),
+                    state,
+                });
+            }
+        }
+        for c in rows {
+            for &(state, n) in &c.states {
+                let labels = TlogLabels {
+                    trust_root: c.trust_root.clone(),
+                    state,
+                };
+                self.trust_root_tlog.get_or_create(&labels).set(n);
+            }
+        }
+        *seen = now;
+    }
+
     pub fn set_trust_root_attestations(&self, rows: &[super::attestations::Coverage]) {
         let mut seen = self.attestations_seen.lock().unwrap_or_else(|p| p.into_inner());
         let now: BTreeSet<(String, String)> = rows

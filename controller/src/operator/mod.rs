@@ -29,6 +29,7 @@ pub mod plan;
 pub mod pods;
 pub mod reconciler;
 pub mod status;
+pub mod tlog;
 pub mod trust;
 pub mod verdict;
 pub mod watch;

@@ -39,6 +39,7 @@ use super::{
     objects::ObjectCache,
     plan::{self, Evaluation, Planned, SignatureKey, TagKey},
     status::{self, Observed},
+    tlog,
     trust::{CompiledRoot, RootReport, TrustCompiler},
     verdict::{self, Check, Recorded},
     workload::WorkloadRef,
@@ -116,6 +117,8 @@ pub struct Reconciler {
     reports: Option<reports::Writer>,
     /// Required attestations by TrustRoot, predicate type and state (metrics).
     attested: attestations::Tally,
+    /// Verified digests by TrustRoot and whether their log entries were (M7).
+    logged: tlog::Tally,
     /// What each running workload contributed when last assessed (see `scope`).
     contributions: scope::Contributions,
     /// The active trust roots and their compiled versions at the last pass; `None` before the
@@ -149,6 +152,7 @@ impl Reconciler {
             next_edge: None,
             retry: false,
             attested: attestations::Tally::default(),
+            logged: tlog::Tally::default(),
             contributions: scope::Contributions::default(),
             versions: None,
             reports: parts
@@ -315,6 +319,7 @@ impl Reconciler {
         let since = now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
         self.contributions.begin(scope);
         self.attested.begin(scope.is_everything());
+        self.logged.begin(scope.is_everything());
         let mut changes = Vec::new();
         for p in planned {
             let w = &p.workload;
@@ -361,6 +366,8 @@ impl Reconciler {
         self.parts.metrics.set_workloads_by_verdict(&totals);
         let attested = self.attested.coverage(roots.iter().map(|r| r.as_ref()));
         self.parts.metrics.set_trust_root_attestations(&attested);
+        let logged = self.logged.coverage(roots.iter().map(|r| r.as_ref()));
+        self.parts.metrics.set_trust_root_tlog(&logged);
         changes
     }
 
@@ -393,6 +400,9 @@ impl Reconciler {
         let acceptance = self.acceptance.get(&root.name);
         let refusal = |k: &str| acceptance.and_then(|a| a.refusal(k)).map(str::to_string);
         let outcome = decide(&checks, &fetched.signatures.fetched, root.keys.threshold, refusal);
+        let verified = matches!(outcome, Outcome::Verified { .. });
+        let state = verified.then(|| tlog::state(&checks, |k| refusal(k).is_none()));
+        self.logged.record(key, &root.name, state);
         let signed = to_evaluation(outcome, &fetched.signatures);
         let (evaluation, attested) = attestations::apply(key, root, fetched, signed, refusal);
         self.attested.add(key, root, &attested);

@@ -393,5 +393,22 @@ pub fn is_keyless_bundle(bytes: &[u8]) -> bool {
     })
 }
 
+/// Whether a bundle carries a transparency-log entry (verified, when it is there, by the
+/// verification that accepted the bundle).
+pub fn has_tlog_entry(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shape {
+        verification_material: Material,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Material {
+        #[serde(default)]
+        tlog_entries: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Shape>(bytes).is_ok_and(|s| !s.verification_material.tlog_entries.is_empty())
+}
+
 #[cfg(test)]
 mod tests;

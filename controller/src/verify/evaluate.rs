@@ -248,6 +248,7 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
             signer: signed.signer,
             rejected: None,
             rejected_category: None,
+            logged: signed.logged,
         },
         Err(rejection) => SignatureCheck {
             format,
@@ -257,6 +258,7 @@ fn check(digest: &Digest, candidate: &Candidate, keys: &KeySet) -> Option<Signat
             signer: None,
             rejected: Some(rejection.reason),
             rejected_category: Some(rejection.category),
+            logged: false,
         },
     })
 }
@@ -266,14 +268,25 @@ struct Signed {
     name: String,
     fingerprint: String,
     signer: Option<String>,
+    /// A log entry of the signature was verified.
+    logged: bool,
 }
 
 impl Signed {
-    fn keyless(identity: &NamedIdentity, signer: &sigstore::Signer) -> Self {
+    fn keyless(identity: &NamedIdentity, signer: &sigstore::Signer, logged: bool) -> Self {
         Self {
             name: identity.name.clone(),
             fingerprint: identity.identity.fingerprint(),
             signer: Some(format!("{} ({})", signer.subject, signer.issuer)),
+            logged,
+        }
+    }
+
+    /// A key-based signature, whose log entry was verified when the log is required.
+    fn by_key(key: &NamedKey, keys: &KeySet) -> Self {
+        Self {
+            logged: keys.tlog == TlogPolicy::Required,
+            ..Self::from(key)
         }
     }
 }
@@ -284,6 +297,7 @@ impl From<&NamedKey> for Signed {
             name: key.name.clone(),
             fingerprint: key.key.fingerprint(),
             signer: None,
+            logged: false,
         }
     }
 }
@@ -334,7 +348,7 @@ impl From<crate::keys::SignatureError> for Rejection {
 fn check_legacy(digest: &Digest, legacy: &LegacySignature<'_>, keys: &KeySet) -> Result<Signed, Rejection> {
     let signed = match legacy.certificate {
         Some(_) => verify_legacy_keyless(legacy, keys)?,
-        None => Signed::from(verify_legacy_key(legacy, keys)?),
+        None => Signed::by_key(verify_legacy_key(legacy, keys)?, keys),
     };
     let payload = Payload::parse(legacy.payload)?;
     if payload.signed_digest() != digest.as_str() {
@@ -367,7 +381,8 @@ fn verify_legacy_key<'k>(legacy: &LegacySignature<'_>, keys: &'k KeySet) -> Resu
 fn verify_legacy_keyless(legacy: &LegacySignature<'_>, keys: &KeySet) -> Result<Signed, Rejection> {
     let root = keyless_root(keys)?;
     let (identity, signer) = root.verify_legacy_identity(legacy, &keys.identities, keys.tlog)?;
-    Ok(Signed::keyless(identity, &signer))
+    let logged = keys.tlog != TlogPolicy::Optional || legacy.rekor_bundle.is_some();
+    Ok(Signed::keyless(identity, &signer, logged))
 }
 
 /// The root keyless signatures verify against, when identities are trusted.
@@ -405,7 +420,7 @@ fn check_bundle(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Option<Result<
         }
         Ok(key)
     });
-    Some(verified.map(Signed::from))
+    Some(verified.map(|key| Signed::by_key(key, keys)))
 }
 
 /// The hex of a `sha256:` digest: what Sigstore bundles sign.
@@ -428,7 +443,8 @@ fn verify_keyless(digest: &Digest, bundle: &[u8], keys: &KeySet) -> Result<Signe
         &keys.identities,
         keys.tlog,
     )?;
-    Ok(Signed::keyless(identity, &signer))
+    let logged = keys.tlog != TlogPolicy::Optional || sigstore::has_tlog_entry(bundle);
+    Ok(Signed::keyless(identity, &signer, logged))
 }
 
 struct ParsedBundle {

@@ -72,6 +72,10 @@ pub struct SignatureCheck {
     /// scripts and tests match on instead of the text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected_category: Option<&'static str>,
+    /// Whether a transparency-log entry of this signature was verified: always for keyless ones
+    /// unless `tlog: Optional` and none was there, and for key-based ones with `tlog: Required`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub logged: bool,
 }
 
 impl SignatureCheck {
