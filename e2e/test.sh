@@ -11,10 +11,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
 
-step "system packages: git2 builds libgit2 against the system's OpenSSL (headers via pkg-config)"
-if ! pkg-config --exists openssl 2>/dev/null; then
+step "system packages: git2's OpenSSL is built from source (openssl-src: perl, make), zlib found via pkg-config"
+if ! command -v perl >/dev/null || ! command -v make >/dev/null || ! command -v pkg-config >/dev/null; then
   sudo=$(command -v sudo || true)
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq libssl-dev pkg-config
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq perl make pkg-config
 fi
 command -v ssh-keygen >/dev/null || { sudo=$(command -v sudo || true); $sudo apt-get install -y -qq openssh-client; }
 
