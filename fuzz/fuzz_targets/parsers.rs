@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
             layer: "sha256:0".into(),
             payload: bytes::Bytes::copy_from_slice(&data[..split]),
             signature: String::from_utf8_lossy(&data[split..]).into_owned(),
+            evidence: countersign::formats::simple_signing::Evidence::default(),
         },
         Candidate::Bundle {
             manifest: "sha256:1".into(),
