@@ -373,41 +373,38 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle, SigstoreError> {
     serde_json::from_slice(bytes).map_err(|e| SigstoreError::Bundle(e.to_string()))
 }
 
-/// Whether a bundle carries a signing certificate (keyless) rather than a key hint. Only the
-/// shape is looked at; verification decides the rest.
-pub fn is_keyless_bundle(bytes: &[u8]) -> bool {
+/// What the shape checks below read of a bundle: which parts of its verification material are
+/// there, not what they say (verification decides that).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MaterialShape {
+    certificate: Option<serde::de::IgnoredAny>,
+    x509_certificate_chain: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    tlog_entries: Vec<serde::de::IgnoredAny>,
+}
+
+fn material_shape(bytes: &[u8]) -> Option<MaterialShape> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Shape {
-        verification_material: Material,
+        verification_material: MaterialShape,
     }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Material {
-        certificate: Option<serde_json::Value>,
-        x509_certificate_chain: Option<serde_json::Value>,
-    }
-    serde_json::from_slice::<Shape>(bytes).is_ok_and(|s| {
-        s.verification_material.certificate.is_some()
-            || s.verification_material.x509_certificate_chain.is_some()
-    })
+    serde_json::from_slice::<Shape>(bytes)
+        .ok()
+        .map(|s| s.verification_material)
+}
+
+/// Whether a bundle carries a signing certificate (keyless) rather than a key hint. Only the
+/// shape is looked at; verification decides the rest.
+pub fn is_keyless_bundle(bytes: &[u8]) -> bool {
+    material_shape(bytes).is_some_and(|m| m.certificate.is_some() || m.x509_certificate_chain.is_some())
 }
 
 /// Whether a bundle carries a transparency-log entry (verified, when it is there, by the
 /// verification that accepted the bundle).
 pub fn has_tlog_entry(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Shape {
-        verification_material: Material,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Material {
-        #[serde(default)]
-        tlog_entries: Vec<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<Shape>(bytes).is_ok_and(|s| !s.verification_material.tlog_entries.is_empty())
+    material_shape(bytes).is_some_and(|m| !m.tlog_entries.is_empty())
 }
 
 #[cfg(test)]
