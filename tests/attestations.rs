@@ -13,7 +13,7 @@ use countersign::{
     verify::{Attestations, KeySet, Policy, PredicatePolicy, Requirement, verify_attestations},
 };
 use countersign_tests::{
-    cosign::{Cosign, CosignVersion, Run},
+    cosign::{Cosign, Run},
     images::push_image,
     registry::{Registry, RegistryKind},
     scratch_dir,
@@ -47,12 +47,12 @@ impl Attester {
     }
 
     fn attest(self, keys: &Keys, predicate: &Path, kind: &str, image: &str) -> Run {
-        let predicate = predicate.to_str().expect("utf-8 path");
         match self {
-            Attester::Cosign2 => cosign_attest(&keys.cosign2, keys, predicate, kind, image, false),
-            Attester::Cosign3Legacy => cosign_attest(&keys.cosign3, keys, predicate, kind, image, true),
-            Attester::Cosign3Bundle => cosign_attest(&keys.cosign3, keys, predicate, kind, image, false),
+            Attester::Cosign2 => keys.cosign2.attest(&keys.private, predicate, kind, image, false),
+            Attester::Cosign3Legacy => keys.cosign3.attest(&keys.private, predicate, kind, image, true),
+            Attester::Cosign3Bundle => keys.cosign3.attest(&keys.private, predicate, kind, image, false),
             Attester::CountersignLegacy | Attester::CountersignBundle => {
+                let predicate = predicate.to_str().expect("utf-8 path");
                 let format = if self == Attester::CountersignLegacy {
                     "legacy"
                 } else {
@@ -73,36 +73,6 @@ impl Attester {
             }
         }
     }
-}
-
-/// `cosign attest --key` offline: no transparency log, and for v3 no signing config (TUF).
-fn cosign_attest(
-    cosign: &Cosign,
-    keys: &Keys,
-    predicate: &str,
-    kind: &str,
-    image: &str,
-    legacy: bool,
-) -> Run {
-    let mut args = vec![
-        "attest",
-        "--key",
-        keys.private_str(),
-        "--predicate",
-        predicate,
-        "--type",
-        kind,
-        "--tlog-upload=false",
-        "-y",
-    ];
-    if cosign.version == CosignVersion::V3 {
-        args.push("--use-signing-config=false");
-        if legacy {
-            args.push("--new-bundle-format=false");
-        }
-    }
-    args.push(image);
-    cosign.run(&args)
 }
 
 /// `cosign verify-attestation --key` offline. v2 reads only `.att` tags unless asked for

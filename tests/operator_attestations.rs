@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use common::Keys;
 use countersign_tests::{
-    cosign::CosignVersion,
+    cosign::{CosignVersion, slsa_provenance_v1},
     images::push_image,
     registry::{Registry, RegistryKind},
     scratch_dir,
@@ -26,38 +26,9 @@ const WAIT: Duration = Duration::from_secs(60);
 const SLSA1: &str = "https://slsa.dev/provenance/v1";
 const POLICY: &str = "predicate.buildDefinition.externalParameters.ref == 'refs/heads/main'";
 
-fn provenance(git_ref: &str) -> String {
-    // cosign v2 checks that a v1 provenance has both halves.
-    json!({
-        "buildDefinition": {"buildType": "https://example.com/ci/v1", "externalParameters": {"ref": git_ref}},
-        "runDetails": {"builder": {"id": "https://example.com/builder"}},
-    })
-    .to_string()
-}
-
-/// `cosign attest` v3 (bundle referrer) or v2 (`.att`), offline.
+/// `cosign attest` v3 (bundle referrer) or v2 (`.att`) of a SLSA provenance v1, offline.
 fn attest(keys: &Keys, version: CosignVersion, predicate: &std::path::Path, image: &str) {
-    let cosign = match version {
-        CosignVersion::V3 => &keys.cosign3,
-        CosignVersion::V2 => &keys.cosign2,
-    };
-    let mut args = vec![
-        "attest",
-        "--key",
-        keys.private_str(),
-        "--predicate",
-        predicate.to_str().expect("utf-8"),
-        "--type",
-        "slsaprovenance1",
-        "--tlog-upload=false",
-        "-y",
-    ];
-    if version == CosignVersion::V3 {
-        args.push("--use-signing-config=false");
-    }
-    args.push(image);
-    let run = cosign.run(&args);
-    assert!(run.success, "cosign attest {image}: {}", run.stderr);
+    keys.attest(version, predicate, "slsaprovenance1", image);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -70,8 +41,8 @@ async fn a_workload_is_verified_only_with_its_attestation_passing_the_policy() {
     let dir = scratch_dir("provenance");
     let main = dir.path().join("main.json");
     let release = dir.path().join("release.json");
-    std::fs::write(&main, provenance("refs/heads/main")).expect("write");
-    std::fs::write(&release, provenance("refs/heads/release")).expect("write");
+    std::fs::write(&main, slsa_provenance_v1("refs/heads/main")).expect("write");
+    std::fs::write(&release, slsa_provenance_v1("refs/heads/release")).expect("write");
 
     let push = |name: &str| {
         let repo = format!("{host}/prov/{name}");

@@ -45,23 +45,6 @@ fn client(seen: &Arc<Seen>, credentials: Credentials) -> RegistryClient {
     })
 }
 
-/// The paths of the requests in the registry log (go-containerregistry's format:
-/// `date time METHOD path status …`).
-fn logged_requests(registry: &Registry) -> Vec<String> {
-    // The registry logs a request once it has answered: give the last line time to land.
-    std::thread::sleep(Duration::from_millis(50));
-    registry
-        .log()
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace().skip(2);
-            let method = parts.next()?;
-            let path = parts.next()?;
-            matches!(method, "GET" | "HEAD" | "PUT" | "POST" | "PATCH").then(|| path.to_string())
-        })
-        .collect()
-}
-
 fn is_ping(path: &str) -> bool {
     matches!(path.split('?').next(), Some("/v2/" | "/v2"))
 }
@@ -134,7 +117,7 @@ async fn signed_images(host: &str, prefix: &str, json: Vec<u8>) -> (Credentials,
 async fn warm_recheck(f: &Fixture) -> Counts {
     let seen = Arc::new(Seen::default());
     let cache = SignatureCache::new(Arc::new(client(&seen, f.credentials.clone())));
-    let log = || f.registry.as_ref().map(logged_requests).unwrap_or_default();
+    let log = || f.registry.as_ref().map(Registry::requests).unwrap_or_default();
     let before_cold = log().len();
     for image in &f.images {
         let entry = cache.get(image, &image.digest().unwrap(), Duration::ZERO).await;

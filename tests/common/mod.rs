@@ -35,6 +35,23 @@ impl Keys {
         }
     }
 
+    /// The cosign of `version`, ready to use this key pair.
+    pub fn cosign(&self, version: CosignVersion) -> &Cosign {
+        match version {
+            CosignVersion::V3 => &self.cosign3,
+            CosignVersion::V2 => &self.cosign2,
+        }
+    }
+
+    /// `cosign attest` of `version` (v3: a bundle referrer; v2: a `.att` layer), offline, with
+    /// this key; panics naming the image when cosign fails.
+    pub fn attest(&self, version: CosignVersion, predicate: &Path, kind: &str, image: &str) {
+        let run = self
+            .cosign(version)
+            .attest(&self.private, predicate, kind, image, false);
+        assert!(run.success, "cosign attest {image}: {}", run.stderr);
+    }
+
     pub fn private_str(&self) -> &str {
         self.private.to_str().expect("utf-8 path")
     }

@@ -121,9 +121,46 @@ impl Cosign {
         self.run_with_env(env, &args)
     }
 
+    /// `cosign attest --key` offline (no transparency log, and for v3 no signing config) with
+    /// the predicate in the file `predicate` of type `kind` (`slsaprovenance1`, a URI, …): v3
+    /// attaches a bundle referrer, v2 (or v3 with `legacy`) a `.att` layer.
+    pub fn attest(&self, key: &Path, predicate: &Path, kind: &str, image: &str, legacy: bool) -> Run {
+        let key = key.to_str().expect("utf-8 path");
+        let predicate = predicate.to_str().expect("utf-8 path");
+        let mut args = vec![
+            "attest",
+            "--key",
+            key,
+            "--predicate",
+            predicate,
+            "--type",
+            kind,
+            "--tlog-upload=false",
+            "-y",
+        ];
+        if self.version == CosignVersion::V3 {
+            args.push("--use-signing-config=false");
+            if legacy {
+                args.push("--new-bundle-format=false");
+            }
+        }
+        args.push(image);
+        self.run(&args)
+    }
+
     /// `cosign verify --key … --insecure-ignore-tlog` (offline).
     pub fn verify(&self, public_key: &Path, image: &str) -> Run {
         let key = public_key.to_str().expect("utf-8 path");
         self.run(&["verify", "--key", key, "--insecure-ignore-tlog=true", image])
     }
+}
+
+/// A SLSA provenance v1 predicate built from `git_ref` (its `externalParameters.ref`), for
+/// policies to pass or fail on. Both halves are there: cosign v2 checks that they are.
+pub fn slsa_provenance_v1(git_ref: &str) -> String {
+    serde_json::json!({
+        "buildDefinition": {"buildType": "https://example.com/ci/v1", "externalParameters": {"ref": git_ref}},
+        "runDetails": {"builder": {"id": "https://example.com/builder"}},
+    })
+    .to_string()
 }

@@ -147,6 +147,22 @@ impl Registry {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
+
+    /// The paths of the requests in the log (go-containerregistry's format: `date time METHOD
+    /// path status …`).
+    pub fn requests(&self) -> Vec<String> {
+        // The registry logs a request once it has answered: give the last line time to land.
+        std::thread::sleep(Duration::from_millis(50));
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace().skip(2);
+                let method = parts.next()?;
+                let path = parts.next()?;
+                matches!(method, "GET" | "HEAD" | "PUT" | "POST" | "PATCH").then(|| path.to_string())
+            })
+            .collect()
+    }
 }
 
 impl Drop for Registry {
