@@ -4,12 +4,15 @@
 //! ```text
 //! image ─governing TrustRoots (globs, namespace selector)─► tag → digest (tag cache)
 //!       ─► signatures (signature cache: fresh = hit; else a registry round trip = miss)
-//!       ─► check_all + decide with the rotations' acceptance ─► Answer per TrustRoot
+//!          and, only under a TrustRoot that requires attestations, the attestations (the
+//!          operator's attestation cache), asked at the same time
+//!       ─► check_all + decide with the rotations' acceptance, then the operator's
+//!          `attestations::check` of each required predicate type ─► Answer per TrustRoot
 //! ```
 //!
-//! A registry that does not answer in time is never a verdict by itself: the last good answer
-//! stands in when it is younger than `max_stale`, otherwise the answer is `Unreachable`, which
-//! `Enforce` denies.
+//! A registry that does not answer in time is never a verdict by itself, for attestations as
+//! for signatures: the last good answer stands in when it is younger than `max_stale`,
+//! otherwise the answer is `Unreachable` (never "missing"), which `Enforce` denies.
 
 use std::{
     collections::BTreeMap,
@@ -26,14 +29,19 @@ use super::{
 };
 use crate::{
     operator::{
+        attestations::{self, Requirements},
         clients::{RegistryPool, Verifier},
         metrics::Metrics,
         objects::ObjectCache,
         trust::CompiledRoot,
     },
     reference::{Digest, ImageRef},
-    verify::{Outcome, Signatures, check_all, decide},
+    verify::{AttestationState, Outcome, SignatureCache, SignatureSource, Signatures, check_all, decide},
 };
+
+/// A lookup's answer for judging: the signatures (or attestations) to judge by, or why there
+/// are none.
+type Looked = Result<Arc<Signatures>, String>;
 
 /// What judging needs, shared by every request of a replica.
 pub struct Judge {
@@ -89,8 +97,7 @@ impl Judge {
         let mut work = Vec::new();
         for (image, governing) in governed {
             work.push(async move {
-                let (judged, verified_digest, pin) =
-                    self.image(trust, v, &image.image, governing, started).await;
+                let (judged, verified_digest, pin) = self.image(trust, v, image, governing, started).await;
                 Judgement {
                     at: image.clone(),
                     judged,
@@ -106,13 +113,15 @@ impl Judge {
         &self,
         trust: &Trust,
         verifier: &Arc<Verifier>,
-        image: &str,
+        at: &ImageAt,
         roots: Vec<&Arc<CompiledRoot>>,
         started: Instant,
     ) -> (Vec<Judged>, Option<Digest>, bool) {
+        let image = at.image.as_str();
         let pin = roots.iter().any(|r| r.spec.pin_to_digest);
         let judged = |root: &CompiledRoot, digest: Option<&Digest>, answer| Judged {
             image: image.to_string(),
+            field: at.field(),
             digest: digest.map(ToString::to_string),
             root: root.name.clone(),
             mode: root.spec.mode,
@@ -148,11 +157,20 @@ impl Judge {
                 .signature_repository
                 .clone()
                 .unwrap_or_else(|| reference.clone());
-            let answer = match self
-                .signatures(verifier, &repo, &digest, root.interval, started)
-                .await
-            {
-                Ok(signatures) => answer(trust, root, &digest, &signatures),
+            // Attestations only under a TrustRoot that requires some: otherwise not one more
+            // registry request.
+            let attested = async {
+                if root.spec.attestations.is_empty() {
+                    return None;
+                }
+                let at = self.lookup(&verifier.attestations, &repo, &digest, root.interval, started);
+                Some(at.await.0)
+            };
+            let signed = self.lookup(&verifier.signatures, &repo, &digest, root.interval, started);
+            let ((signatures, hit), attestations) = tokio::join!(signed, attested);
+            self.metrics.admission_cache(hit);
+            let answer = match signatures {
+                Ok(signatures) => answer(trust, root, &digest, &signatures, attestations),
                 Err(why) => Answer::Unreachable(why),
             };
             out.push(judged(root, Some(&digest), answer));
@@ -184,28 +202,28 @@ impl Judge {
         }
     }
 
-    /// The signatures of `digest`: fresh from the cache (a hit), or asked within the deadline;
-    /// on a registry failure, the last good answer if it is younger than `max_stale`.
-    async fn signatures(
+    /// The signatures (or attestations) of `digest` from `cache`: fresh from the cache (a hit:
+    /// `true`), or asked within the deadline; on a registry failure, the last good answer if it
+    /// is younger than `max_stale`.
+    async fn lookup<S: SignatureSource + Send + Sync + 'static>(
         &self,
-        verifier: &Verifier,
+        cache: &SignatureCache<S>,
         repo: &ImageRef,
         digest: &Digest,
         max_age: Duration,
         started: Instant,
-    ) -> Result<Arc<Signatures>, String> {
-        let cached = verifier.signatures.peek(repo, digest);
+    ) -> (Looked, bool) {
+        let cached = cache.peek(repo, digest);
         let fresh = cached
             .as_ref()
             .is_some_and(|c| !c.is_stale() && c.checked_at.elapsed() < max_age);
-        self.metrics.admission_cache(fresh);
         if let (true, Some(c)) = (fresh, &cached) {
-            return Ok(c.clone());
+            return (Ok(c.clone()), true);
         }
         let left = self.deadline.saturating_sub(started.elapsed());
-        let asked = tokio::time::timeout(left, verifier.signatures.get(repo, digest, max_age)).await;
+        let asked = tokio::time::timeout(left, cache.get(repo, digest, max_age)).await;
         let (latest, why) = match asked {
-            Ok(s) if !s.is_stale() => return Ok(s),
+            Ok(s) if !s.is_stale() => return (Ok(s), false),
             Ok(s) => {
                 let why = s
                     .error
@@ -217,14 +235,49 @@ impl Judge {
             Err(_) => (cached, format!("no answer within {:?}", self.deadline)),
         };
         // The last good answer (the cache keeps it through failures, with when it was current).
-        latest
+        let last_good = latest
             .filter(|s| s.fetched.error().is_none() && s.checked_at.elapsed() < self.max_stale)
-            .ok_or(why)
+            .ok_or(why);
+        (last_good, false)
+    }
+}
+
+/// What `root` says about `digest`: its signatures, rotations included, and then, when they
+/// verify, its required attestations (`attestations`: `None` when it requires none).
+fn answer(
+    trust: &Trust,
+    root: &CompiledRoot,
+    digest: &Digest,
+    signatures: &Signatures,
+    attestations: Option<Looked>,
+) -> Answer {
+    match (signed(trust, root, digest, signatures), attestations) {
+        (Answer::Verified, Some(Ok(a))) => attested(trust, root, digest, &a),
+        (Answer::Verified, Some(Err(why))) => Answer::Unreachable(format!("attestations: {why}")),
+        (signed, _) => signed,
+    }
+}
+
+/// `root`'s required attestations of a signed `digest`, judged as the operator judges them.
+fn attested(trust: &Trust, root: &CompiledRoot, digest: &Digest, attestations: &Signatures) -> Answer {
+    let checks = attestations::check(digest, root, attestations, |k| trust.refusal(&root.name, k));
+    match attestations::requirements(&checks) {
+        Requirements::Met => Answer::Verified,
+        Requirements::Unmet(failed) => Answer::Attestations(failed.into_iter().cloned().collect()),
+        // Not read: a registry problem, never "missing" (a lookup's answer was read whole, so
+        // this is the safe side of what cannot happen).
+        Requirements::Unread => {
+            let why = checks.iter().find_map(|c| match &c.state {
+                AttestationState::Error { reason } => Some(reason.clone()),
+                _ => None,
+            });
+            Answer::Unreachable(format!("attestations: {}", why.unwrap_or_default()))
+        }
     }
 }
 
 /// What `root` says about `digest`'s signatures, rotations included.
-fn answer(trust: &Trust, root: &CompiledRoot, digest: &Digest, signatures: &Signatures) -> Answer {
+fn signed(trust: &Trust, root: &CompiledRoot, digest: &Digest, signatures: &Signatures) -> Answer {
     let checks = check_all(digest, &signatures.fetched, &root.keys);
     let refusal = |k: &str| trust.refusal(&root.name, k);
     let outcome = decide(&checks, &signatures.fetched, root.keys.threshold, refusal);

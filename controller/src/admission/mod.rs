@@ -6,7 +6,8 @@
 //! API server ──TLS──► /validate ─review (pure)─► subject: kind, namespace, images + pointers
 //!                                 ─judge─► per image × governing TrustRoot: Answer
 //!                                          (tag cache, signature cache, check_all + decide,
-//!                                           rotations' acceptance, deadline, max_stale)
+//!                                           rotations' acceptance, deadline, max_stale;
+//!                                           required attestations as the operator checks them)
 //!                                 ─decide (pure)─► allowed / warned / denied + message
 //!            ──TLS──► /mutate   ─same judging─► JSON Patch: verified tags pinned to digests
 //! watches ─► trust (per replica): TrustRoots compiled + rotation acceptance, rebuilt on change

@@ -31,6 +31,25 @@ pub struct ImageAt {
     pub image: String,
 }
 
+impl ImageAt {
+    /// The field as a Status cause names it: `spec.template.spec.containers[0].image` (the
+    /// API conventions' dotted form, arrays zero-indexed).
+    pub fn field(&self) -> String {
+        let mut out = String::new();
+        for part in self.pointer.split('/').filter(|p| !p.is_empty()) {
+            if part.bytes().all(|b| b.is_ascii_digit()) {
+                out.push_str(&format!("[{part}]"));
+            } else {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(part);
+            }
+        }
+        out
+    }
+}
+
 /// The object under review, reduced to what a decision needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subject {
@@ -138,6 +157,7 @@ mod tests {
                 "/spec/ephemeralContainers/0/image"
             ]
         );
+        assert_eq!(s.images[1].field(), "spec.initContainers[0].image");
         let cronjob = json!({"metadata": {"name": "nightly"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}});
         let s = subject("CronJob", "apps", &cronjob, None).unwrap_or_else(|| panic!("a cronjob"));
         assert_eq!(

@@ -17,7 +17,10 @@ use axum::{
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     api::DynamicObject,
-    core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
+    core::{
+        admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
+        response::{StatusCause, StatusDetails},
+    },
     runtime::events::Recorder,
 };
 use tokio::sync::watch;
@@ -100,12 +103,31 @@ async fn validate(
     if !decision.warnings.is_empty() {
         response.warnings = Some(decision.warnings.clone());
     }
-    if let (false, Some(message)) = (decision.allowed, decision.message) {
+    if let (false, Some(message)) = (decision.allowed, decision.message.clone()) {
         response = response.deny(message);
         response.result.code = 403;
         response.result.reason = "Forbidden".into();
+        response.result.details = Some(details(&request, &decision));
     }
     Ok(Json(response.into_review()))
+}
+
+/// The structured half of a denial: the API server passes it on to the client as the
+/// Status's `details`, one cause per refusal.
+fn details(request: &AdmissionRequest<DynamicObject>, decision: &Decision) -> StatusDetails {
+    let causes = decision.causes.iter().map(|c| StatusCause {
+        reason: c.reason.to_string(),
+        message: c.message.clone(),
+        field: c.field.clone(),
+    });
+    StatusDetails {
+        name: request.name.clone(),
+        group: request.kind.group.clone(),
+        kind: request.kind.kind.clone(),
+        uid: String::new(),
+        causes: causes.collect(),
+        retry_after_seconds: 0,
+    }
 }
 
 async fn mutate(State(w): State<Arc<Webhook>>, Json(review): Json<AdmissionReview<DynamicObject>>) -> Answer {
@@ -152,6 +174,7 @@ fn excluded() -> Decision {
         decision: "allowed",
         reason: "excluded",
         message: None,
+        causes: Vec::new(),
         warnings: Vec::new(),
         recorded: Vec::new(),
     }

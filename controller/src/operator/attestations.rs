@@ -6,6 +6,9 @@
 //! Attestations that could not be read are a registry problem: no new verdict, as for
 //! signatures. Each pass also tallies, per TrustRoot and predicate type, how many governed
 //! digests are in each state: the attestation-coverage metric (M5).
+//!
+//! Admission asks the same questions ([`check`], [`requirements`]) of the same cached lookups,
+//! so that what it admits is what the operator would call Verified.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -15,7 +18,10 @@ use super::{
     trust::CompiledRoot,
     verdict::Check,
 };
-use crate::verify::{AttestationCheck, AttestationState, check_attestations};
+use crate::{
+    reference::Digest,
+    verify::{AttestationCheck, AttestationState, Signatures, check_attestations},
+};
 
 /// Every state, exported from 0 for each required predicate type so that ratios always have
 /// their series.
@@ -43,42 +49,66 @@ pub fn apply(
     let Some(attestations) = &fetched.attestations else {
         return ((None, Some("error")), Vec::new());
     };
-    let checks = check_attestations(
-        &key.2,
-        &attestations.fetched,
-        &root.keys,
-        &root.spec.attestations,
-        refusal,
-    );
+    let checks = check(&key.2, root, attestations, refusal);
     let stale = signatures
         .1
         .or_else(|| attestations.error.as_ref().map(|e| e.category()));
-    let unread = checks
-        .iter()
-        .any(|c| matches!(c.state, AttestationState::Error { .. }));
-    let evaluation = match signatures.0 {
+    let evaluation = match (signatures.0, requirements(&checks)) {
         // An attestation that could not be read might be the one that verifies: no verdict.
-        Some(Check::Verified { .. }) if unread => {
+        (Some(Check::Verified { .. }), Requirements::Unread) => {
             let error = attestations.error.as_ref().or(attestations.fetched.error());
             (None, Some(error.map_or("error", |e| e.category())))
         }
-        Some(Check::Verified { keys }) => match failing(&checks) {
-            Some(reason) => (Some(Check::Failed { reason }), stale),
-            None => (Some(Check::Verified { keys }), stale),
-        },
-        other => (other, stale),
+        (Some(Check::Verified { .. }), Requirements::Unmet(failing)) => {
+            let reasons: Vec<String> = failing.iter().map(|c| c.reason()).collect();
+            let reason = reasons.join("; ");
+            (Some(Check::Failed { reason }), stale)
+        }
+        (other, _) => (other, stale),
     };
     (evaluation, checks)
 }
 
-/// The reasons of the attestations not verified, joined; `None` when all are.
-fn failing(checks: &[AttestationCheck]) -> Option<String> {
-    let reasons: Vec<String> = checks
+/// `root`'s required attestations of `digest` against the attestations read.
+pub fn check(
+    digest: &Digest,
+    root: &CompiledRoot,
+    attestations: &Signatures,
+    refusal: impl Fn(&str) -> Option<String>,
+) -> Vec<AttestationCheck> {
+    check_attestations(
+        digest,
+        &attestations.fetched,
+        &root.keys,
+        &root.spec.attestations,
+        refusal,
+    )
+}
+
+/// What a digest's required attestations come to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Requirements<'c> {
+    /// Every one verified (or none required).
+    Met,
+    /// One could not be read: no verdict, it might be the one that verifies.
+    Unread,
+    /// The ones not verified, each with its reason.
+    Unmet(Vec<&'c AttestationCheck>),
+}
+
+pub fn requirements(checks: &[AttestationCheck]) -> Requirements<'_> {
+    if checks
         .iter()
-        .filter(|c| !c.is_verified())
-        .map(AttestationCheck::reason)
-        .collect();
-    (!reasons.is_empty()).then(|| reasons.join("; "))
+        .any(|c| matches!(c.state, AttestationState::Error { .. }))
+    {
+        return Requirements::Unread;
+    }
+    let failing: Vec<&AttestationCheck> = checks.iter().filter(|c| !c.is_verified()).collect();
+    if failing.is_empty() {
+        Requirements::Met
+    } else {
+        Requirements::Unmet(failing)
+    }
 }
 
 /// One required predicate type of a TrustRoot and how many governed digests are in each state.
@@ -146,5 +176,31 @@ impl Tally {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(state: AttestationState) -> AttestationCheck {
+        AttestationCheck {
+            predicate_type: "https://slsa.dev/provenance/v1".into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn an_unread_attestation_outweighs_a_missing_one_and_none_required_is_met() {
+        let verified = check(AttestationState::Verified { signer: "ci".into() });
+        let missing = check(AttestationState::Missing);
+        let unread = check(AttestationState::Error {
+            reason: "timeout".into(),
+        });
+        assert_eq!(requirements(&[]), Requirements::Met);
+        assert_eq!(requirements(std::slice::from_ref(&verified)), Requirements::Met);
+        let both = [verified.clone(), missing.clone()];
+        assert_eq!(requirements(&both), Requirements::Unmet(vec![&missing]));
+        assert_eq!(requirements(&[missing, unread]), Requirements::Unread);
     }
 }
