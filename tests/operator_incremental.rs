@@ -1,7 +1,7 @@
-//! Passes over the namespaces where something changed, on a real control plane: a workload
-//! created or deleted in one namespace is assessed without a pass over every workload
-//! (`countersign_pass_duration_seconds{scope}`), and the TrustRoot's counts still include the
-//! workloads of the namespaces that pass did not look at.
+//! Passes over what changed, on a real control plane: a workload created or deleted is assessed
+//! without a pass over every workload (`countersign_pass_duration_seconds{scope}`) and without
+//! the other workloads of its namespace (`countersign_pass_workloads_total{scope}`), and the
+//! TrustRoot's counts still include the workloads those passes did not look at.
 
 mod common;
 #[path = "operator_common.rs"]
@@ -23,12 +23,13 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Passes of `scope` the operator finished so far.
-async fn passes(metrics: &str, scope: &str) -> f64 {
+/// Passes of `scope` the operator finished so far, and the workloads they assessed.
+async fn passes(metrics: &str, scope: &str) -> (f64, f64) {
     let scraped = scrape_metrics(metrics).await.expect("metrics");
-    value(
-        &scraped,
-        &format!("countersign_pass_duration_seconds_count{{scope=\"{scope}\"}}"),
+    let series = |name: &str| value(&scraped, &format!("{name}{{scope=\"{scope}\"}}"));
+    (
+        series("countersign_pass_duration_seconds_count"),
+        series("countersign_pass_workloads_total"),
     )
 }
 
@@ -82,9 +83,10 @@ async fn a_change_in_one_namespace_is_assessed_without_a_full_pass() {
     wait_verdict(&client, DEPLOYMENT, "inc-b", "tool", "Unsigned", WAIT).await;
     wait_counts(&client, (3, 2, 1)).await;
 
-    // A workload created in inc-a: its pass looks at inc-a only, and inc-b is still counted.
+    // A workload created in inc-a: its passes look at it alone (not at inc-a/web, nor inc-b),
+    // and the others are still counted.
     let full_before = passes(&metrics, "full").await;
-    let scoped_before = passes(&metrics, "namespaces").await;
+    let scoped_before = passes(&metrics, "changed").await;
     deployment(&client, "inc-a", "fresh", &unsigned_image, Some(&unsigned)).await;
     wait_verdict(&client, DEPLOYMENT, "inc-a", "fresh", "Unsigned", WAIT).await;
     wait_counts(&client, (4, 2, 2)).await;
@@ -96,9 +98,12 @@ async fn a_change_in_one_namespace_is_assessed_without_a_full_pass() {
         .expect("delete Deployment fresh");
     wait_counts(&client, (3, 2, 1)).await;
 
+    let scoped = passes(&metrics, "changed").await;
+    let (scoped_passes, assessed) = (scoped.0 - scoped_before.0, scoped.1 - scoped_before.1);
+    assert!(scoped_passes > 0.0, "no pass over what changed");
     assert!(
-        passes(&metrics, "namespaces").await > scoped_before,
-        "no pass over the changed namespace"
+        assessed <= scoped_passes,
+        "{scoped_passes} passes over what changed assessed {assessed} workloads: more than the one that changed"
     );
     assert_eq!(
         passes(&metrics, "full").await,

@@ -112,19 +112,36 @@ pub struct Index {
     synced: Synced,
 }
 
-/// Where something that can change a verdict changed since the last pass: the namespaces of the
-/// objects that changed, or everything (a relist, a cluster-scoped object). A pass re-assesses
-/// only the workloads of these namespaces unless it has to look at all of them anyway.
+/// Where something that can change a verdict changed since the last pass: the objects that
+/// changed (with their owners' names), whole namespaces (their labels changed), or everything (a
+/// relist, a cluster-scoped object). A pass re-assesses only the workloads these lead to unless
+/// it has to look at all of them anyway (see `reconciler::scope`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changed {
     pub everything: bool,
+    /// Namespaces whose every workload may have changed.
     pub namespaces: HashSet<String>,
+    /// By namespace, the names of the objects that changed and of their owners (before and after
+    /// the change). Names only, whatever their kind: two objects of one name cost one more
+    /// workload assessed, never one missed.
+    pub objects: HashMap<String, HashSet<String>>,
 }
 
 impl Changed {
     pub fn is_empty(&self) -> bool {
-        !self.everything && self.namespaces.is_empty()
+        !self.everything && self.namespaces.is_empty() && self.objects.is_empty()
     }
+}
+
+/// What one watched change touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touch<'a> {
+    /// Every workload: a relist, a cluster-scoped object.
+    Everything,
+    /// Every workload of a namespace: its labels changed.
+    Namespace(&'a str),
+    /// The workloads of an object of this namespace: its name and its owners' names.
+    Objects { namespace: &'a str, names: Vec<&'a str> },
 }
 
 impl Index {
@@ -162,17 +179,25 @@ impl Index {
         rotations
     }
 
-    /// Notes a change in `namespace` (`None`: anywhere) for the next pass.
-    pub fn mark_changed(&self, namespace: Option<&str>) {
+    /// Notes a change for the next pass.
+    pub fn mark_changed(&self, touch: Touch<'_>) {
         let mut changed = self.changed.lock().unwrap_or_else(|p| p.into_inner());
-        match namespace {
-            Some(ns) if !changed.everything => {
+        if changed.everything {
+            return;
+        }
+        match touch {
+            Touch::Everything => {
+                *changed = Changed {
+                    everything: true,
+                    ..Changed::default()
+                };
+            }
+            Touch::Namespace(ns) => {
                 changed.namespaces.insert(ns.to_string());
             }
-            Some(_) => {}
-            None => {
-                changed.everything = true;
-                changed.namespaces.clear();
+            Touch::Objects { namespace, names } => {
+                let objects = changed.objects.entry(namespace.to_string()).or_default();
+                objects.extend(names.into_iter().map(str::to_string));
             }
         }
     }

@@ -26,6 +26,7 @@
 //! | `countersign_watch_lists_total` | counter | `resource` |
 //! | `countersign_sweep_duration_seconds` | histogram | |
 //! | `countersign_pass_duration_seconds` | histogram | `scope` |
+//! | `countersign_pass_workloads_total` | counter | `scope` |
 //! | `countersign_sweep_digests` | gauge | |
 //! | `countersign_events_total` | counter | `reason` |
 //! | `countersign_leader` | gauge | |
@@ -252,6 +253,7 @@ pub struct Metrics {
     sweep_duration: Histogram,
     sweep_digests: Gauge,
     pass_duration: HistogramFamily<ScopeLabels>,
+    pass_workloads: Family<ScopeLabels, Counter>,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
     rotations: Family<PhaseLabels, Gauge>,
@@ -452,9 +454,15 @@ impl Default for Metrics {
             Family::new_with_constructor(|| Histogram::new(PASS_BUCKETS));
         registry.register_with_unit(
             "pass_duration",
-            "Wall time of one pass (cached lookups, verdicts, writes), over every running workload (scope full) or those of the namespaces where something changed",
+            "Wall time of one pass (cached lookups, verdicts, writes), over every running workload (scope full) or those something changed (scope changed)",
             Unit::Seconds,
             pass_duration.clone(),
+        );
+        let pass_workloads = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "pass_workloads",
+            "Workloads assessed by passes, by scope (a pass over what changed assesses the workloads it leads to)",
+            pass_workloads.clone(),
         );
         let sweep_digests = Gauge::default();
         registry.register(
@@ -529,6 +537,7 @@ impl Default for Metrics {
             sweep_duration,
             sweep_digests,
             pass_duration,
+            pass_workloads,
             events,
             leader,
             rotations,
@@ -691,10 +700,13 @@ impl Metrics {
     }
 
     /// A pass over `scope` (`full` or `namespaces`) finished.
-    pub fn pass_finished(&self, scope: &'static str, elapsed: Duration) {
+    pub fn pass_finished(&self, scope: &'static str, elapsed: Duration, workloads: usize) {
+        let labels = ScopeLabels { scope };
         self.pass_duration
-            .get_or_create(&ScopeLabels { scope })
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+        let workloads = u64::try_from(workloads).unwrap_or(u64::MAX);
+        self.pass_workloads.get_or_create(&labels).inc_by(workloads);
     }
 
     pub fn sweep_finished(&self, elapsed: Duration, digests: usize) {

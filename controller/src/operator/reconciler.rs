@@ -216,7 +216,8 @@ impl Reconciler {
             rotation_live: self.rotation_live(),
             retry: std::mem::take(&mut self.retry),
         };
-        let scope = scope::decide(reasons, changed);
+        let index = &self.parts.index;
+        let scope = scope::decide(reasons, changed).resolve(|ns, name| world::owners(index, ns, name));
         // A due sweep re-checks every digest; otherwise only answers older than the interval.
         let max_age = |r: &CompiledRoot| {
             if due.contains(&r.name) {
@@ -226,7 +227,7 @@ impl Reconciler {
             }
         };
         let pool = &self.parts.pool;
-        let workloads = world::workloads(&self.parts.index, scope.namespaces());
+        let workloads = world::workloads(index, |ns| scope.reaches(ns), |ns, name| scope.covers(ns, name));
         let planned = plan::plan(workloads, &roots, |ns, secrets| pool.key(ns, secrets));
         let (tags, signatures) = self.lookup(&planned, max_age, &scope).await;
         let now = Timestamp::now();
@@ -249,7 +250,10 @@ impl Reconciler {
                 .metrics
                 .sweep_finished(started.elapsed(), signatures.len());
         }
-        self.parts.metrics.pass_finished(scope.name(), started.elapsed());
+        let elapsed = started.elapsed();
+        self.parts
+            .metrics
+            .pass_finished(scope.name(), elapsed, planned.len());
         tracing::debug!(
             scope = scope.name(),
             workloads = planned.len(),
@@ -325,6 +329,7 @@ impl Reconciler {
             let w = &p.workload;
             let mut contribution = scope::Contribution {
                 namespace: w.workload.namespace.clone(),
+                name: w.workload.name.clone(),
                 counts: Vec::new(),
                 bucket: None,
                 entry: None,

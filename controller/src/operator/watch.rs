@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use super::{
     annotations::ours,
     error::Error,
-    index::{Index, Key, KeyRotationEntry, Meta, Mirror, TrustRootEntry},
+    index::{Index, Key, KeyRotationEntry, Meta, Mirror, Touch, TrustRootEntry},
     metrics::Metrics,
     pods,
     workload::Owner,
@@ -46,6 +46,8 @@ struct Feed<K, T> {
     reduce: fn(&K) -> Option<T>,
     /// Whether a change from the old value to the new one can change a verdict.
     matters: fn(&T, &T) -> bool,
+    /// The name of its controller, whose workload a change of it may change.
+    owner: fn(&T) -> Option<&str>,
 }
 
 /// Objects per page when the first picture is listed rather than streamed.
@@ -101,6 +103,7 @@ pub fn all(
                 resource: "pods",
                 reduce: pods::reduce,
                 matters: pods::PodInfo::matters,
+                owner: |p| p.owner.as_ref().map(|o| o.name.as_str()),
             },
             lists,
             index.clone(),
@@ -161,6 +164,7 @@ pub fn all(
                 resource: "namespaces",
                 reduce: |ns| Some(ns.metadata.labels.clone().unwrap_or_default()),
                 matters: |new, old| new != old,
+                owner: |_| None,
             },
             lists,
             index.clone(),
@@ -173,6 +177,7 @@ pub fn all(
                 resource: "trustroots",
                 reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
                 matters: trust_root_matters,
+                owner: |_| None,
             },
             lists,
             index.clone(),
@@ -185,6 +190,7 @@ pub fn all(
                 resource: "keyrotations",
                 reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
                 matters: key_rotation_matters,
+                owner: |_| None,
             },
             lists,
             index.clone(),
@@ -199,6 +205,7 @@ fn meta_feed<K>(resource: &'static str) -> Feed<PartialObjectMeta<K>, Meta> {
         resource,
         reduce: reduce_meta,
         matters: Meta::matters,
+        owner: |m| m.owner.as_ref().map(|o| o.name.as_str()),
     }
 }
 
@@ -288,30 +295,40 @@ where
                 index.synced().add_one();
             }
             if changed != Applied::Nothing {
-                index.mark_changed(changed.namespace(feed.resource));
+                index.mark_changed(changed.touch(feed.resource));
                 index.changes.notify_one();
             }
         }
     })
 }
 
-#[derive(PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 enum Applied {
     Nothing,
-    /// The object of this key changed.
-    Changed(Key),
+    /// The object of this key changed; its owners' names before and after.
+    Changed {
+        key: Key,
+        owners: Vec<String>,
+    },
     /// A full list was swapped in.
     Synced,
 }
 
 impl Applied {
-    /// The namespace whose verdicts the change can affect; `None` for all of them (a relist,
-    /// a TrustRoot or KeyRotation). A Namespace's own change (its labels) is its namespace's.
-    fn namespace(&self, resource: &str) -> Option<&str> {
+    /// The workloads the change can affect. A Namespace's own change (its labels) is every
+    /// workload of it; a cluster-scoped object's (TrustRoot, KeyRotation) and a relist are every
+    /// workload anywhere.
+    fn touch(&self, resource: &str) -> Touch<'_> {
         match self {
-            Self::Changed((_, name)) if resource == "namespaces" => Some(name),
-            Self::Changed((namespace, _)) if !namespace.is_empty() => Some(namespace),
-            _ => None,
+            Self::Changed { key: (_, name), .. } if resource == "namespaces" => Touch::Namespace(name),
+            Self::Changed {
+                key: (namespace, name),
+                owners,
+            } if !namespace.is_empty() => Touch::Objects {
+                namespace,
+                names: std::iter::once(name).chain(owners).map(String::as_str).collect(),
+            },
+            _ => Touch::Everything,
         }
     }
 }
@@ -322,6 +339,15 @@ fn apply<K: Resource, T>(
     buffer: &mut Option<BTreeMap<Key, T>>,
     event: watcher::Event<K>,
 ) -> Applied {
+    let owners = |values: [Option<&T>; 2]| -> Vec<String> {
+        let mut names: Vec<String> = values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| (feed.owner)(v).map(str::to_string))
+            .collect();
+        names.dedup();
+        names
+    };
     match event {
         watcher::Event::Init => {
             *buffer = Some(BTreeMap::new());
@@ -346,21 +372,88 @@ fn apply<K: Resource, T>(
             };
             let changed = match (feed.reduce)(&object) {
                 Some(value) => mirror.write(|m| {
-                    let matters = m.get(&key).is_none_or(|old| (feed.matters)(&value, old));
+                    let old = m.get(&key);
+                    let matters = old.is_none_or(|old| (feed.matters)(&value, old));
+                    let names = matters.then(|| owners([old, Some(&value)]));
                     m.insert(key.clone(), value);
-                    matters
+                    names
                 }),
-                None => mirror.write(|m| m.remove(&key).is_some()),
+                None => mirror.write(|m| m.remove(&key).map(|old| owners([Some(&old), None]))),
             };
-            if changed {
-                Applied::Changed(key)
-            } else {
-                Applied::Nothing
+            match changed {
+                Some(owners) => Applied::Changed { key, owners },
+                None => Applied::Nothing,
             }
         }
-        watcher::Event::Delete(object) => match key_of(&object) {
-            Some(key) if mirror.write(|m| m.remove(&key).is_some()) => Applied::Changed(key),
-            _ => Applied::Nothing,
-        },
+        watcher::Event::Delete(object) => {
+            let Some(key) = key_of(&object) else {
+                return Applied::Nothing;
+            };
+            match mirror.write(|m| m.remove(&key)) {
+                Some(old) => Applied::Changed {
+                    owners: owners([Some(&old), None]),
+                    key,
+                },
+                None => Applied::Nothing,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(owner: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-1-abc", "namespace": "team", "uid": "u1",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
+                                     "uid": format!("uid-{owner}"), "controller": true}]
+            },
+            "spec": {"containers": [{"name": "app", "image": "r.example/app:v1"}]}
+        }))
+        .expect("a pod")
+    }
+
+    fn feed() -> Feed<Pod, pods::PodInfo> {
+        Feed {
+            resource: "pods",
+            reduce: pods::reduce,
+            matters: pods::PodInfo::matters,
+            owner: |p| p.owner.as_ref().map(|o| o.name.as_str()),
+        }
+    }
+
+    #[test]
+    fn a_pod_change_names_the_pod_and_its_owners_before_and_after() {
+        let (feed, mirror, mut buffer) = (feed(), Mirror::default(), None);
+        let added = apply(&feed, &mirror, &mut buffer, watcher::Event::Apply(pod("web-1")));
+        assert_eq!(
+            added.touch("pods"),
+            Touch::Objects {
+                namespace: "team",
+                names: vec!["web-1-abc", "web-1"]
+            }
+        );
+        // Adopted by another ReplicaSet: both owners' workloads may change.
+        let moved = apply(&feed, &mirror, &mut buffer, watcher::Event::Apply(pod("web-2")));
+        let Applied::Changed { owners, .. } = &moved else {
+            panic!("{moved:?}")
+        };
+        assert_eq!(owners, &["web-1", "web-2"]);
+        // A deleted pod still names its ReplicaSet.
+        let deleted = apply(&feed, &mirror, &mut buffer, watcher::Event::Delete(pod("web-2")));
+        assert_eq!(
+            deleted.touch("pods"),
+            Touch::Objects {
+                namespace: "team",
+                names: vec!["web-1-abc", "web-2"]
+            }
+        );
+        assert_eq!(
+            apply(&feed, &mirror, &mut buffer, watcher::Event::Delete(pod("web-2"))),
+            Applied::Nothing
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! and ephemeral containers count), pull secrets and the verdict recorded on it. Pure apart from
 //! taking the index' read locks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     index::{Index, Key},
@@ -21,11 +21,15 @@ pub struct Workload {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Every workload with running pods whose owners and object are known, in `namespaces` only
-/// when given. One whose owner chain or object has not reached the caches yet is left for a later
-/// pass (its arrival starts one).
-pub fn workloads(index: &Index, namespaces: Option<&HashSet<String>>) -> Vec<Workload> {
-    let included = |namespace: &str| namespaces.is_none_or(|n| n.contains(namespace));
+/// Every workload with running pods whose owners and object are known, of the namespaces that
+/// `reaches` and named as `covers(namespace, name)` allows. One whose owner chain or object has
+/// not reached the caches yet is left for a later pass (its arrival starts one).
+pub fn workloads(
+    index: &Index,
+    reaches: impl Fn(&str) -> bool,
+    covers: impl Fn(&str, &str) -> bool,
+) -> Vec<Workload> {
+    let wanted = |w: &WorkloadRef| covers(&w.namespace, &w.name);
     index.pods.read(|pods| {
         index.replicasets.read(|replicasets| {
             index.jobs.read(|jobs| {
@@ -44,10 +48,24 @@ pub fn workloads(index: &Index, namespaces: Option<&HashSet<String>>) -> Vec<Wor
                         .read(|m| m.get(&(String::new(), namespace.to_string())).cloned())
                         .unwrap_or_default()
                 };
-                group(pods, included, owner, annotations, labels)
+                group(pods, (reaches, wanted), owner, annotations, labels)
             })
         })
     })
+}
+
+/// The controllers' names of the ReplicaSet and of the Job called `name` in `namespace`, as far
+/// as the caches know them.
+pub fn owners(index: &Index, namespace: &str, name: &str) -> Vec<String> {
+    let key = (namespace.to_string(), name.to_string());
+    let owner = |m: &std::collections::HashMap<Key, super::index::Meta>| {
+        m.get(&key)
+            .and_then(|meta| meta.owner.as_ref())
+            .map(|o| o.name.clone())
+    };
+    let replicaset = index.replicasets.read(owner);
+    let job = index.jobs.read(owner);
+    replicaset.into_iter().chain(job).collect()
 }
 
 /// Our annotations on `w`, when the object is known (and is the same object: same uid).
@@ -67,24 +85,26 @@ fn recorded(
     }
 }
 
-/// Groups the pods of the `included` namespaces by workload. `owner(kind, namespace, name)`
-/// looks up ReplicaSets and Jobs, `annotations(workload)` reads the object (`None`: not known
-/// yet), `labels(namespace)` the namespace's labels.
+/// Groups by workload the pods of the namespaces `included.0` accepts, keeping the workloads
+/// `included.1` accepts. `owner(kind, namespace, name)` looks up ReplicaSets and Jobs,
+/// `annotations(workload)` reads the object (`None`: not known yet), `labels(namespace)` the
+/// namespace's labels.
 pub fn group(
     pods: &HashMap<Key, PodInfo>,
-    included: impl Fn(&str) -> bool,
+    included: (impl Fn(&str) -> bool, impl Fn(&WorkloadRef) -> bool),
     owner: impl Fn(WorkloadKind, &str, &str) -> Option<OwnerMeta>,
     annotations: impl Fn(&WorkloadRef) -> Option<BTreeMap<String, String>>,
     labels: impl Fn(&str) -> BTreeMap<String, String>,
 ) -> Vec<Workload> {
     let mut by_workload: BTreeMap<WorkloadRef, Workload> = BTreeMap::new();
     let mut pending: BTreeSet<WorkloadRef> = BTreeSet::new();
-    for ((namespace, _), pod) in pods.iter().filter(|((ns, _), _)| included(ns)) {
+    let (namespaces, wanted) = included;
+    for ((namespace, _), pod) in pods.iter().filter(|((ns, _), _)| namespaces(ns)) {
         let lookup = |kind, name: &str| owner(kind, namespace, name);
         let Walk::Workload(w) = walk(namespace, &pod.name, &pod.uid, pod.owner.as_ref(), lookup) else {
             continue;
         };
-        if pending.contains(&w) {
+        if pending.contains(&w) || !wanted(&w) {
             continue;
         }
         if !by_workload.contains_key(&w) {
@@ -162,7 +182,8 @@ mod tests {
         let annotations =
             |w: &WorkloadRef| (w.kind != WorkloadKind::Pod || w.name == "bare").then(BTreeMap::new);
         let labels = |_: &str| BTreeMap::from([("team".to_string(), "a".to_string())]);
-        let found = group(&pods, |_| true, owner, annotations, labels);
+        let everything = (|_: &str| true, |_: &WorkloadRef| true);
+        let found = group(&pods, everything, owner, annotations, labels);
         let summary: Vec<(String, Vec<&str>, Vec<&str>)> = found
             .iter()
             .map(|w| {
@@ -189,7 +210,12 @@ mod tests {
             Some("a")
         );
         // A pass over other namespaces groups none of these pods.
-        let elsewhere = group(&pods, |ns| ns == "other", owner, annotations, labels);
-        assert!(elsewhere.is_empty());
+        let elsewhere = (|ns: &str| ns == "other", |_: &WorkloadRef| true);
+        assert!(group(&pods, elsewhere, owner, annotations, labels).is_empty());
+        // A pass over one workload groups its pods only.
+        let web = (|_: &str| true, |w: &WorkloadRef| w.name == "web");
+        let found = group(&pods, web, owner, annotations, labels);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].images.len(), 2);
     }
 }
