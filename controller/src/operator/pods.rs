@@ -19,7 +19,7 @@ pub struct RunningImage {
 /// What is kept of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodInfo {
-    pub name: String,
+    /// (Its name is the index' key.)
     pub uid: String,
     pub owner: Option<Owner>,
     /// Containers, init containers and ephemeral containers, deduplicated and sorted.
@@ -86,7 +86,6 @@ pub fn reduce(pod: &Pod) -> Option<PodInfo> {
     images.sort();
     images.dedup();
     Some(PodInfo {
-        name: pod.metadata.name.clone()?,
         uid: pod.metadata.uid.clone()?,
         owner: Owner::controller_of(pod.metadata.owner_references.as_ref()),
         images,

@@ -10,7 +10,7 @@
 //! Walking is pure: the owners' metadata comes from the watch caches through a lookup function,
 //! so it is tested with plain maps.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::OwnerReference};
 
@@ -50,7 +50,7 @@ impl WorkloadKind {
     /// The kind an owner reference names, when it is one we know (same group, any version).
     fn of_owner(owner: &Owner) -> Option<Self> {
         let group = owner.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        let kind = match (group, owner.kind.as_str()) {
+        let kind = match (group, &*owner.kind) {
             ("apps", "Deployment") => Self::Deployment,
             ("apps", "StatefulSet") => Self::StatefulSet,
             ("apps", "DaemonSet") => Self::DaemonSet,
@@ -101,18 +101,38 @@ impl fmt::Display for WorkloadRef {
 /// A controller owner reference, reduced to what walking needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
-    pub api_version: String,
-    pub kind: String,
+    /// Borrowed when it is one of [`COMMON`] (one fewer allocation per pod in the index).
+    pub api_version: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
     pub name: String,
     pub uid: String,
+}
+
+/// The group versions and kinds nearly every owner reference names.
+const COMMON: [&str; 8] = [
+    "apps/v1",
+    "batch/v1",
+    "ReplicaSet",
+    "Job",
+    "StatefulSet",
+    "DaemonSet",
+    "Deployment",
+    "CronJob",
+];
+
+fn shared(s: &str) -> Cow<'static, str> {
+    COMMON
+        .iter()
+        .find(|c| **c == s)
+        .map_or_else(|| Cow::Owned(s.to_string()), |c| Cow::Borrowed(*c))
 }
 
 impl Owner {
     /// The controller among `refs` (at most one has `controller: true`).
     pub fn controller_of(refs: Option<&Vec<OwnerReference>>) -> Option<Self> {
         refs?.iter().find(|r| r.controller == Some(true)).map(|r| Self {
-            api_version: r.api_version.clone(),
-            kind: r.kind.clone(),
+            api_version: shared(&r.api_version),
+            kind: shared(&r.kind),
             name: r.name.clone(),
             uid: r.uid.clone(),
         })
@@ -188,8 +208,8 @@ mod tests {
 
     fn owner(api_version: &str, kind: &str, name: &str) -> Owner {
         Owner {
-            api_version: api_version.into(),
-            kind: kind.into(),
+            api_version: api_version.to_string().into(),
+            kind: kind.to_string().into(),
             name: name.into(),
             uid: format!("uid-{name}"),
         }

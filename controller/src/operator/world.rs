@@ -99,9 +99,9 @@ pub fn group(
     let mut by_workload: BTreeMap<WorkloadRef, Workload> = BTreeMap::new();
     let mut pending: BTreeSet<WorkloadRef> = BTreeSet::new();
     let (namespaces, wanted) = included;
-    for ((namespace, _), pod) in pods.iter().filter(|((ns, _), _)| namespaces(ns)) {
+    for ((namespace, name), pod) in pods.iter().filter(|((ns, _), _)| namespaces(ns)) {
         let lookup = |kind, name: &str| owner(kind, namespace, name);
-        let Walk::Workload(w) = walk(namespace, &pod.name, &pod.uid, pod.owner.as_ref(), lookup) else {
+        let Walk::Workload(w) = walk(namespace, name, &pod.uid, pod.owner.as_ref(), lookup) else {
             continue;
         };
         if pending.contains(&w) || !wanted(&w) {
@@ -134,9 +134,8 @@ mod tests {
     use super::*;
     use crate::operator::workload::Owner;
 
-    fn pod(name: &str, owner: Option<Owner>, image: &str, secret: &str) -> PodInfo {
-        PodInfo {
-            name: name.into(),
+    fn pod(name: &'static str, owner: Option<Owner>, image: &str, secret: &str) -> (&'static str, PodInfo) {
+        let info = PodInfo {
             uid: format!("uid-{name}"),
             owner,
             images: vec![RunningImage {
@@ -145,7 +144,8 @@ mod tests {
             }],
             pull_secrets: vec![secret.into()],
             annotations: BTreeMap::from([("countersign.dev/verdict".into(), "Verified".into())]),
-        }
+        };
+        (name, info)
     }
 
     fn rs(name: &str) -> Owner {
@@ -166,7 +166,7 @@ mod tests {
             pod("orphan", Some(rs("unknown")), "x:v1", "s4"),
         ]
         .into_iter()
-        .map(|p| (("ns".to_string(), p.name.clone()), p))
+        .map(|(name, p)| (("ns".to_string(), name.to_string()), p))
         .collect();
         let owner = |_: WorkloadKind, _: &str, name: &str| {
             name.starts_with("web-").then(|| OwnerMeta {
