@@ -265,7 +265,20 @@ pub fn key(name: &str, public_key: &Path) -> Value {
 /// A Deployment of one pod running `image`, reporting `running` (a digest) as its imageID when
 /// given, as a kubelet would after pulling a tag.
 pub async fn deployment(client: &Client, namespace: &str, name: &str, image: &str, running: Option<&str>) {
+    deployment_pulling(client, namespace, name, image, running, None).await;
+}
+
+/// [`deployment`], its pods pulling with `pull_secret` (`spec.imagePullSecrets`) when given.
+pub async fn deployment_pulling(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    image: &str,
+    running: Option<&str>,
+    pull_secret: Option<&str>,
+) {
     let annotations = pod_annotations(image, running);
+    let secrets = pull_secret.map_or(json!([]), |s| json!([{"name": s}]));
     create(
         client,
         "apps/v1",
@@ -278,7 +291,7 @@ pub async fn deployment(client: &Client, namespace: &str, name: &str, image: &st
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
                     "metadata": {"labels": {"app": name}, "annotations": annotations},
-                    "spec": {"containers": [{"name": "app", "image": image}]},
+                    "spec": {"containers": [{"name": "app", "image": image}], "imagePullSecrets": secrets},
                 },
             },
         }),
@@ -313,11 +326,11 @@ pub async fn pod(client: &Client, namespace: &str, name: &str, image: &str, pull
     .await;
 }
 
-/// A `kubernetes.io/dockerconfigjson` Secret.
+/// A `kubernetes.io/dockerconfigjson` Secret, created or (applied again) updated.
 pub async fn pull_secret(client: &Client, namespace: &str, name: &str, docker_config: &[u8]) {
     use base64::Engine;
     let encoded = base64::engine::general_purpose::STANDARD.encode(docker_config);
-    create(
+    apply(
         client,
         "v1",
         "Secret",
@@ -328,7 +341,8 @@ pub async fn pull_secret(client: &Client, namespace: &str, name: &str, docker_co
             "data": {".dockerconfigjson": encoded},
         }),
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("apply Secret {namespace}/{name}: {e:#}"));
 }
 
 /// Our annotations on an object.

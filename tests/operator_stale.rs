@@ -41,15 +41,7 @@ async fn a_stopped_registry_keeps_verdicts_stale_without_drift_and_recovers_sile
     for name in ["pulled", "global"] {
         let image = format!("{host}/private/{name}:v1");
         let digest = push_image_as(Some(docker.path()), &image, name);
-        let docker_config = docker.path().to_str().expect("utf-8");
-        let image_at = format!("{host}/private/{name}@{digest}");
-        let signed = keys.cosign3.sign_with_env(
-            &[("DOCKER_CONFIG", docker_config)],
-            &keys.private,
-            &image_at,
-            false,
-        );
-        assert!(signed.success, "cosign sign: {}", signed.stderr);
+        keys.sign_as(docker.path(), &format!("{host}/private/{name}@{digest}"));
         digests.push(digest);
     }
 

@@ -41,13 +41,6 @@ fn client(credentials: Credentials, seen: &Seen) -> RegistryClient {
     })
 }
 
-fn docker_config(host: &str, password: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "auths": { host: { "username": gitea::USER, "password": password } }
-    }))
-    .unwrap()
-}
-
 async fn verify(client: &RegistryClient, image: &str, keys: &Keys) -> Verification {
     let pem = std::fs::read_to_string(&keys.public).unwrap();
     let policy = Policy {
@@ -86,21 +79,17 @@ async fn a_private_token_registry_needs_credentials_and_survives_losing_its_toke
     let keys = Keys::generate();
     let mut gitea = tokio::task::spawn_blocking(Gitea::start).await.unwrap();
     gitea.make_user_private();
-    let host = format!("127.0.0.1:{}", gitea.http_port);
+    let host = gitea.registry_host();
     let tag = format!("{host}/{}/app:v1", gitea::USER);
 
     let dir = scratch_dir("docker");
     let right = dir.path().join("config.json");
-    std::fs::write(&right, docker_config(&host, gitea::PASSWORD)).unwrap();
+    std::fs::write(&right, gitea.docker_config(gitea::PASSWORD)).unwrap();
     let wrong = dir.path().join("wrong.json");
-    std::fs::write(&wrong, docker_config(&host, "not-the-password")).unwrap();
+    std::fs::write(&wrong, gitea.docker_config("not-the-password")).unwrap();
     // Pushed and signed with the real tools, logged in through DOCKER_CONFIG.
     push_image_as(Some(dir.path()), &tag, "private token registry");
-    let docker_dir = dir.path().to_str().unwrap();
-    let signed = keys
-        .cosign3
-        .sign_with_env(&[("DOCKER_CONFIG", docker_dir)], &keys.private, &tag, false);
-    assert!(signed.success, "cosign sign: {}", signed.stderr);
+    keys.sign_as(dir.path(), &tag);
 
     // The library client: anonymous and wrong credentials are refused, naming the registry and
     // where the credentials came from; the right ones verify.
@@ -112,13 +101,13 @@ async fn a_private_token_registry_needs_credentials_and_survives_losing_its_toke
         "{message}"
     );
     let origin = "Secret team-b/regcred";
-    let bad = Credentials::from_docker_config(&docker_config(&host, "nope"), origin).unwrap();
+    let bad = Credentials::from_docker_config(&gitea.docker_config("nope"), origin).unwrap();
     let message = unauthorized(&verify(&client(bad, &seen), &tag, &keys).await);
     assert!(message.contains(&host) && message.contains(origin), "{message}");
     assert!(!message.contains("nope"), "no password in messages: {message}");
 
     let good =
-        Credentials::from_docker_config(&docker_config(&host, gitea::PASSWORD), "Secret team-a/regcred")
+        Credentials::from_docker_config(&gitea.docker_config(gitea::PASSWORD), "Secret team-a/regcred")
             .unwrap();
     let reader = client(good, &seen);
     assert_verified(&verify(&reader, &tag, &keys).await);

@@ -52,6 +52,16 @@ impl Keys {
         assert!(run.success, "cosign attest {image}: {}", run.stderr);
     }
 
+    /// `cosign sign` (v3) of `image` with this key, logged in to its registry through the
+    /// `config.json` in `docker_config_dir`; panics naming the image when cosign fails.
+    pub fn sign_as(&self, docker_config_dir: &Path, image: &str) {
+        let dir = docker_config_dir.to_str().expect("utf-8 path");
+        let run = self
+            .cosign3
+            .sign_with_env(&[("DOCKER_CONFIG", dir)], &self.private, image, false);
+        assert!(run.success, "cosign sign {image}: {}", run.stderr);
+    }
+
     pub fn private_str(&self) -> &str {
         self.private.to_str().expect("utf-8 path")
     }

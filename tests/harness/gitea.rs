@@ -287,6 +287,21 @@ impl Gitea {
         self.restart();
     }
 
+    /// The OCI registry's host (`127.0.0.1:<port>`): Gitea serves it on its HTTP port, with
+    /// bearer tokens from `/v2/token`; the user's images are `<host>/<USER>/<name>`.
+    pub fn registry_host(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// A docker `config.json` (or a `.dockerconfigjson` pull secret) logging in to the registry
+    /// as [`USER`] with `password`.
+    pub fn docker_config(&self, password: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "auths": { self.registry_host(): { "username": USER, "password": password } }
+        }))
+        .expect("a docker config")
+    }
+
     /// Makes the user private: its packages (registry repositories) refuse anonymous pulls.
     pub fn make_user_private(&self) {
         self.api(
