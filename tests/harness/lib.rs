@@ -70,13 +70,15 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
 /// worktrees), and each build of any of them replaces `debug/countersign`. So the binary is copied
 /// at once to a path of this checkout's own (`countersign-bins/<hash of the checkout's path>/`),
 /// and that copy is what tests run: another checkout's build later cannot swap it under them.
+///
+/// The build must ask for what `cargo test` already built, or it rebuilds most of the tree (minutes
+/// on CI's two cores, and then the next `cargo test` rebuilds it back): see `cargo_build_like_tests`.
 pub fn countersign_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "-q", "-p", "countersign", "--bin", "countersign"])
+            let status = cargo_build_like_tests()
+                .args(["build", "-q", "--workspace", "--bin", "countersign"])
                 .current_dir(repo_root())
                 .status()
                 .expect("cargo build countersign");
@@ -100,6 +102,46 @@ pub fn countersign_bin() -> PathBuf {
             own
         })
         .clone()
+}
+
+/// A `cargo` command that finds the artifacts `cargo test` built, fresh, so a build from inside a
+/// test is a no-op when nothing changed. Two things would otherwise make it a different build:
+/// - Features: cargo unifies them over the packages asked for, and `-p countersign` alone leaves
+///   out what `countersign-tests` turns on in shared dependencies (`libc/extra_traits` through nix,
+///   …), so every crate above them is built a second time. The callers ask for `--workspace`, what
+///   `cargo test --workspace` and `-p countersign-tests` both resolve to (neither package has
+///   dev-dependencies).
+/// - Environment: a test runs with the variables cargo sets for a crate (`CARGO_MANIFEST_DIR`,
+///   `CARGO_PKG_NAME`, …), and build scripts that read them (ring's) are rerun when they differ
+///   from the last build, taking rustls, kube and countersign with them. They are removed, as in
+///   the shell `cargo test` ran from.
+fn cargo_build_like_tests() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_a_crate) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Whether cargo sets the variable `name` for the crate it builds or runs (not configuration
+/// such as `CARGO_HOME` or `CARGO_TARGET_DIR`, which the nested build must keep).
+fn set_by_cargo_for_a_crate(name: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    const PREFIXES: [&str; 4] = ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CFG_", "CARGO_FEATURE_"];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// The configuration of an operator run in a test's own process: every address on a port the
