@@ -99,12 +99,7 @@ pub fn all(
     vec![
         run(
             Api::<Pod>::all(c.clone()),
-            Feed {
-                resource: "pods",
-                reduce: pods::reduce,
-                matters: pods::PodInfo::matters,
-                owner: |p| p.owner.as_ref().map(|o| o.name.as_str()),
-            },
+            pod_feed(),
             lists,
             index.clone(),
             |i| &i.pods,
@@ -198,6 +193,15 @@ pub fn all(
             metrics.clone(),
         ),
     ]
+}
+
+fn pod_feed() -> Feed<Pod, pods::PodInfo> {
+    Feed {
+        resource: "pods",
+        reduce: pods::reduce,
+        matters: pods::PodInfo::matters,
+        owner: |p| p.owner.as_ref().map(|o| o.name.as_str()),
+    }
 }
 
 fn meta_feed<K>(resource: &'static str) -> Feed<PartialObjectMeta<K>, Meta> {
@@ -416,18 +420,9 @@ mod tests {
         .expect("a pod")
     }
 
-    fn feed() -> Feed<Pod, pods::PodInfo> {
-        Feed {
-            resource: "pods",
-            reduce: pods::reduce,
-            matters: pods::PodInfo::matters,
-            owner: |p| p.owner.as_ref().map(|o| o.name.as_str()),
-        }
-    }
-
     #[test]
     fn a_pod_change_names_the_pod_and_its_owners_before_and_after() {
-        let (feed, mirror, mut buffer) = (feed(), Mirror::default(), None);
+        let (feed, mirror, mut buffer) = (pod_feed(), Mirror::default(), None);
         let added = apply(&feed, &mirror, &mut buffer, watcher::Event::Apply(pod("web-1")));
         assert_eq!(
             added.touch("pods"),
