@@ -229,7 +229,8 @@ done
 kubectl -n payments get pods
 
 verdicts() {
-  kubectl -n payments get deployments -o custom-columns='WORKLOAD:.metadata.name,KIND:.kind,VERDICT:.metadata.annotations.countersign\.dev/verdict,VERIFIED-BY:.metadata.annotations.countersign\.dev/verified-by,REASON:.metadata.annotations.countersign\.dev/reason'
+  # One WorkloadVerdict per workload (`kubectl get wv -o wide` shows the same and more).
+  kubectl -n payments get workloadverdicts -o custom-columns='WORKLOAD:.workload.name,KIND:.workload.kind,VERDICT:.verdict,VERIFIED-BY:.verifiedBy[*],REASON:.reason'
 }
 say "Verdicts"
 for _ in $(seq 120); do
@@ -279,7 +280,7 @@ push "payments: trust ci-2026 and ci-2027"
 applied
 wait_verdict() { # wait_verdict DEPLOYMENT VERDICT
   for _ in $(seq 120); do
-    [ "$(kubectl -n payments get deployment "$1" -o jsonpath='{.metadata.annotations.countersign\.dev/verdict}')" = "$2" ] && return
+    [ "$(kubectl -n payments get workloadverdict "deployment.$1" -o jsonpath='{.verdict}' 2>/dev/null)" = "$2" ] && return
     sleep 0.5
   done
 }

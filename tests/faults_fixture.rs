@@ -11,12 +11,13 @@ use std::{
 };
 
 use anyhow::ensure;
+use countersign::crd::WorkloadVerdict;
 use countersign_tests::images::push_image;
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api, Client,
-    api::{DynamicObject, ListParams},
+    api::ListParams,
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::{Value, json};
@@ -24,8 +25,8 @@ use serde_json::{Value, json};
 use crate::common::Keys;
 use crate::operator_common::*;
 
-pub const VERDICT: &str = "countersign.dev/verdict";
-pub const STALE: &str = "countersign.dev/stale";
+pub const VERDICT: &str = "verdict";
+pub const STALE: &str = "stale";
 
 /// What an image really is, whatever the operator says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,8 +154,9 @@ pub struct State {
 }
 
 impl History {
-    pub async fn start(client: &Client, (api_version, kind): (&str, &str), namespace: &str) -> History {
-        let api = dynamic(client, api_version, kind, Some(namespace));
+    pub async fn start(client: &Client, (_, kind): (&str, &str), namespace: &str) -> History {
+        let api: Api<WorkloadVerdict> = Api::namespaced(client.clone(), namespace);
+        let kind = kind.to_string();
         let states = Arc::new(Mutex::new(HashMap::<String, Vec<State>>::new()));
         let relists = Arc::new(Mutex::new(0usize));
         let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
@@ -177,12 +179,14 @@ impl History {
                     }
                     _ => continue,
                 };
-                let a = object.metadata.annotations.clone().unwrap_or_default();
+                if object.spec.workload.kind != kind {
+                    continue;
+                }
                 let state = State {
-                    verdict: a.get(VERDICT).cloned().unwrap_or_default(),
-                    stale: a.contains_key(STALE),
+                    verdict: object.spec.verdict.clone(),
+                    stale: object.spec.stale.is_some(),
                 };
-                let name = object.metadata.name.clone().unwrap_or_default();
+                let name = object.spec.workload.name.clone();
                 let mut states = s.lock().unwrap();
                 let seq = states.entry(name).or_default();
                 if seq.last() != Some(&state) {
@@ -200,6 +204,43 @@ impl History {
 
     pub fn states(&self) -> HashMap<String, Vec<State>> {
         self.states.lock().unwrap().clone()
+    }
+
+    /// Waits until the watch has seen, for each of `workloads`, the state the API server holds
+    /// now. After an API server restart the watch may still be backing off when the verdicts
+    /// are already right; what it has not seen yet cannot be checked.
+    pub async fn catch_up(
+        &self,
+        client: &Client,
+        kind: (&str, &str),
+        namespace: &str,
+        workloads: &[Workload],
+    ) {
+        eventually(
+            "the history watch to see the current verdicts",
+            Duration::from_secs(90),
+            || async {
+                let now = current(client, kind, namespace).await?;
+                let states = self.states();
+                let behind: Vec<&str> = workloads
+                    .iter()
+                    .filter(|w| {
+                        let Some(a) = now.get(&w.name) else {
+                            return false;
+                        };
+                        let current = State {
+                            verdict: a.get(VERDICT).cloned().unwrap_or_default(),
+                            stale: a.contains_key(STALE),
+                        };
+                        states.get(&w.name).and_then(|seq| seq.last()) != Some(&current)
+                    })
+                    .map(|w| w.name.as_str())
+                    .collect();
+                ensure!(behind.is_empty(), "behind on {behind:?}");
+                Ok(())
+            },
+        )
+        .await;
     }
 
     /// How many times the watch had to list again after its first list (a relist may hide
@@ -289,23 +330,20 @@ pub async fn event_counts(
     Ok(out)
 }
 
-/// The verdict annotations of every workload of `kind` in `namespace`, by name.
+/// The recorded verdicts of every workload of `kind` in `namespace`, by workload name (fields
+/// as [`recorded`] returns them).
 pub async fn current(
     client: &Client,
-    (api_version, kind): (&str, &str),
+    (_, kind): (&str, &str),
     namespace: &str,
 ) -> anyhow::Result<HashMap<String, BTreeMap<String, String>>> {
-    let list = dynamic(client, api_version, kind, Some(namespace))
-        .list(&ListParams::default())
-        .await?;
+    let api: Api<WorkloadVerdict> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default()).await?;
     Ok(list
         .items
-        .into_iter()
-        .map(|o: DynamicObject| {
-            let a = o.metadata.annotations.unwrap_or_default();
-            let ours = a.into_iter().filter(|(k, _)| k.starts_with("countersign.dev/"));
-            (o.metadata.name.unwrap_or_default(), ours.collect())
-        })
+        .iter()
+        .filter(|v| v.spec.workload.kind == kind)
+        .map(|v| (v.spec.workload.name.clone(), verdict_fields(v)))
         .collect())
 }
 
@@ -320,7 +358,9 @@ pub async fn all_correct(
     let wrong: Vec<String> = workloads
         .iter()
         .filter_map(|w| {
-            let a = now.get(&w.name)?;
+            // No record at all is as wrong as a wrong one.
+            let none = BTreeMap::new();
+            let a = now.get(&w.name).unwrap_or(&none);
             let verdict = a.get(VERDICT).map_or("", String::as_str);
             (verdict != w.verdict() || a.contains_key(STALE)).then(|| format!("{}: {a:?}", w.name))
         })
@@ -345,7 +385,7 @@ pub async fn wait_all_correct(
     started.elapsed()
 }
 
-/// TrustRoot `root`'s status counts agree with the annotations on the workloads.
+/// TrustRoot `root`'s status counts agree with the workloads' recorded verdicts.
 pub async fn status_consistent(
     client: &Client,
     root: &str,
@@ -372,7 +412,7 @@ pub async fn status_consistent(
     );
     ensure!(
         (w.total, w.verified, w.unsigned, w.failed, w.stale) == annotated,
-        "status {w:?}, annotations (total, verified, unsigned, failed, stale) {annotated:?}"
+        "status {w:?}, records (total, verified, unsigned, failed, stale) {annotated:?}"
     );
     Ok(())
 }
@@ -396,13 +436,14 @@ pub async fn assert_invariants(
     root: &str,
     workloads: &[Workload],
 ) {
+    history.catch_up(client, kind, namespace, workloads).await;
     let falses = history.false_verdicts(workloads);
     assert!(falses.is_empty(), "false verdicts were shown: {falses:?}");
     assert_events_and_status(client, history, kind, namespace, root, workloads).await;
 }
 
 /// Every Event called for by a recorded transition published once (none missing, none twice),
-/// and the TrustRoot's status consistent with the annotations.
+/// and the TrustRoot's status consistent with the records.
 pub async fn assert_events_and_status(
     client: &Client,
     history: &History,
@@ -411,6 +452,7 @@ pub async fn assert_events_and_status(
     root: &str,
     workloads: &[Workload],
 ) {
+    history.catch_up(client, kind, namespace, workloads).await;
     let events = event_counts(client, namespace, kind.1).await.expect("events");
     let mut wrong = Vec::new();
     for w in workloads {
@@ -432,7 +474,7 @@ pub async fn assert_events_and_status(
         wrong.join("\n")
     );
     eventually(
-        "the TrustRoot status to agree with the annotations",
+        "the TrustRoot status to agree with the records",
         Duration::from_secs(60),
         || status_consistent(client, root, kind, namespace),
     )

@@ -366,7 +366,7 @@ async fn operator_verdicts(
     wait_verdict(&client, DEPLOYMENT, NS, "v2", "Verified", within).await;
     wait_verdict(&client, DEPLOYMENT, NS, "attested", "Verified", within).await;
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untimed", "Failed", within).await;
-    let reason = a.get("countersign.dev/reason").cloned().unwrap_or_default();
+    let reason = a.get("reason").cloned().unwrap_or_default();
     assert!(reason.contains("no trusted time"), "{a:?}");
     // Transparency-log coverage (M7): v3 was logged in Rekor v2, v2 only timestamped (allowed by
     // `tlog: Optional`); `untimed` verifies not at all and is not counted.

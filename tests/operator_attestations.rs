@@ -103,14 +103,14 @@ async fn a_workload_is_verified_only_with_its_attestation_passing_the_policy() {
     }
 
     let a = wait_verdict(&client, DEPLOYMENT, NS, "attested", "Verified", WAIT).await;
-    assert_eq!(a["countersign.dev/verified-by"], "provenance/ci");
+    assert_eq!(a["verifiedBy"], "provenance/ci");
     let a = wait_verdict(&client, DEPLOYMENT, NS, "late", "Failed", WAIT).await;
     assert!(
-        a["countersign.dev/reason"].contains(&format!("attestation {SLSA1} missing")),
+        a["reason"].contains(&format!("attestation {SLSA1} missing")),
         "{a:?}"
     );
     let a = wait_verdict(&client, DEPLOYMENT, NS, "policy", "Failed", WAIT).await;
-    let reason = &a["countersign.dev/reason"];
+    let reason = &a["reason"];
     assert!(
         reason.contains(&format!("attestation {SLSA1} fails policy")) && reason.contains(POLICY),
         "{a:?}"

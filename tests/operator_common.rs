@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use countersign::{
-    crd::{TrustRoot, TrustRootStatus},
+    crd::{TrustRoot, TrustRootStatus, WorkloadVerdict},
     operator,
 };
 use countersign_tests::cluster::{ClusterOptions, IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
@@ -64,15 +64,33 @@ pub async fn cluster_with(options: ClusterOptions) -> LocalCluster {
     cluster
 }
 
-/// Server-side applies `crds` and waits until TrustRoots can be listed.
+/// Server-side applies `crds` and waits until each is Established and TrustRoots can be listed.
+/// (A watch started on a CRD not yet Established may be cut when the API server replaces the
+/// resource's storage, and a test's own watch of WorkloadVerdicts must see every version.)
 pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
     for crd in crds {
         let name = crd.metadata.name.clone().expect("named CRD");
         api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
             .await
             .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        names.push(name);
     }
+    eventually("every CRD to be Established", Duration::from_secs(30), || async {
+        for name in &names {
+            let crd = api.get(name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            ensure!(established, "{name} not Established yet");
+        }
+        Ok(())
+    })
+    .await;
     let roots: Api<TrustRoot> = Api::all(client.clone());
     eventually(
         "the TrustRoot API to be served",
@@ -345,30 +363,50 @@ pub async fn pull_secret(client: &Client, namespace: &str, name: &str, docker_co
     .unwrap_or_else(|e| panic!("apply Secret {namespace}/{name}: {e:#}"));
 }
 
-/// Our annotations on an object.
-pub async fn annotations(
+/// The verdict recorded for a workload (its WorkloadVerdict `<kind>.<name>`), field by field as
+/// `kubectl get wv -o yaml` shows them (`verdict`, `verifiedBy`, `reason`, `digests`, `since`,
+/// `stale`, `digestDrift`, `changed`; lists joined by commas). Empty when there is none.
+pub async fn recorded(
     client: &Client,
-    api_version: &str,
     kind: &str,
     namespace: &str,
     name: &str,
 ) -> Result<BTreeMap<String, String>> {
-    let object = dynamic(client, api_version, kind, Some(namespace))
-        .get(name)
-        .await?;
-    Ok(object
-        .metadata
-        .annotations
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("countersign.dev/"))
-        .collect())
+    let api: Api<WorkloadVerdict> = Api::namespaced(client.clone(), namespace);
+    let record = format!("{}.{name}", kind.to_ascii_lowercase());
+    let Some(object) = api.get_opt(&record).await? else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(verdict_fields(&object))
 }
 
-/// Waits until the workload's verdict annotation is `verdict`; returns its annotations.
+/// A WorkloadVerdict's fields as text, as [`recorded`] returns them.
+pub fn verdict_fields(object: &WorkloadVerdict) -> BTreeMap<String, String> {
+    let value = serde_json::to_value(&object.spec).unwrap_or_default();
+    let Value::Object(fields) = value else {
+        return BTreeMap::new();
+    };
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => return None,
+            };
+            Some((k, text))
+        })
+        .collect()
+}
+
+/// Waits until the workload's recorded verdict is `verdict`; returns its fields (see [`recorded`]).
 pub async fn wait_verdict(
     client: &Client,
-    (api_version, kind): (&str, &str),
+    (_, kind): (&str, &str),
     namespace: &str,
     name: &str,
     verdict: &str,
@@ -378,9 +416,9 @@ pub async fn wait_verdict(
         &format!("{kind} {namespace}/{name} to be {verdict}"),
         within,
         || async {
-            let a = annotations(client, api_version, kind, namespace, name).await?;
-            let got = a.get("countersign.dev/verdict").cloned().unwrap_or_default();
-            ensure!(got == verdict, "verdict {got:?}; annotations {a:?}");
+            let a = recorded(client, kind, namespace, name).await?;
+            let got = a.get("verdict").cloned().unwrap_or_default();
+            ensure!(got == verdict, "verdict {got:?}; recorded {a:?}");
             Ok(a)
         },
     )

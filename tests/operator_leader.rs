@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use countersign::crd::TrustRoot;
+use countersign::crd::{TrustRoot, WorkloadVerdict};
 use countersign::operator::leader::{Leadership, LeaseConfig, LostReason, acquire};
 use countersign_tests::cluster::{Audited, LocalCluster, create};
 use countersign_tests::cosign::{Cosign, CosignVersion};
@@ -601,6 +601,7 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "apps");
     create(&deployments, deployment("signed", &signed)).await;
     create(&deployments, deployment("unsigned", &unsigned)).await;
+    let verdicts: Api<WorkloadVerdict> = Api::namespaced(admin.clone(), "apps");
 
     // The webhook receiver's Secret (the manifests' Deployment serves the receiver).
     let webhook =
@@ -636,23 +637,18 @@ async fn countersign_run_needs_no_more_than_the_rbac_in_manifests() {
     eprintln!("lease acquired after {:.1}s", started.elapsed().as_secs_f64());
 
     for (name, verdict) in [("signed", "Verified"), ("unsigned", "Unsigned")] {
-        eventually(&format!("{name} annotated {verdict}"), WAIT, || async {
+        eventually(&format!("{name} recorded {verdict}"), WAIT, || async {
             refusals.assert_none();
-            let d = deployments.get(name).await?;
-            let got = d
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("countersign.dev/verdict").cloned());
+            let got = verdicts
+                .get_opt(&format!("deployment.{name}"))
+                .await?
+                .map(|v| v.spec.verdict);
             anyhow::ensure!(got.as_deref() == Some(verdict), "verdict {got:?}");
             Ok(())
         })
         .await;
     }
-    eprintln!(
-        "workloads annotated after {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("workloads recorded after {:.1}s", started.elapsed().as_secs_f64());
 
     // A push webhook call, authenticated with the Secret's token: the receiver reads the Secret
     // and looks for the TrustSources of the repository (none here) under the same RBAC.

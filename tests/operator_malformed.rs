@@ -186,7 +186,7 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
     assert_eq!(condition(&good, "Ready").map(|c| c.status.as_str()), Some("True"));
     assert_eq!(good.workloads.map(|w| (w.total, w.verified)), Some((1, 1)));
     for name in ["pem", "glob"] {
-        let a = annotations(&client, "v1", "Pod", NS, name).await.expect("pod");
+        let a = recorded(&client, "Pod", NS, name).await.expect("pod");
         assert!(a.is_empty(), "{name} is governed by nothing in force: {a:?}");
     }
 

@@ -97,7 +97,7 @@ async fn root(client: &kube::Client, host: &str, keys: &Keys, interval: &str) {
 
 /// The annotations of Deployment `app` in `namespace`.
 async fn app(client: &kube::Client, namespace: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    annotations(client, "apps/v1", "Deployment", namespace, "app").await
+    recorded(client, "Deployment", namespace, "app").await
 }
 
 async fn counts(client: &kube::Client, expected: (i32, i32, i32)) {
@@ -142,8 +142,8 @@ async fn pull_secrets_per_namespace_open_a_token_registry_and_a_401_is_answered_
     deployment_pulling(&client, WITH, "app", &tag, Some(&digest), Some("regcred")).await;
     let a = wait_verdict(&client, DEPLOYMENT, WITH, "app", "Verified", WAIT).await;
     let token_fetched = Instant::now();
-    assert_eq!(a["countersign.dev/verified-by"], "gitea/ci", "{a:?}");
-    assert!(!a.contains_key("countersign.dev/stale"), "{a:?}");
+    assert_eq!(a["verifiedBy"], "gitea/ci", "{a:?}");
+    assert!(!a.contains_key("stale"), "{a:?}");
     counts(&client, (1, 1, 0)).await;
 
     // Every token refused from now on; then a sweep. The cached token gets a 401 that is
@@ -167,8 +167,8 @@ async fn pull_secrets_per_namespace_open_a_token_registry_and_a_401_is_answered_
     );
     assert!(!grew.contains_key(&outcome("token", "unauthorized")), "{grew:?}");
     let a = app(&client, WITH).await.expect("annotations");
-    assert_eq!(a["countersign.dev/verdict"], "Verified", "{a:?}");
-    assert!(!a.contains_key("countersign.dev/stale"), "{a:?}");
+    assert_eq!(a["verdict"], "Verified", "{a:?}");
+    assert!(!a.contains_key("stale"), "{a:?}");
     let seen = by_reason(&events(&client, WITH, "Deployment", "app").await.expect("events"));
     assert_eq!(seen, HashMap::from([("SignatureVerified".to_string(), 1)]));
 
@@ -178,13 +178,13 @@ async fn pull_secrets_per_namespace_open_a_token_registry_and_a_401_is_answered_
     pull_secret(&client, WITH, "regcred", &gitea.docker_config("not-the-password")).await;
     let a = eventually("the verdict kept, marked stale", SWEEPS, || async {
         let a = app(&client, WITH).await?;
-        ensure!(a.contains_key("countersign.dev/stale"), "{a:?}");
+        ensure!(a.contains_key("stale"), "{a:?}");
         Ok(a)
     })
     .await;
     eprintln!("wrong password → stale after {:.1?}", changed.elapsed());
-    assert_eq!(a["countersign.dev/stale"], "unauthorized", "{a:?}");
-    assert_eq!(a["countersign.dev/verdict"], "Verified", "{a:?}");
+    assert_eq!(a["stale"], "unauthorized", "{a:?}");
+    assert_eq!(a["verdict"], "Verified", "{a:?}");
     let e = wait_event(&client, WITH, "Deployment", "app", "VerificationStale", WAIT).await;
     assert_eq!(e.type_, "Warning");
     counts(&client, (1, 0, 1)).await;
@@ -193,27 +193,24 @@ async fn pull_secrets_per_namespace_open_a_token_registry_and_a_401_is_answered_
     pull_secret(&client, WITH, "regcred", &right).await;
     let a = eventually("the stale mark gone", SWEEPS, || async {
         let a = app(&client, WITH).await?;
-        ensure!(!a.contains_key("countersign.dev/stale"), "{a:?}");
+        ensure!(!a.contains_key("stale"), "{a:?}");
         Ok(a)
     })
     .await;
     eprintln!("password put right → current after {:.1?}", changed.elapsed());
-    assert_eq!(a["countersign.dev/verdict"], "Verified", "{a:?}");
+    assert_eq!(a["verdict"], "Verified", "{a:?}");
     counts(&client, (1, 1, 0)).await;
 
     // Another namespace, the same image, no pull secret: never a verdict, sweep after sweep.
     namespace(&client, WITHOUT, json!({})).await;
     deployment_pulling(&client, WITHOUT, "app", &tag, Some(&digest), None).await;
     let a = wait_verdict(&client, DEPLOYMENT, WITHOUT, "app", "Unknown", WAIT).await;
-    assert_eq!(a["countersign.dev/stale"], "unauthorized", "{a:?}");
+    assert_eq!(a["stale"], "unauthorized", "{a:?}");
     let swept = last_sweep(&client, ROOT).await;
     sweeps_after(&client, ROOT, swept, 2, SWEEPS).await;
     let a = app(&client, WITHOUT).await.expect("annotations");
     assert_eq!(
-        (
-            a["countersign.dev/verdict"].as_str(),
-            a["countersign.dev/stale"].as_str()
-        ),
+        (a["verdict"].as_str(), a["stale"].as_str()),
         ("Unknown", "unauthorized"),
         "{a:?}"
     );

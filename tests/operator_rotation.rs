@@ -322,7 +322,7 @@ async fn a_rotation_from_schedule_to_retirement_through_resign() {
     .await;
     let late = wait_verdict(&client, DEPLOYMENT, "pay", "late", "Failed", WAIT).await;
     assert!(
-        late["countersign.dev/reason"].contains("retired by KeyRotation pay-new"),
+        late["reason"].contains("retired by KeyRotation pay-new"),
         "{late:?}"
     );
     let root = status(&client, "pay").await.expect("status");

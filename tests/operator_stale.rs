@@ -75,27 +75,22 @@ async fn a_stopped_registry_keeps_verdicts_stale_without_drift_and_recovers_sile
     .await;
     wait_verdict(&client, POD, NS, "pulled", "Verified", WAIT).await;
     let a = wait_verdict(&client, DEPLOYMENT, NS, "global", "Unknown", WAIT).await;
-    assert_eq!(a["countersign.dev/stale"], "unauthorized", "{a:?}");
+    assert_eq!(a["stale"], "unauthorized", "{a:?}");
     operator.stop().await;
     // Then with it: the Deployment without pull secrets is read with the controller-wide one.
     let operator = Operator::start_with(&cluster, "with-global", Some((LEASE_NAMESPACE, "global-cred")));
     let a = wait_verdict(&client, DEPLOYMENT, NS, "global", "Verified", WAIT).await;
-    assert!(!a.contains_key("countersign.dev/stale"), "{a:?}");
+    assert!(!a.contains_key("stale"), "{a:?}");
 
     // Stopped: the first sweep that starts afterwards marks the verdicts stale.
     let swept = last_sweep(&client, "private").await;
     registry.stop();
     sweeps_after(&client, "private", swept, 2, SWEEPS).await;
     for (kind, name) in [(POD, "pulled"), (DEPLOYMENT, "global")] {
-        let a = annotations(&client, kind.0, kind.1, NS, name)
-            .await
-            .expect("annotations");
+        let a = recorded(&client, kind.1, NS, name).await.expect("annotations");
+        assert_eq!(a["verdict"], "Verified", "the verdict is kept: {a:?}");
         assert_eq!(
-            a["countersign.dev/verdict"], "Verified",
-            "the verdict is kept: {a:?}"
-        );
-        assert_eq!(
-            a.get("countersign.dev/stale").map(String::as_str),
+            a.get("stale").map(String::as_str),
             Some("unreachable"),
             "{name} marked stale: {a:?}"
         );
@@ -114,14 +109,9 @@ async fn a_stopped_registry_keeps_verdicts_stale_without_drift_and_recovers_sile
     registry.restart();
     sweeps_after(&client, "private", swept, 2, SWEEPS).await;
     for (kind, name) in [(POD, "pulled"), (DEPLOYMENT, "global")] {
-        let a = annotations(&client, kind.0, kind.1, NS, name)
-            .await
-            .expect("annotations");
-        assert!(
-            !a.contains_key("countersign.dev/stale"),
-            "{name} current again: {a:?}"
-        );
-        assert_eq!(a["countersign.dev/verdict"], "Verified", "{a:?}");
+        let a = recorded(&client, kind.1, NS, name).await.expect("annotations");
+        assert!(!a.contains_key("stale"), "{name} current again: {a:?}");
+        assert_eq!(a["verdict"], "Verified", "{a:?}");
     }
     let w = status(&client, "private")
         .await

@@ -11,11 +11,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use common::Keys;
+use countersign::crd::WorkloadVerdict;
 use countersign_tests::{
     images::push_image,
     registry::{Registry, RegistryKind},
 };
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
 use operator_common::*;
 use serde_json::json;
 
@@ -115,25 +121,22 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
 
     let a = wait_verdict(&client, DEPLOYMENT, NS, "signed", "Verified", WAIT).await;
     eprintln!("first verdict after {:.1}s", started.elapsed().as_secs_f64());
-    assert_eq!(a["countersign.dev/verified-by"], "team/trusted");
-    assert_eq!(a["countersign.dev/digests"], format!("{signed_repo}@{signed}"));
-    assert!(a.contains_key("countersign.dev/since"));
-    assert!(!a.contains_key("countersign.dev/stale"));
+    assert_eq!(a["verifiedBy"], "team/trusted");
+    assert_eq!(a["digests"], format!("{signed_repo}@{signed}"));
+    assert!(a.contains_key("since"));
+    assert!(!a.contains_key("stale"));
 
     let a = wait_verdict(&client, POD, NS, "unsigned", "Unsigned", WAIT).await;
-    assert!(a["countersign.dev/reason"].contains("no signature"), "{a:?}");
+    assert!(a["reason"].contains("no signature"), "{a:?}");
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untrusted", "Failed", WAIT).await;
+    assert!(a["reason"].contains("no trusted key verifies it"), "{a:?}");
     assert!(
-        a["countersign.dev/reason"].contains("no trusted key verifies it"),
-        "{a:?}"
-    );
-    assert!(
-        a["countersign.dev/digests"].contains(&untrusted_digest),
+        a["digests"].contains(&untrusted_digest),
         "resolved from the tag: {a:?}"
     );
     let a = wait_verdict(&client, STATEFULSET, NS, "strict", "Failed", WAIT).await;
     assert!(
-        a["countersign.dev/reason"].contains("signed by 1 of the 2 distinct keys required (trusted)"),
+        a["reason"].contains("signed by 1 of the 2 distinct keys required (trusted)"),
         "{a:?}"
     );
 
@@ -176,14 +179,23 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     assert_eq!((w.total, w.failed), (1, 1), "{w:?}");
 
     assert!(
-        annotations(&client, "v1", "Pod", NS, "ungoverned")
+        recorded(&client, "Pod", NS, "ungoverned")
             .await
             .expect("pod")
             .is_empty(),
-        "an image no TrustRoot governs gets no annotations"
+        "an image no TrustRoot governs gets no verdict"
     );
+    // `kubectl get wv --field-selector verdict=Failed`: the CRD's selectable field.
+    let records: Api<WorkloadVerdict> = Api::namespaced(client.clone(), NS);
+    let failed = records
+        .list(&ListParams::default().fields("verdict=Failed"))
+        .await
+        .expect("list by field");
+    let mut names: Vec<String> = failed.items.into_iter().filter_map(|v| v.metadata.name).collect();
+    names.sort();
+    assert_eq!(names, ["deployment.untrusted", "statefulset.strict"]);
 
-    // Restart: the verdicts are read back from the annotations, so nothing is announced again.
+    // Restart: the verdicts are read back from their records, so nothing is announced again.
     let workloads = [
         ("Deployment", "signed"),
         ("Pod", "unsigned"),
@@ -194,11 +206,28 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     for (kind, name) in workloads {
         before.push(by_reason(&events(&client, NS, kind, name).await.expect("events")));
     }
-    let since_before = annotations(&client, "apps/v1", "Deployment", NS, "signed")
+    let signed_before = recorded(&client, "Deployment", NS, "signed")
         .await
-        .expect("annotations")["countersign.dev/since"]
-        .clone();
+        .expect("record");
+    let since_before = signed_before["since"].clone();
     operator.stop().await;
+    // An upgrade from a version that recorded verdicts as annotations on the workload: the
+    // record of `signed` is replaced by those annotations, which must be read back (no Event
+    // again, the same `since`), turned into a record and removed.
+    let legacy = legacy_annotations(&signed_before);
+    records
+        .delete("deployment.signed", &Default::default())
+        .await
+        .expect("delete the record");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    deployments
+        .patch(
+            "signed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": legacy}})),
+        )
+        .await
+        .expect("annotate as an earlier version did");
     let swept_before = status(&client, "team")
         .await
         .ok()
@@ -235,11 +264,57 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
         let after = by_reason(&events(&client, NS, kind, name).await.expect("events"));
         assert_eq!(&after, before, "events of {kind} {name} after the restart");
     }
-    let since_after = annotations(&client, "apps/v1", "Deployment", NS, "signed")
+    let since_after = recorded(&client, "Deployment", NS, "signed")
         .await
-        .expect("annotations")["countersign.dev/since"]
+        .expect("annotations")["since"]
         .clone();
     assert_eq!(since_after, since_before, "an unchanged verdict keeps its since");
+    eventually("the earlier version's annotations removed", WAIT, || async {
+        let d = deployments.get("signed").await?;
+        let left: Vec<String> = d
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| k.starts_with("countersign.dev/"))
+            .collect();
+        ensure!(left.is_empty(), "still {left:?}");
+        Ok(())
+    })
+    .await;
+    // A record is owned by its workload: the garbage collector removes it with the workload.
+    deployments
+        .delete("untrusted", &Default::default())
+        .await
+        .expect("delete a workload");
+    eventually("the deleted workload's record collected", WAIT, || async {
+        let left = records.get_opt("deployment.untrusted").await?;
+        ensure!(left.is_none(), "still there");
+        Ok(())
+    })
+    .await;
     operator.stop().await;
     eprintln!("test done in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// The annotations an earlier version wrote for the verdict `record` describes.
+fn legacy_annotations(record: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
+    let names = [
+        ("verdict", "verdict"),
+        ("verifiedBy", "verified-by"),
+        ("reason", "reason"),
+        ("digests", "digests"),
+        ("since", "since"),
+        ("stale", "stale"),
+        ("digestDrift", "digest-drift"),
+        ("changed", "changed"),
+    ];
+    let annotations: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .filter_map(|(field, annotation)| {
+            let value = record.get(*field)?;
+            Some((format!("countersign.dev/{annotation}"), json!(value)))
+        })
+        .collect();
+    serde_json::Value::Object(annotations)
 }

@@ -50,7 +50,7 @@ async fn with_watch_list_off_the_operator_pages_its_lists_and_verifies() {
     let _operator = Operator::start(&cluster, "paged");
     deployment(&client, NS, "app", &format!("{repo}:v1"), Some(&digest)).await;
     let a = wait_verdict(&client, DEPLOYMENT, NS, "app", "Verified", WAIT).await;
-    assert_eq!(a["countersign.dev/verified-by"], "team/ci");
+    assert_eq!(a["verifiedBy"], "team/ci");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

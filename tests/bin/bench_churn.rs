@@ -9,7 +9,7 @@
 //!   the same polling is first measured with nothing changing, and its rate is taken off.
 //! - **churn** (`--churn SECONDS`): every `--churn-every` seconds a tenth of the Deployments roll
 //!   to another signed digest (and back on their next turn). For each rollout, the time until the
-//!   Deployment's `countersign.dev/digests` annotation names the new digest; the operator's RSS
+//!   Deployment's WorkloadVerdict names the new digest in `digests`; the operator's RSS
 //!   sampled at every round; the Events it emitted (a rollout from one signed digest to another
 //!   is no verdict transition, so the expected number is zero).
 
@@ -19,13 +19,13 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
+use countersign::crd::WorkloadVerdict;
 use countersign_tests::bench::{OperatorProcess, scrape_metrics, value};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    core::PartialObjectMeta,
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -181,7 +181,7 @@ fn pass_workloads(metrics: &HashMap<String, f64>) -> f64 {
 pub struct Churn {
     pub rounds: usize,
     pub rollouts: usize,
-    /// Rollout → new digest in the Deployment's annotation, sorted.
+    /// Rollout → new digest in the Deployment's WorkloadVerdict, sorted.
     pub latencies: Vec<Duration>,
     /// Rollouts whose new digest was not seen by the end.
     pub unseen: usize,
@@ -302,18 +302,23 @@ async fn drain(
     }
 }
 
-/// Every change of a bench Deployment's `countersign.dev/digests` annotation.
+/// Every change of the `digests` a Deployment's WorkloadVerdict records, by Deployment.
 async fn watch_digests(client: Client, out: mpsc::UnboundedSender<((String, String), String)>) {
-    let api = Api::<PartialObjectMeta<Deployment>>::all(client);
-    let config = watcher::Config::default().labels("countersign.dev/bench=1");
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    while let Some(Ok(meta)) = events.next().await {
-        let m = meta.metadata;
-        let digests = m
-            .annotations
-            .and_then(|a| a.get("countersign.dev/digests").cloned())
-            .unwrap_or_default();
-        let key = (m.namespace.unwrap_or_default(), m.name.unwrap_or_default());
+    let api = Api::<WorkloadVerdict>::all(client);
+    let mut events = std::pin::pin!(
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+    );
+    while let Some(Ok(record)) = events.next().await {
+        if record.spec.workload.kind != "Deployment" {
+            continue;
+        }
+        let digests = record.spec.digests.join(",");
+        let key = (
+            record.metadata.namespace.unwrap_or_default(),
+            record.spec.workload.name,
+        );
         if out.send((key, digests)).is_err() {
             return;
         }

@@ -9,9 +9,9 @@
 //! containers' `imageID`), PODS replicas in all; applies a TrustRoot governing them; waits until
 //! every pod runs; and only then starts `countersign run` as a process. It measures:
 //!
-//! 1. the cold sweep: operator start → every Deployment annotated `Verified` (watched, not polled);
+//! 1. the cold sweep: operator start → every Deployment recorded `Verified` (watched, not polled);
 //! 2. the warm sweeps: each re-verification sweep's `status.lastSweep.durationMs`;
-//! 3. a key removed from the TrustRoot → every Deployment annotated `Failed`, and every
+//! 3. a key removed from the TrustRoot → every Deployment recorded `Failed`, and every
 //!    `SignatureDrift` event emitted (from the operator's `countersign_events_total`);
 //! 4. registry requests, from the registry's own log (one line per request), by kind, per
 //!    distinct digest: cold, per warm sweep, and during the reaction to the key removal; next to
@@ -31,15 +31,16 @@
 //! Everything it prints on stdout is markdown; progress goes to stderr.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use countersign::{
-    crd::TrustRoot,
+    crd::{TrustRoot, WorkloadVerdict},
     formats::oci::{OCI_CONFIG, OCI_MANIFEST},
     keys::SigningKey,
     reference::{Digest, ImageRef},
@@ -73,7 +74,6 @@ mod rotation;
 const TRUST_ROOT: &str = "bench";
 /// The label every benchmark Deployment carries, to watch them and nothing else.
 const BENCH_LABEL: &str = "countersign.dev/bench";
-const VERDICT: &str = "countersign.dev/verdict";
 /// Pushes and signatures in flight at once while preparing.
 const PREPARE_CONCURRENCY: usize = 8;
 /// The baseline window of the API server's request rate, before the operator starts.
@@ -328,7 +328,7 @@ async fn main() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(300), rx.wait_for(|c| c.failed >= signed))
         .await
         .context("every Deployment Failed after the key was removed")??;
-    let drift_annotated = t.elapsed();
+    let drift_recorded = t.elapsed();
     wait_metric(
         &metrics_addr,
         Duration::from_secs(300),
@@ -344,13 +344,13 @@ async fn main() -> Result<()> {
     let drift_events = t.elapsed();
     progress(&format!(
         "key removed → {signed} Failed in {:.2}s, {signed} SignatureDrift events in {:.2}s",
-        drift_annotated.as_secs_f64(),
+        drift_recorded.as_secs_f64(),
         drift_events.as_secs_f64()
     ));
     let after_drift = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
     phases.push(Phase::new("drift", &before_drift, &after_drift));
-    // What the annotation patches set off afterwards in the controller-manager (it copies a
-    // Deployment's annotations to its ReplicaSet), for the API server table only.
+    // What the verdict writes set off afterwards in the controller-manager, for the API server
+    // table only (when verdicts were Deployment annotations, it copied them to the ReplicaSets).
     tokio::time::sleep(KNOCK_ON).await;
     let knock_on = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
     let knock_on = Phase::new(
@@ -373,7 +373,7 @@ async fn main() -> Result<()> {
         cold,
         cold_sweep,
         warm,
-        drift_annotated,
+        drift_recorded,
         drift_events,
         rss_after_cold,
         memory,
@@ -626,53 +626,85 @@ struct Verdicts {
     failed: usize,
     unsigned: usize,
     other: usize,
-    unannotated: usize,
+    unrecorded: usize,
 }
 
-/// The verdict annotations of the benchmark Deployments, as a metadata watch sees them (one
-/// long request instead of polling hundreds of objects).
+/// The recorded verdicts of the benchmark Deployments, from two watches (one long request
+/// each instead of polling thousands of objects): the Deployments' metadata, and the
+/// WorkloadVerdicts by their workload's uid.
 fn watch_verdicts(client: Client) -> watch::Receiver<Verdicts> {
     let (tx, rx) = watch::channel(Verdicts::default());
-    let api: Api<PartialObjectMeta<Deployment>> = Api::all(client);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let deployments: Api<PartialObjectMeta<Deployment>> = Api::all(client.clone());
     let config = watcher::Config::default().labels(&format!("{BENCH_LABEL}=1"));
+    let (s, t) = (seen.clone(), tx.clone());
     tokio::spawn(async move {
-        let mut seen: HashMap<String, Option<String>> = HashMap::new();
-        let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+        let mut events = std::pin::pin!(watcher::watcher(deployments, config).default_backoff());
         while let Some(event) = events.next().await {
             let Ok(event) = event else { continue };
+            let mut seen = s.lock().unwrap_or_else(|p| p.into_inner());
             match event {
                 watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    let verdict = o
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(VERDICT))
-                        .cloned();
-                    seen.insert(o.metadata.uid.unwrap_or_default(), verdict);
+                    seen.deployments.insert(o.metadata.uid.unwrap_or_default());
                 }
                 watcher::Event::Delete(o) => {
-                    seen.remove(&o.metadata.uid.unwrap_or_default());
+                    seen.deployments.remove(&o.metadata.uid.unwrap_or_default());
                 }
-                watcher::Event::Init => seen.clear(),
+                watcher::Event::Init => seen.deployments.clear(),
                 watcher::Event::InitDone => {}
             }
-            let mut counts = Verdicts {
-                deployments: seen.len(),
-                ..Verdicts::default()
-            };
-            for verdict in seen.values() {
-                match verdict.as_deref() {
-                    Some("Verified") => counts.verified += 1,
-                    Some("Failed") => counts.failed += 1,
-                    Some("Unsigned") => counts.unsigned += 1,
-                    Some(_) => counts.other += 1,
-                    None => counts.unannotated += 1,
+            let _ = t.send(seen.counts());
+        }
+    });
+    let records: Api<WorkloadVerdict> = Api::all(client);
+    tokio::spawn(async move {
+        let mut events =
+            std::pin::pin!(watcher::watcher(records, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    seen.verdicts.insert(o.spec.workload.uid, o.spec.verdict);
                 }
+                watcher::Event::Delete(o) => {
+                    seen.verdicts.remove(&o.spec.workload.uid);
+                }
+                watcher::Event::Init => seen.verdicts.clear(),
+                watcher::Event::InitDone => {}
             }
-            let _ = tx.send(counts);
+            let _ = tx.send(seen.counts());
         }
     });
     rx
+}
+
+/// What the two watches of [`watch_verdicts`] have seen.
+#[derive(Default)]
+struct Seen {
+    /// Benchmark Deployments by uid.
+    deployments: HashSet<String>,
+    /// Verdicts by their workload's uid.
+    verdicts: HashMap<String, String>,
+}
+
+impl Seen {
+    fn counts(&self) -> Verdicts {
+        let mut counts = Verdicts {
+            deployments: self.deployments.len(),
+            ..Verdicts::default()
+        };
+        for uid in &self.deployments {
+            match self.verdicts.get(uid).map(String::as_str) {
+                Some("Verified") => counts.verified += 1,
+                Some("Failed") => counts.failed += 1,
+                Some("Unsigned") => counts.unsigned += 1,
+                Some(_) => counts.other += 1,
+                None => counts.unrecorded += 1,
+            }
+        }
+        counts
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -684,7 +716,7 @@ struct Cold {
     all_verified: Duration,
 }
 
-/// From the operator's start until every Deployment is annotated Verified, with the moments it
+/// From the operator's start until every Deployment is recorded Verified, with the moments it
 /// started leading and finished its first sweep (from its /metrics).
 async fn measure_cold(
     operator: &OperatorProcess,
@@ -717,7 +749,7 @@ async fn measure_cold(
         }
         if let (Some(leading), Some(first_sweep), Some(all_verified)) = (leading, first_sweep, all_verified) {
             progress(&format!(
-                "cold: leading after {:.2}s, first sweep done after {:.2}s, all {deployments} annotated after {:.2}s",
+                "cold: leading after {:.2}s, first sweep done after {:.2}s, all {deployments} recorded after {:.2}s",
                 leading.as_secs_f64(),
                 first_sweep.as_secs_f64(),
                 all_verified.as_secs_f64()
@@ -897,7 +929,7 @@ struct Report<'a> {
     cold: Cold,
     cold_sweep: Sweep,
     warm: Vec<Sweep>,
-    drift_annotated: Duration,
+    drift_recorded: Duration,
     drift_events: Duration,
     rss_after_cold: Memory,
     memory: Memory,
@@ -943,7 +975,7 @@ impl Report<'_> {
         );
         println!("| measure | value |\n|---|---|");
         println!(
-            "| cold sweep: operator start → all {} Deployments annotated ({}) | **{:.2} s** |",
+            "| cold sweep: operator start → all {} Deployments recorded ({}) | **{:.2} s** |",
             self.deployments,
             if a.unsigned == 0 {
                 "Verified".to_string()
@@ -974,9 +1006,9 @@ impl Report<'_> {
             warm.join(", ")
         );
         println!(
-            "| key removed from the TrustRoot → all {} signed Deployments annotated Failed | **{:.2} s** |",
+            "| key removed from the TrustRoot → all {} signed Deployments recorded Failed | **{:.2} s** |",
             self.signed,
-            self.drift_annotated.as_secs_f64()
+            self.drift_recorded.as_secs_f64()
         );
         println!(
             "| key removed → {} `SignatureDrift` events emitted | {:.2} s |",
@@ -1037,7 +1069,7 @@ impl Report<'_> {
                 requests(p)
             );
             println!(
-                "| rotation: most Deployments ever annotated other than Verified | **{}** |",
+                "| rotation: most Deployments ever recorded other than Verified | **{}** |",
                 r.worst_not_verified
             );
             println!("| rotation: resign's summary | {} |", r.summary);
@@ -1064,7 +1096,7 @@ impl Report<'_> {
         if let Some(c) = &self.churned {
             let p = |q| ms(churn::percentile(&c.latencies, q));
             println!(
-                "| churn: {} rollouts in {} rounds over {:.0} s → new digest in the Deployment's annotation, p50 / p95 / max | **{:.0} / {:.0} / {:.0} ms**; {} not seen |",
+                "| churn: {} rollouts in {} rounds over {:.0} s → new digest in the Deployment's WorkloadVerdict, p50 / p95 / max | **{:.0} / {:.0} / {:.0} ms**; {} not seen |",
                 c.rollouts,
                 c.rounds,
                 c.elapsed.as_secs_f64(),

@@ -2,7 +2,8 @@
 //!
 //! - [`TrustRoot`]: which keys may sign which images, and how strictly;
 //! - [`KeyRotation`]: moves a TrustRoot from one key to another through a dual-acceptance window;
-//! - [`TrustSource`]: a Git repository declaring TrustRoots and KeyRotations, synced by the operator.
+//! - [`TrustSource`]: a Git repository declaring TrustRoots and KeyRotations, synced by the operator;
+//! - [`WorkloadVerdict`]: the verdict on one workload, written by the operator (namespaced).
 //!
 //! The types carry their own schema: doc comments become the descriptions `kubectl explain`
 //! shows, and CEL rules (`x-kubernetes-validations`) let the apiserver refuse what is obviously
@@ -25,6 +26,7 @@ mod selector;
 mod trustroot;
 mod trustsource;
 mod validate;
+mod workloadverdict;
 
 pub use attestation::TrustRootAttestation;
 pub use duration::{DURATION_REGEX, parse_duration};
@@ -43,6 +45,7 @@ pub use trustsource::{
     SOURCE_LABEL, SyncFailure, TrustSource, TrustSourceSpec, TrustSourceStatus, VerificationMode,
 };
 pub use validate::{KeySource, ValidatedKey, ValidatedSpec};
+pub use workloadverdict::{VerdictSubject, WorkloadVerdict, WorkloadVerdictFields};
 
 /// The API group of every countersign resource.
 pub const GROUP: &str = "countersign.dev";
@@ -72,10 +75,15 @@ impl FieldError {
 /// All CustomResourceDefinitions of countersign, in a stable order, as `crds/` holds them.
 /// Prefer these to `TrustRoot::crd()`: their descriptions are unwrapped for `kubectl explain`.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![TrustRoot::crd(), KeyRotation::crd(), TrustSource::crd()]
-        .into_iter()
-        .map(unwrap_descriptions)
-        .collect()
+    vec![
+        TrustRoot::crd(),
+        KeyRotation::crd(),
+        TrustSource::crd(),
+        WorkloadVerdict::crd(),
+    ]
+    .into_iter()
+    .map(unwrap_descriptions)
+    .collect()
 }
 
 /// Doc comments are wrapped at ~100 columns, and `kubectl explain` would keep those breaks on
@@ -153,10 +161,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_crd_is_cluster_scoped_in_our_group() {
+    fn every_crd_is_in_our_group_and_only_verdicts_are_namespaced() {
         for crd in all() {
             assert_eq!(crd.spec.group, GROUP);
-            assert_eq!(crd.spec.scope, "Cluster");
+            let namespaced = crd.spec.names.kind == "WorkloadVerdict";
+            assert_eq!(crd.spec.scope, if namespaced { "Namespaced" } else { "Cluster" });
             assert_eq!(crd.spec.versions.len(), 1);
             assert_eq!(crd.spec.versions[0].name, VERSION);
         }
@@ -170,7 +179,8 @@ mod tests {
             [
                 "countersign.dev_trustroots.yaml",
                 "countersign.dev_keyrotations.yaml",
-                "countersign.dev_trustsources.yaml"
+                "countersign.dev_trustsources.yaml",
+                "countersign.dev_workloadverdicts.yaml"
             ]
         );
     }
@@ -203,6 +213,9 @@ mod tests {
     #[test]
     fn the_stream_holds_every_crd() {
         let yaml = all_to_yaml().unwrap_or_default();
-        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 3);
+        assert_eq!(
+            yaml.matches("kind: CustomResourceDefinition").count(),
+            all().len()
+        );
     }
 }

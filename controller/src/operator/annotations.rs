@@ -1,9 +1,10 @@
-//! The `countersign.dev/…` annotations on workloads: the verdict people read with `kubectl`, and
-//! the operator's persisted state (after a restart, the previous verdict is read back from them,
-//! so nothing is announced twice). Pure: encoding, decoding and the merge patch between two sets.
-//!
-//! Nothing here changes from one pass to the next unless the verdict does: `since` is the time of
-//! the last change, not of the last check, so an unchanged verdict costs no write.
+//! The `countersign.dev/…` annotations earlier versions wrote on workloads, and the key-value
+//! form of a verdict. Verdicts are now recorded in `WorkloadVerdict` objects (see `records`):
+//! the controller-manager copied a Deployment's annotations onto its ReplicaSet, which made every
+//! verdict cost several writes. What an older version recorded is read once, so that its verdict
+//! and `since` carry over without announcing anything twice, then removed. Events' names are still
+//! derived from this form (see `events::transition_name`), so they stay the same across versions.
+//! Pure: encoding, decoding and the merge patch between two sets.
 
 use std::collections::BTreeMap;
 

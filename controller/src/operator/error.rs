@@ -25,7 +25,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Writing the verdict annotations onto a workload failed.
+    /// Applying or deleting a workload's WorkloadVerdict failed.
+    #[error("recording the verdict of {workload}: {source}")]
+    Record {
+        workload: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Removing the verdict annotations an earlier version wrote on a workload failed.
     #[error("annotating {workload}: {source}")]
     Annotate {
         workload: String,
@@ -76,6 +83,7 @@ impl Error {
             Self::Config(_) => "config",
             Self::Watch { .. } => "watch",
             Self::ReadObject { .. } => "read_object",
+            Self::Record { .. } => "record",
             Self::Annotate { .. } => "annotate",
             Self::Event { .. } => "event",
             Self::Status { .. } | Self::RotationStatus { .. } => "status",

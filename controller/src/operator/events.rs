@@ -1,6 +1,6 @@
 //! Events, on transitions only. [`announcements`] is pure: from the recorded state before and
 //! after a pass to what to announce. An unchanged verdict announces nothing, and since the
-//! previous state survives restarts (in the annotations), neither does a restart.
+//! previous state survives restarts (in its WorkloadVerdict), neither does a restart.
 //!
 //! | before → after | Event | type |
 //! |---|---|---|
@@ -141,13 +141,12 @@ fn warning(reason: &'static str, note: String) -> Announcement {
 }
 
 /// Publishes the Event of a workload's transition under a name derived from the transition
-/// itself (the workload's uid, the reason, and the state it leaves, as recorded in its
-/// annotations): publishing it again creates nothing, the API server answers 409 and that
-/// counts as published. So the Event can go out *before* the annotations that record the
-/// transition: a leader killed between the two leaves the annotations as they were, its
-/// successor computes the same transition from them, and its Event is refused as a duplicate;
-/// in the other order, the Event was lost with the leader (the annotations already said the
-/// transition had happened).
+/// itself (the workload's uid, the reason, and the state it leaves, in the key-value form of
+/// `annotations::encode`): publishing it again creates nothing, the API server answers 409 and
+/// that counts as published. So the Event can go out *before* the record of the transition: a
+/// leader killed between the two leaves the record as it was, its successor computes the same
+/// transition from it, and its Event is refused as a duplicate; in the other order, the Event
+/// was lost with the leader (the record already said the transition had happened).
 pub async fn announce(
     client: &Client,
     instance: &str,

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{
     pods::PodInfo,
+    records::Stored,
     workload::{Owner, OwnerMeta, WorkloadKind},
 };
 use crate::crd::{KeyRotation, TrustRoot};
@@ -56,13 +57,13 @@ impl<T> Mirror<T> {
     }
 }
 
-/// What is kept of a workload or an intermediate owner: enough to walk owners and to read the
-/// verdict recorded on it.
+/// What is kept of a workload or an intermediate owner: enough to walk owners, and the verdict
+/// annotations an earlier version left on it (removed by the next pass that reaches it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Meta {
     pub uid: String,
     pub owner: Option<Owner>,
-    /// Our own annotations only.
+    /// Our own annotations only (written by earlier versions).
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -90,6 +91,8 @@ pub type KeyRotationEntry = Result<Arc<KeyRotation>, Arc<InvalidObject>>;
 #[derive(Default)]
 pub struct Index {
     pub pods: Mirror<PodInfo>,
+    /// The recorded verdicts, keyed by (namespace, `records::name`).
+    pub verdicts: Mirror<Stored>,
     pub replicasets: Mirror<Meta>,
     pub deployments: Mirror<Meta>,
     pub statefulsets: Mirror<Meta>,

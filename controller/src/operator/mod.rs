@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!            watches (all replicas)                      leader only
-//! Pods, ReplicaSets, Jobs, Deployments, …  ──► Index ──► Reconciler passes ──► annotations, Events,
-//! Namespaces, TrustRoots                        ▲          │                  TrustRoot status
+//! Pods, ReplicaSets, Jobs, Deployments, …  ──► Index ──► Reconciler passes ──► WorkloadVerdicts,
+//! Namespaces, TrustRoots, WorkloadVerdicts      ▲          │                  Events, TrustRoot status
 //!                                               │          ▼
 //!                          Secrets, ConfigMaps (get + cache)   registries (per-credentials clients
 //!                                                              + signature and tag caches)
@@ -12,7 +12,7 @@
 //!
 //! Every replica watches (so a standby takes over with warm caches); only the Lease holder
 //! verifies and writes. The steps of a pass are in [`reconciler`]; the pure ones ([`world`],
-//! [`plan`], [`verdict`], [`annotations`], [`events`], [`status`]) are unit-tested on their own.
+//! [`plan`], [`verdict`], [`records`], [`events`], [`status`]) are unit-tested on their own.
 
 pub mod annotations;
 pub mod attestations;
@@ -28,6 +28,7 @@ pub mod objects;
 pub mod plan;
 pub mod pods;
 pub mod reconciler;
+pub mod records;
 pub mod status;
 pub mod tlog;
 pub mod trust;

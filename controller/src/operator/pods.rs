@@ -26,7 +26,7 @@ pub struct PodInfo {
     pub images: Vec<RunningImage>,
     /// Names of `spec.imagePullSecrets` (in the pod's namespace).
     pub pull_secrets: Vec<String>,
-    /// Our own annotations: the recorded verdict of a bare pod.
+    /// Our own annotations: the verdict of a bare pod, as an earlier version recorded it.
     pub annotations: BTreeMap<String, String>,
 }
 

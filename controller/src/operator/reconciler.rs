@@ -126,14 +126,17 @@ pub struct Reconciler {
     versions: Option<Vec<(String, u64)>>,
 }
 
-/// A workload whose annotations or events must be written.
+/// A workload whose verdict, events or leftover annotations must be written.
 struct Change {
     workload: WorkloadRef,
-    patch: Option<Value>,
+    /// Whether its WorkloadVerdict must be written (`next`), or deleted when `next` is `None`.
+    record: bool,
+    /// Removes the verdict annotations an earlier version wrote on the workload.
+    legacy: Option<Value>,
     announcements: Vec<Announcement>,
     /// The state recorded before (what the announcements' names are derived from).
     previous: Option<Recorded>,
-    /// The state once written; `None` when the annotations are removed.
+    /// The state once written; `None` when the verdict is removed.
     next: Option<Recorded>,
 }
 
@@ -342,6 +345,7 @@ impl Reconciler {
             let previous = self
                 .known
                 .get(&w.workload.uid)
+                .or(w.record.as_ref())
                 .cloned()
                 .or_else(|| annotations::decode(&w.annotations));
             let (findings, checks) =
@@ -376,7 +380,7 @@ impl Reconciler {
         changes
     }
 
-    /// After the annotations: the reports are a copy of the verdicts for other tools, so a
+    /// After the verdicts: the reports are a copy of the verdicts for other tools, so a
     /// failure here is retried like any write but never holds the verdicts back.
     async fn write_reports(&mut self, now: Timestamp) {
         let Some(writer) = &mut self.reports else {
@@ -558,22 +562,31 @@ impl Reconciler {
     }
 }
 
-/// Announces, then patches. An Event published again is refused as a duplicate (its name is
+/// Announces, then records. An Event published again is refused as a duplicate (its name is
 /// the transition's, see [`events::announce`]), so a failure anywhere, or a leader killed
-/// between the two, is retried from the annotations as they are without losing or repeating
-/// an Event. (Patching first lost the Event of a leader killed in between: issue 11's fault
-/// campaign, `tests/faults.rs`.)
+/// between the two, is retried from the record as it is without losing or repeating an Event.
+/// (Recording first lost the Event of a leader killed in between: issue 11's fault campaign,
+/// `tests/faults.rs`.) An earlier version's annotations go last, once the record holds what they
+/// said.
 async fn write_one(parts: &Parts, change: &Change) -> Result<(), Error> {
+    let w = &change.workload;
     for a in &change.announcements {
         let previous = change.previous.as_ref();
-        events::announce(&parts.client, &parts.instance, &change.workload, previous, a).await?;
+        events::announce(&parts.client, &parts.instance, w, previous, a).await?;
         parts.metrics.event_emitted(a.reason);
     }
-    if let Some(patch) = &change.patch {
-        let now = writes::annotate(&parts.client, &change.workload, patch).await?;
-        writes::remember(&parts.index, &change.workload, now);
+    if change.record {
+        let stored = match &change.next {
+            Some(next) => writes::record(&parts.client, w, next).await?,
+            None => writes::unrecord(&parts.client, w).await.map(|()| None)?,
+        };
+        writes::remember_record(&parts.index, w, stored);
     }
-    if !change.announcements.is_empty() || change.patch.is_some() {
+    if let Some(patch) = &change.legacy {
+        let now = writes::annotate(&parts.client, w, patch).await?;
+        writes::remember(&parts.index, w, now);
+    }
+    if !change.announcements.is_empty() || change.record {
         tracing::info!(
             workload = %change.workload,
             verdict = change.next.as_ref().and_then(|n| n.verdict).map_or("-", |v| v.as_str()),
@@ -590,8 +603,8 @@ enum Next {
     Unchanged(Recorded),
 }
 
-/// What to write for `w` going from `previous` to `next`: the annotations that differ from those
-/// on the object, and the Events of the transition.
+/// What to write for `w` going from `previous` to `next`: its record when it differs from the one
+/// watched, the Events of the transition, and the removal of an earlier version's annotations.
 fn change(
     w: &Workload,
     previous: Option<&Recorded>,
@@ -599,25 +612,29 @@ fn change(
     refusal: impl Fn(&str) -> Option<String>,
 ) -> Next {
     let announcements = events::announcements(previous, &next, refusal);
-    let patch = annotations::merge_patch(&w.annotations, &annotations::encode(&next));
-    if patch.is_none() && announcements.is_empty() {
+    let record = w.record.as_ref() != Some(&next);
+    let legacy = annotations::merge_patch(&w.annotations, &BTreeMap::new());
+    if !record && legacy.is_none() && announcements.is_empty() {
         return Next::Unchanged(next);
     }
     Next::Write(Box::new(Change {
         workload: w.workload.clone(),
-        patch,
+        record,
+        legacy,
         announcements,
         previous: previous.cloned(),
         next: Some(next),
     }))
 }
 
-/// A workload no TrustRoot governs any more loses our annotations, silently.
+/// A workload no TrustRoot governs any more loses its verdict, silently.
 fn removal(w: &Workload) -> Option<Change> {
-    let patch = annotations::merge_patch(&w.annotations, &BTreeMap::new())?;
-    Some(Change {
+    let record = w.record.is_some();
+    let legacy = annotations::merge_patch(&w.annotations, &BTreeMap::new());
+    (record || legacy.is_some()).then(|| Change {
         workload: w.workload.clone(),
-        patch: Some(patch),
+        record,
+        legacy,
         announcements: Vec::new(),
         previous: None,
         next: None,

@@ -92,7 +92,7 @@ pub enum TagCheck {
     Unknown,
 }
 
-/// What is recorded on a workload (its `countersign.dev/…` annotations, parsed).
+/// What is recorded for a workload (its WorkloadVerdict, see `records`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recorded {
     pub verdict: Option<Verdict>,
@@ -114,7 +114,7 @@ pub struct Recorded {
     pub changed: Option<String>,
 }
 
-/// Longest `reason` recorded: annotations are for people, and Event notes stop at 1 kB.
+/// Longest `reason` recorded: it is for people, and Event notes stop at 1 kB.
 pub const MAX_REASON: usize = 512;
 
 /// The state to record, from this pass' findings and what was recorded before.

@@ -1,5 +1,5 @@
 //! The watches that feed the [`Index`]: each object is reduced as it arrives, and the passes are
-//! woken only by changes that can change a verdict (not by our own annotations or statuses).
+//! woken only by changes that can change a verdict (not by our own records or statuses).
 //!
 //! Pods are watched whole (their images and statuses are in spec and status) but kept reduced;
 //! owners and namespaces are watched through the metadata API (`PartialObjectMeta`), which sends
@@ -35,10 +35,10 @@ use super::{
     error::Error,
     index::{Index, Key, KeyRotationEntry, Meta, Mirror, Touch, TrustRootEntry},
     metrics::Metrics,
-    pods,
+    pods, records,
     workload::Owner,
 };
-use crate::crd::{KeyRotation, TrustRoot};
+use crate::crd::{KeyRotation, TrustRoot, WorkloadVerdict};
 
 /// How one kind of object is kept.
 struct Feed<K, T> {
@@ -48,6 +48,8 @@ struct Feed<K, T> {
     matters: fn(&T, &T) -> bool,
     /// The name of its controller, whose workload a change of it may change.
     owner: fn(&T) -> Option<&str>,
+    /// Whether its changes start a pass (they do, but for our own records).
+    wakes: bool,
 }
 
 /// Objects per page when the first picture is listed rather than streamed.
@@ -160,6 +162,7 @@ pub fn all(
                 reduce: |ns| Some(ns.metadata.labels.clone().unwrap_or_default()),
                 matters: |new, old| new != old,
                 owner: |_| None,
+                wakes: true,
             },
             lists,
             index.clone(),
@@ -173,6 +176,7 @@ pub fn all(
                 reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
                 matters: trust_root_matters,
                 owner: |_| None,
+                wakes: true,
             },
             lists,
             index.clone(),
@@ -186,10 +190,19 @@ pub fn all(
                 reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
                 matters: key_rotation_matters,
                 owner: |_| None,
+                wakes: true,
             },
             lists,
             index.clone(),
             |i| &i.key_rotations,
+            metrics.clone(),
+        ),
+        run(
+            Api::<DeserializeGuard<WorkloadVerdict>>::all(c.clone()),
+            verdict_feed(),
+            lists,
+            index.clone(),
+            |i| &i.verdicts,
             metrics.clone(),
         ),
     ]
@@ -201,6 +214,20 @@ fn pod_feed() -> Feed<Pod, pods::PodInfo> {
         reduce: pods::reduce,
         matters: pods::PodInfo::matters,
         owner: |p| p.owner.as_ref().map(|o| o.name.as_str()),
+        wakes: true,
+    }
+}
+
+/// Our own records: what they say is compared by the next pass that reaches their workload (and
+/// rewritten if someone edited or deleted one); a change to them never starts a pass, or every
+/// verdict written would start another.
+fn verdict_feed() -> Feed<DeserializeGuard<WorkloadVerdict>, records::Stored> {
+    Feed {
+        resource: "workloadverdicts",
+        reduce: |g| g.0.as_ref().ok().and_then(records::stored),
+        matters: |new, old| new != old,
+        owner: |_| None,
+        wakes: false,
     }
 }
 
@@ -210,6 +237,7 @@ fn meta_feed<K>(resource: &'static str) -> Feed<PartialObjectMeta<K>, Meta> {
         reduce: reduce_meta,
         matters: Meta::matters,
         owner: |m| m.owner.as_ref().map(|o| o.name.as_str()),
+        wakes: true,
     }
 }
 
@@ -298,7 +326,7 @@ where
                 tracing::debug!(resource = feed.resource, "synced");
                 index.synced().add_one();
             }
-            if changed != Applied::Nothing {
+            if feed.wakes && changed != Applied::Nothing {
                 index.mark_changed(changed.touch(feed.resource));
                 index.changes.notify_one();
             }

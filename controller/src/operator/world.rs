@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::{
     index::{Index, Key},
     pods::{PodInfo, RunningImage},
+    records,
+    verdict::Recorded,
     workload::{OwnerMeta, Walk, WorkloadKind, WorkloadRef, walk},
 };
 
@@ -17,12 +19,14 @@ pub struct Workload {
     pub images: BTreeSet<RunningImage>,
     pub pull_secrets: BTreeSet<String>,
     pub namespace_labels: BTreeMap<String, String>,
-    /// Our annotations on the object right now.
+    /// The verdict recorded for it (its `WorkloadVerdict`), as watched.
+    pub record: Option<Recorded>,
+    /// Verdict annotations an earlier version left on the object.
     pub annotations: BTreeMap<String, String>,
 }
 
 /// Every workload with running pods whose owners and object are known, of the namespaces that
-/// `reaches` and named as `covers(namespace, name)` allows. One whose owner chain or object has
+/// `reaches` and named as `covers(namespace, name)` allows, with the verdict recorded for it. One whose owner chain or object has
 /// not reached the caches yet is left for a later pass (its arrival starts one).
 pub fn workloads(
     index: &Index,
@@ -30,7 +34,7 @@ pub fn workloads(
     covers: impl Fn(&str, &str) -> bool,
 ) -> Vec<Workload> {
     let wanted = |w: &WorkloadRef| covers(&w.namespace, &w.name);
-    index.pods.read(|pods| {
+    let mut found = index.pods.read(|pods| {
         index.replicasets.read(|replicasets| {
             index.jobs.read(|jobs| {
                 let owner = |kind: WorkloadKind, namespace: &str, name: &str| {
@@ -41,7 +45,7 @@ pub fn workloads(
                         _ => None,
                     }
                 };
-                let annotations = |w: &WorkloadRef| recorded(index, pods, w);
+                let annotations = |w: &WorkloadRef| legacy_annotations(index, pods, w);
                 let labels = |namespace: &str| {
                     index
                         .namespaces
@@ -51,7 +55,18 @@ pub fn workloads(
                 group(pods, (reaches, wanted), owner, annotations, labels)
             })
         })
-    })
+    });
+    index.verdicts.read(|verdicts| {
+        for w in &mut found {
+            let r = &w.workload;
+            let key = (r.namespace.clone(), records::name(r.kind, &r.name));
+            w.record = verdicts
+                .get(&key)
+                .filter(|s| s.workload_uid == r.uid)
+                .map(|s| s.recorded.clone());
+        }
+    });
+    found
 }
 
 /// The controllers' names of the ReplicaSet and of the Job called `name` in `namespace`, as far
@@ -68,8 +83,9 @@ pub fn owners(index: &Index, namespace: &str, name: &str) -> Vec<String> {
     replicaset.into_iter().chain(job).collect()
 }
 
-/// Our annotations on `w`, when the object is known (and is the same object: same uid).
-fn recorded(
+/// The verdict annotations an earlier version left on `w`, when the object is known (and is
+/// the same object: same uid).
+fn legacy_annotations(
     index: &Index,
     pods: &HashMap<Key, PodInfo>,
     w: &WorkloadRef,
@@ -87,7 +103,8 @@ fn recorded(
 
 /// Groups by workload the pods of the namespaces `included.0` accepts, keeping the workloads
 /// `included.1` accepts. `owner(kind, namespace, name)` looks up ReplicaSets and Jobs,
-/// `annotations(workload)` reads the object (`None`: not known yet), `labels(namespace)` the
+/// `annotations(workload)` reads the object's leftover verdict annotations (`None`: the object
+/// is not known yet), `labels(namespace)` the
 /// namespace's labels.
 pub fn group(
     pods: &HashMap<Key, PodInfo>,
@@ -117,6 +134,7 @@ pub fn group(
                 images: BTreeSet::new(),
                 pull_secrets: BTreeSet::new(),
                 namespace_labels: labels(namespace),
+                record: None,
                 annotations,
             };
             by_workload.insert(w.clone(), entry);

@@ -1,8 +1,11 @@
-//! Writing verdict annotations onto workloads: a JSON merge patch of our annotations only,
-//! through the metadata API (the answer is metadata only, not the whole object).
+//! Writing verdicts: server-side apply of a workload's `WorkloadVerdict` (see `records`), its
+//! deletion when no TrustRoot governs the workload any more, and the removal of the annotations
+//! earlier versions wrote on workloads.
 //!
-//! The patch carries the workload's uid: the API server refuses it when the name now belongs
-//! to another object (deleted and re-created), so a verdict never lands on the wrong one.
+//! The record names its workload's uid and is owned by it: a workload deleted and re-created
+//! under the same name gets its own verdict, and the garbage collector removes the old one.
+//! The annotation patch carries the workload's uid, so the API server refuses it when the name
+//! now belongs to another object.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +16,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
     core::NamespaceResourceScope,
 };
 use serde::de::DeserializeOwned;
@@ -23,11 +26,58 @@ use super::{
     annotations::ours,
     error::Error,
     index::Index,
+    records::{self, Stored},
     status::FIELD_MANAGER,
+    verdict::Recorded,
     workload::{WorkloadKind, WorkloadRef},
 };
+use crate::crd::WorkloadVerdict;
 
-/// Applies `patch` to `workload` and returns our annotations as they are now on it.
+/// Records `r` as the verdict of `workload` (creates or updates its WorkloadVerdict) and
+/// returns what the API server now holds.
+pub async fn record(client: &Client, workload: &WorkloadRef, r: &Recorded) -> Result<Option<Stored>, Error> {
+    let object = records::object(workload, r);
+    let api: Api<WorkloadVerdict> = Api::namespaced(client.clone(), &workload.namespace);
+    let name = records::name(workload.kind, &workload.name);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch(&name, &params, &Patch::Apply(&object)).await {
+        Ok(applied) => Ok(records::stored(&applied)),
+        Err(source) => Err(Error::Record {
+            workload: workload.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Deletes the WorkloadVerdict of `workload`; one already gone is fine.
+pub async fn unrecord(client: &Client, workload: &WorkloadRef) -> Result<(), Error> {
+    let api: Api<WorkloadVerdict> = Api::namespaced(client.clone(), &workload.namespace);
+    let name = records::name(workload.kind, &workload.name);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Record {
+            workload: workload.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Puts what was just recorded (or deleted: `None`) into the index at once, so that the next
+/// pass compares against it even before the watch delivers it.
+pub fn remember_record(index: &Index, workload: &WorkloadRef, stored: Option<Stored>) {
+    let key = (
+        workload.namespace.clone(),
+        records::name(workload.kind, &workload.name),
+    );
+    index.verdicts.write(|m| match stored {
+        Some(s) => m.insert(key, s),
+        None => m.remove(&key),
+    });
+}
+
+/// Applies `patch` (removing the annotations of earlier versions) to `workload` and returns our
+/// annotations as they are now on it.
 pub async fn annotate(
     client: &Client,
     workload: &WorkloadRef,
@@ -72,8 +122,8 @@ where
     Ok(ours(updated.metadata.annotations.as_ref()))
 }
 
-/// Puts what was just written into the index at once, so that the next pass compares against
-/// it even before the watch delivers the update.
+/// Puts the annotations just written into the index at once, so that the next pass compares
+/// against them even before the watch delivers the update.
 pub fn remember(index: &Index, workload: &WorkloadRef, annotations: BTreeMap<String, String>) {
     let key = (workload.namespace.clone(), workload.name.clone());
     match index.metas(workload.kind) {
