@@ -15,6 +15,7 @@
 
 use std::{
     collections::HashMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -183,6 +184,9 @@ pub struct Churn {
     pub rollouts: usize,
     /// Rollout → new digest in the Deployment's WorkloadVerdict, sorted.
     pub latencies: Vec<Duration>,
+    /// The operator's share of those: the first pod running the new digest (as the benchmark's
+    /// own pod watch saw it Running with its imageID) → new digest in the WorkloadVerdict, sorted.
+    pub after_running: Vec<Duration>,
     /// Rollouts whose new digest was not seen by the end.
     pub unseen: usize,
     /// VmRSS at each round, KiB.
@@ -205,12 +209,14 @@ pub async fn churn(
 ) -> Result<Churn> {
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let watching = tokio::spawn(watch_digests(client.clone(), seen_tx));
+    let running = Running::default();
+    let watching_pods = tokio::spawn(watch_running(client.clone(), running.clone()));
     let before = scrape_metrics(metrics).await?;
     let cpu_before = cpu_time(operator.pid());
     let started = Instant::now();
     let mut on_b = vec![false; targets.len()];
     let mut pending: HashMap<(String, String), (String, Instant)> = HashMap::new();
-    let mut latencies = Vec::new();
+    let mut latencies = Latencies::default();
     let mut rss_kib = Vec::new();
     let mut round = 0;
     let mut rollouts = 0;
@@ -232,7 +238,7 @@ pub async fn churn(
         round += 1;
         rss_kib.push(operator.memory().rss_kib);
         let next = round_start + every;
-        drain(&mut seen, &mut pending, &mut latencies, Some(next)).await;
+        drain(&mut seen, &mut pending, &mut latencies, &running, Some(next)).await;
     }
     // The last rounds' rollouts: give them the time a rollout takes.
     let limit = Instant::now() + every * 6;
@@ -241,11 +247,13 @@ pub async fn churn(
             &mut seen,
             &mut pending,
             &mut latencies,
+            &running,
             Some(Instant::now() + every),
         )
         .await;
     }
     watching.abort();
+    watching_pods.abort();
     let after = scrape_metrics(metrics).await?;
     let events = |m: &HashMap<String, f64>| -> f64 {
         m.iter()
@@ -253,11 +261,13 @@ pub async fn churn(
             .map(|(_, v)| v)
             .sum()
     };
-    latencies.sort();
+    latencies.from_rollout.sort();
+    latencies.from_running.sort();
     Ok(Churn {
         rounds: round,
         rollouts,
-        latencies,
+        latencies: latencies.from_rollout,
+        after_running: latencies.from_running,
         unseen: pending.len(),
         rss_kib,
         events: events(&after) - events(&before),
@@ -276,11 +286,22 @@ async fn roll(client: Client, namespace: String, name: String, image: String) ->
     Ok(())
 }
 
+/// How long the settled rollouts took: from the rollout, and from their first pod Running.
+#[derive(Default)]
+struct Latencies {
+    from_rollout: Vec<Duration>,
+    from_running: Vec<Duration>,
+}
+
+/// When a pod running a digest was first seen Running, by (namespace, its `app` label, digest).
+type Running = Arc<Mutex<HashMap<(String, String, String), Instant>>>;
+
 /// Takes what the watch saw until `until`, settling the rollouts whose digest appeared.
 async fn drain(
     seen: &mut mpsc::UnboundedReceiver<((String, String), String)>,
     pending: &mut HashMap<(String, String), (String, Instant)>,
-    latencies: &mut Vec<Duration>,
+    latencies: &mut Latencies,
+    running: &Running,
     until: Option<Instant>,
 ) {
     loop {
@@ -295,7 +316,16 @@ async fn drain(
         if let Some((image, at)) = pending.get(&key) {
             let digest = image.rsplit_once('@').map_or(image.as_str(), |(_, d)| d);
             if digests.contains(digest) {
-                latencies.push(at.elapsed());
+                latencies.from_rollout.push(at.elapsed());
+                let first = (key.0.clone(), key.1.clone(), digest.to_string());
+                let since = running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&first)
+                    .copied();
+                if let Some(since) = since {
+                    latencies.from_running.push(since.elapsed());
+                }
                 pending.remove(&key);
             }
         }
@@ -321,6 +351,36 @@ async fn watch_digests(client: Client, out: mpsc::UnboundedSender<((String, Stri
         );
         if out.send((key, digests)).is_err() {
             return;
+        }
+    }
+}
+
+/// Notes when a benchmark pod is first seen Running with the digest it runs (its imageID).
+async fn watch_running(client: Client, running: Running) {
+    let api = Api::<Pod>::all(client);
+    let config = watcher::Config::default().labels("app");
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(Ok(pod)) = events.next().await {
+        let status = pod.status.unwrap_or_default();
+        if status.phase.as_deref() != Some("Running") {
+            continue;
+        }
+        let app = pod
+            .metadata
+            .labels
+            .and_then(|mut l| l.remove("app"))
+            .unwrap_or_default();
+        let namespace = pod.metadata.namespace.unwrap_or_default();
+        let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+        for c in status.container_statuses.unwrap_or_default() {
+            // The pulled digest; the image itself when kwok reports no imageID (images are pinned).
+            let pulled = [&c.image_id, &c.image]
+                .into_iter()
+                .find_map(|i| i.rsplit_once('@'));
+            if let Some((_, digest)) = pulled {
+                let key = (namespace.clone(), app.clone(), digest.to_string());
+                running.entry(key).or_insert_with(Instant::now);
+            }
         }
     }
 }

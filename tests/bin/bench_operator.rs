@@ -50,7 +50,7 @@ use countersign::{
 use countersign_tests::{
     bench::{
         ApiServer, ChildProbe, MANAGER, Memory, OperatorProcess, OwnRequests, POLL, create_namespace,
-        install, progress, prometheus_label, scrape_metrics, settle, tail, value, wait_metric,
+        install, progress, prometheus_label, scrape_metrics, settle, settle_within, tail, value, wait_metric,
     },
     cluster::{ClusterOptions, LocalCluster},
     registry::{Registry, RegistryKind},
@@ -315,7 +315,11 @@ async fn main() -> Result<()> {
         None
     };
 
-    // A key removed from the TrustRoot: every workload must drift.
+    // A key removed from the TrustRoot: every workload must drift. Churn and rotation leave the
+    // control plane busy finishing rollouts; the drift is measured once it has settled.
+    if args.churn > 0 || args.rotation {
+        settle_within(&client, &mut own, Duration::from_secs(600)).await?;
+    }
     let before_drift = snapshot(&registry, &client, &metrics_addr, &mut own, true).await?;
     let drift_events_before = value(
         &before_drift.operator,
@@ -1104,6 +1108,14 @@ impl Report<'_> {
                 p(95.0),
                 p(100.0),
                 c.unseen
+            );
+            let r = |q| ms(churn::percentile(&c.after_running, q));
+            println!(
+                "| churn: the operator's share: first pod of the new digest Running → new digest in the WorkloadVerdict, p50 / p95 / max ({} rollouts) | **{:.0} / {:.0} / {:.0} ms** |",
+                c.after_running.len(),
+                r(50.0),
+                r(95.0),
+                r(100.0)
             );
             let first = c.rss_kib.first().copied().unwrap_or_default();
             let last = c.rss_kib.last().copied().unwrap_or_default();

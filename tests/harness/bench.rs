@@ -289,13 +289,18 @@ impl ApiServer {
 
 /// Waits (up to 3 min) until the API server serves fewer than 3 requests a second.
 pub async fn settle(client: &Client, own: &mut OwnRequests) -> Result<()> {
+    settle_within(client, own, Duration::from_secs(180)).await
+}
+
+/// [`settle`], waiting at most `limit`.
+pub async fn settle_within(client: &Client, own: &mut OwnRequests, limit: Duration) -> Result<()> {
     let started = Instant::now();
     loop {
         let a = ApiServer::scrape(client, own).await?;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let b = ApiServer::scrape(client, own).await?;
         let rate = (b.total() - a.total() - (b.own - a.own) as f64) / (b.at - a.at).as_secs_f64();
-        if rate < 3.0 || started.elapsed() > Duration::from_secs(180) {
+        if rate < 3.0 || started.elapsed() > limit {
             progress(&format!(
                 "API server at {rate:.1} requests/s after {:.0}s of settling",
                 started.elapsed().as_secs_f64()
