@@ -293,8 +293,10 @@ struct Latencies {
     from_running: Vec<Duration>,
 }
 
-/// When a pod running a digest was first seen Running, by (namespace, its `app` label, digest).
-type Running = Arc<Mutex<HashMap<(String, String, String), Instant>>>;
+/// When each pod running a digest was first seen Running, by (namespace, its `app` label,
+/// digest). A Deployment rolls back and forth between two digests, so a rollout's pods are those
+/// first seen Running after it.
+type Running = Arc<Mutex<HashMap<(String, String, String), Vec<Instant>>>>;
 
 /// Takes what the watch saw until `until`, settling the rollouts whose digest appeared.
 async fn drain(
@@ -322,7 +324,7 @@ async fn drain(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&first)
-                    .copied();
+                    .and_then(|times| times.iter().filter(|t| **t >= *at).min().copied());
                 if let Some(since) = since {
                     latencies.from_running.push(since.elapsed());
                 }
@@ -360,9 +362,10 @@ async fn watch_running(client: Client, running: Running) {
     let api = Api::<Pod>::all(client);
     let config = watcher::Config::default().labels("app");
     let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    let mut seen_running = std::collections::HashSet::new();
     while let Some(Ok(pod)) = events.next().await {
         let status = pod.status.unwrap_or_default();
-        if status.phase.as_deref() != Some("Running") {
+        if status.phase.as_deref() != Some("Running") || !seen_running.insert(pod.metadata.uid.clone()) {
             continue;
         }
         let app = pod
@@ -379,7 +382,7 @@ async fn watch_running(client: Client, running: Running) {
                 .find_map(|i| i.rsplit_once('@'));
             if let Some((_, digest)) = pulled {
                 let key = (namespace.clone(), app.clone(), digest.to_string());
-                running.entry(key).or_insert_with(Instant::now);
+                running.entry(key).or_default().push(Instant::now());
             }
         }
     }
