@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use common::Keys;
-use countersign::crd::WorkloadVerdict;
+use countersign::{crd::WorkloadVerdict, operator};
 use countersign_tests::{
     images::push_image,
     registry::{Registry, RegistryKind},
@@ -213,8 +213,11 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     operator.stop().await;
     // An upgrade from a version that recorded verdicts as annotations on the workload: the
     // record of `signed` is replaced by those annotations, which must be read back (no Event
-    // again, the same `since`), turned into a record and removed.
-    let legacy = legacy_annotations(&signed_before);
+    // again, the same `since`), turned into a record and removed. They are written by the
+    // encoder that earlier version used, which the operator keeps for reading them.
+    let record = records.get("deployment.signed").await.expect("the record");
+    let stored = operator::records::stored(&record).expect("a readable record");
+    let legacy = operator::annotations::encode(&stored.recorded);
     records
         .delete("deployment.signed", &Default::default())
         .await
@@ -295,26 +298,4 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     .await;
     operator.stop().await;
     eprintln!("test done in {:.1}s", started.elapsed().as_secs_f64());
-}
-
-/// The annotations an earlier version wrote for the verdict `record` describes.
-fn legacy_annotations(record: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
-    let names = [
-        ("verdict", "verdict"),
-        ("verifiedBy", "verified-by"),
-        ("reason", "reason"),
-        ("digests", "digests"),
-        ("since", "since"),
-        ("stale", "stale"),
-        ("digestDrift", "digest-drift"),
-        ("changed", "changed"),
-    ];
-    let annotations: serde_json::Map<String, serde_json::Value> = names
-        .iter()
-        .filter_map(|(field, annotation)| {
-            let value = record.get(*field)?;
-            Some((format!("countersign.dev/{annotation}"), json!(value)))
-        })
-        .collect();
-    serde_json::Value::Object(annotations)
 }

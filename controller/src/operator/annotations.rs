@@ -115,22 +115,9 @@ mod tests {
             .collect()
     }
 
-    fn sample() -> Recorded {
-        Recorded {
-            verdict: Some(Verdict::Verified),
-            verified_by: vec!["prod/a".into(), "prod/b".into()],
-            reason: None,
-            digests: vec!["reg/app@sha256:1".into()],
-            since: Some("2026-09-01T10:00:00Z".into()),
-            stale: Some("unreachable".into()),
-            drift: None,
-            changed: Some("2026-09-01T10:00:00.250Z".into()),
-        }
-    }
-
     #[test]
     fn encode_then_decode_is_identity() {
-        let r = sample();
+        let r = Recorded::example();
         let encoded = encode(&r);
         assert_eq!(
             encoded.get(VERIFIED_BY).map(String::as_str),

@@ -10,6 +10,7 @@ use kube::core::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use super::{
+    index::Key,
     verdict::{Recorded, Verdict},
     workload::{WorkloadKind, WorkloadRef},
 };
@@ -37,6 +38,11 @@ pub fn name(kind: WorkloadKind, workload: &str) -> String {
     // ASCII only: workload names are DNS subdomains themselves.
     let keep = MAX_NAME - kind.len() - hash.len() - 2;
     format!("{kind}.{}.{hash}", workload[..keep].trim_end_matches(['.', '-']))
+}
+
+/// Where the record of `workload` is kept in the index: its namespace and [`name`].
+pub fn key(workload: &WorkloadRef) -> Key {
+    (workload.namespace.clone(), name(workload.kind, &workload.name))
 }
 
 /// The object that records `r` on `workload`, ready for server-side apply.
@@ -68,7 +74,7 @@ fn fields(workload: &WorkloadRef, r: &Recorded) -> WorkloadVerdictFields {
             name: workload.name.clone(),
             uid: workload.uid.clone(),
         },
-        verdict: r.verdict.map_or(Verdict::Unknown, |v| v).as_str().to_string(),
+        verdict: r.verdict.unwrap_or(Verdict::Unknown).as_str().to_string(),
         verified_by: r.verified_by.clone(),
         reason: r.reason.clone(),
         digests: r.digests.clone(),
@@ -111,22 +117,9 @@ mod tests {
         }
     }
 
-    fn sample() -> Recorded {
-        Recorded {
-            verdict: Some(Verdict::Verified),
-            verified_by: vec!["prod/a".into(), "prod/b".into()],
-            reason: None,
-            digests: vec!["reg/app@sha256:1".into()],
-            since: Some("2026-09-01T10:00:00.000Z".into()),
-            stale: Some("unreachable".into()),
-            drift: None,
-            changed: Some("2026-09-01T10:00:00.250Z".into()),
-        }
-    }
-
     #[test]
     fn an_object_reads_back_as_what_it_records() {
-        let object = object(&web(), &sample());
+        let object = object(&web(), &Recorded::example());
         assert_eq!(object.metadata.name.as_deref(), Some("deployment.web"));
         assert_eq!(object.metadata.namespace.as_deref(), Some("shop"));
         let owner = &object.metadata.owner_references.as_ref().unwrap()[0];
@@ -136,12 +129,12 @@ mod tests {
         );
         let stored = stored(&object).unwrap();
         assert_eq!(stored.workload_uid, "uid-web");
-        assert_eq!(stored.recorded, sample());
+        assert_eq!(stored.recorded, Recorded::example());
     }
 
     #[test]
     fn the_wire_form_has_no_spec_and_omits_what_is_empty() {
-        let value = serde_json::to_value(object(&web(), &sample())).unwrap();
+        let value = serde_json::to_value(object(&web(), &Recorded::example())).unwrap();
         assert_eq!(value["verdict"], "Verified");
         assert_eq!(value["workload"]["kind"], "Deployment");
         assert_eq!(value["verifiedBy"], serde_json::json!(["prod/a", "prod/b"]));
@@ -151,7 +144,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_verdict_is_as_if_nothing_was_recorded() {
-        let mut object = object(&web(), &sample());
+        let mut object = object(&web(), &Recorded::example());
         object.spec.verdict = "Maybe".into();
         assert_eq!(stored(&object), None);
     }

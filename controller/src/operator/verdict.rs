@@ -114,6 +114,24 @@ pub struct Recorded {
     pub changed: Option<String>,
 }
 
+#[cfg(test)]
+impl Recorded {
+    /// A Verified state marked stale, every kind of field set but `reason` and `drift`: the
+    /// unit tests' example of what is recorded.
+    pub(crate) fn example() -> Self {
+        Self {
+            verdict: Some(Verdict::Verified),
+            verified_by: vec!["prod/a".into(), "prod/b".into()],
+            reason: None,
+            digests: vec!["reg/app@sha256:1".into()],
+            since: Some("2026-09-01T10:00:00Z".into()),
+            stale: Some("unreachable".into()),
+            drift: None,
+            changed: Some("2026-09-01T10:00:00.250Z".into()),
+        }
+    }
+}
+
 /// Longest `reason` recorded: it is for people, and Event notes stop at 1 kB.
 pub const MAX_REASON: usize = 512;
 

@@ -58,11 +58,9 @@ pub fn workloads(
     });
     index.verdicts.read(|verdicts| {
         for w in &mut found {
-            let r = &w.workload;
-            let key = (r.namespace.clone(), records::name(r.kind, &r.name));
             w.record = verdicts
-                .get(&key)
-                .filter(|s| s.workload_uid == r.uid)
+                .get(&records::key(&w.workload))
+                .filter(|s| s.workload_uid == w.workload.uid)
                 .map(|s| s.recorded.clone());
         }
     });

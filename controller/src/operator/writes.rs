@@ -38,9 +38,9 @@ use crate::crd::WorkloadVerdict;
 pub async fn record(client: &Client, workload: &WorkloadRef, r: &Recorded) -> Result<Option<Stored>, Error> {
     let object = records::object(workload, r);
     let api: Api<WorkloadVerdict> = Api::namespaced(client.clone(), &workload.namespace);
-    let name = records::name(workload.kind, &workload.name);
+    let name = object.metadata.name.as_deref().unwrap_or_default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch(&name, &params, &Patch::Apply(&object)).await {
+    match api.patch(name, &params, &Patch::Apply(&object)).await {
         Ok(applied) => Ok(records::stored(&applied)),
         Err(source) => Err(Error::Record {
             workload: workload.to_string(),
@@ -66,10 +66,7 @@ pub async fn unrecord(client: &Client, workload: &WorkloadRef) -> Result<(), Err
 /// Puts what was just recorded (or deleted: `None`) into the index at once, so that the next
 /// pass compares against it even before the watch delivers it.
 pub fn remember_record(index: &Index, workload: &WorkloadRef, stored: Option<Stored>) {
-    let key = (
-        workload.namespace.clone(),
-        records::name(workload.kind, &workload.name),
-    );
+    let key = records::key(workload);
     index.verdicts.write(|m| match stored {
         Some(s) => m.insert(key, s),
         None => m.remove(&key),
