@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use countersign::crd::WorkloadVerdict;
-use countersign_tests::bench::{OperatorProcess, scrape_metrics, value};
+use countersign_tests::bench::{OperatorProcess, process_cpu, scrape_metrics, value};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
@@ -38,19 +38,6 @@ const SCOPES: [&str; 2] = ["full", "changed"];
 const POLL: Duration = Duration::from_millis(200);
 /// Passes are over once none started for this long (the operator debounces changes by far less).
 const QUIET: Duration = Duration::from_secs(3);
-
-/// CPU time of every thread of `pid`, from `/proc/<pid>/task/*/schedstat` (nanoseconds on CPU).
-pub fn cpu_time(pid: u32) -> Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    let ns: u64 = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(ns)
-}
 
 pub struct OnePod {
     pub passes: f64,
@@ -109,7 +96,7 @@ pub async fn one_pod_changed(
     let idle_cpu_per_second = idle_polling(operator, metrics).await?;
     let before = scrape_metrics(metrics).await?;
     let started = Instant::now();
-    let cpu_before = cpu_time(operator.pid());
+    let cpu_before = process_cpu(operator.pid());
     pods.delete(&victim, &DeleteParams::default().grace_period(0))
         .await?;
     // Wait for the passes to start, then for them to stop.
@@ -127,7 +114,7 @@ pub async fn one_pod_changed(
         }
         ensure!(Instant::now() < deadline, "no pass after deleting pod {victim}");
     }
-    let cpu = cpu_time(operator.pid()) - cpu_before;
+    let cpu = process_cpu(operator.pid()) - cpu_before;
     let polling = idle_cpu_per_second.mul_f64(started.elapsed().as_secs_f64());
     let after = scrape_metrics(metrics).await?;
     let passes = passes_of(&after, None) - passes_of(&before, None);
@@ -145,6 +132,26 @@ pub async fn one_pod_changed(
     })
 }
 
+/// [`one_pod_changed`] `runs` times (a different pod each time): the run of median CPU per pass,
+/// and every run's CPU per pass, sorted. One run subtracts an estimate of the polling's share that
+/// is as large as what it measures at 50,000 pods, so one run alone is noise.
+pub async fn one_pod_median(
+    client: &Client,
+    operator: &OperatorProcess,
+    metrics: &str,
+    namespace: &str,
+    runs: usize,
+) -> Result<(OnePod, Vec<Duration>)> {
+    let mut all = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        all.push(one_pod_changed(client, operator, metrics, namespace).await?);
+    }
+    all.sort_by_key(|o| o.cpu_per_pass);
+    let spread = all.iter().map(|o| o.cpu_per_pass).collect();
+    let median = all.swap_remove(runs / 2);
+    Ok((median, spread))
+}
+
 /// The operator's CPU per second while polled as [`one_pod_changed`] polls it, with nothing
 /// changing (no pass may run meanwhile, or the measure is taken again).
 async fn idle_polling(operator: &OperatorProcess, metrics: &str) -> Result<Duration> {
@@ -152,13 +159,13 @@ async fn idle_polling(operator: &OperatorProcess, metrics: &str) -> Result<Durat
     for _ in 0..5 {
         let before = passes_of(&scrape_metrics(metrics).await?, None);
         let started = Instant::now();
-        let cpu_before = cpu_time(operator.pid());
+        let cpu_before = process_cpu(operator.pid());
         let mut after = before;
         while started.elapsed() < WINDOW {
             tokio::time::sleep(POLL).await;
             after = passes_of(&scrape_metrics(metrics).await?, None);
         }
-        let cpu = cpu_time(operator.pid()) - cpu_before;
+        let cpu = process_cpu(operator.pid()) - cpu_before;
         if after == before {
             return Ok(cpu.div_f64(started.elapsed().as_secs_f64()));
         }
@@ -212,7 +219,7 @@ pub async fn churn(
     let running = Running::default();
     let watching_pods = tokio::spawn(watch_running(client.clone(), running.clone()));
     let before = scrape_metrics(metrics).await?;
-    let cpu_before = cpu_time(operator.pid());
+    let cpu_before = process_cpu(operator.pid());
     let started = Instant::now();
     let mut on_b = vec![false; targets.len()];
     let mut pending: HashMap<(String, String), (String, Instant)> = HashMap::new();
@@ -272,7 +279,7 @@ pub async fn churn(
         rss_kib,
         events: events(&after) - events(&before),
         passes: passes_of(&after, None) - passes_of(&before, None),
-        cpu: cpu_time(operator.pid()) - cpu_before,
+        cpu: process_cpu(operator.pid()) - cpu_before,
         elapsed: started.elapsed(),
     })
 }

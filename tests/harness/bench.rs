@@ -319,3 +319,17 @@ pub fn prometheus_label(labels: &str, name: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// CPU time of every thread of `pid` so far, from `/proc/<pid>/task/*/schedstat` (nanoseconds
+/// on CPU; threads that have exited are not counted, so measure long-lived processes).
+pub fn process_cpu(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}

@@ -393,6 +393,15 @@ impl LocalCluster {
         Ok(started.elapsed())
     }
 
+    /// The process id of component `name` (`etcd`, `kube-apiserver`, …), to read its CPU time.
+    pub fn pid(&self, name: &str) -> Result<u32> {
+        self.components
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.child.id())
+            .with_context(|| format!("no component {name} (one of {COMPONENTS:?})"))
+    }
+
     fn component(&mut self, name: &str) -> Result<&mut Component> {
         self.components
             .iter_mut()
