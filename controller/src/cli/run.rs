@@ -124,8 +124,26 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
+/// glibc's malloc gives each thread that contends for it an arena of its own (up to 8 per core)
+/// and raises its mmap and trim thresholds after the first large buffers are freed (a relist's
+/// pages), so memory freed after a burst stays in the process. The operator's live heap is about
+/// half its RSS (a heap profile at 10,000 pods: 28 MB live, 58 MiB resident). Two arenas for the
+/// runtime's threads and fixed 1 MiB thresholds took 2 MiB (4%) off its peak RSS at 10,000 pods
+/// (docs/benchmarks.md), at no measured cost in CPU. Must run before any thread starts.
+fn bound_allocator_memory() {
+    // SAFETY: mallopt only sets allocator parameters, and no other thread exists yet.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+    }
+}
+
 fn run_operator(args: &RunArgs) -> anyhow::Result<()> {
     let config = config(args)?;
+    bound_allocator_memory();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
