@@ -38,6 +38,9 @@ struct Signed {
     /// cosign v3 `sign` and `attest` (a SLSA provenance statement in a keyless DSSE bundle
     /// referrer), in a repository of its own: a TrustRoot requires the attestation there.
     attested: String,
+    /// cosign v2 `sign` and `attest` (`.sig` and `.att`, certificate and TSA timestamp, not
+    /// logged) in the same repository: refused, see [`keyless_v2_attestation_refused`].
+    attested_v2: String,
 }
 
 const SLSA1: &str = "slsaprovenance1";
@@ -112,26 +115,36 @@ async fn keyless_signatures_verify_in_the_cli_and_the_operator() {
         v3: sign("v3", &|i| stack.sign_v3(&cosign3, &token, i)),
         v2: sign("v2", &|i| stack.sign_v2(&cosign2, &token, i, true)),
         v2_untimed: sign("v2-untimed", &|i| stack.sign_v2(&cosign2, &token, i, false)),
-        attested: signed_and_attested(&stack, &cosign3, &token, &registry.repo("attested")),
+        attested: signed_and_attested(&stack, &cosign3, &token, &registry.repo("attested"), "v3"),
+        attested_v2: signed_and_attested(&stack, &cosign2, &token, &registry.repo("attested"), "v2"),
     };
     let id = SigstoreStack::identity(NS, BUILDER);
 
     cli_verdicts(&stack, &signed, &id);
     attestation_verdicts(&stack, &signed.attested, &id);
+    keyless_v2_attestation_refused(&stack, &signed.attested_v2, &id);
     tampered_log_entry(&stack, &registry, &signed.v3, &id).await;
     operator_verdicts(&cluster, &stack, &signed, &id).await;
 }
 
-/// An image in `repo` signed and attested keylessly with cosign v3.
-fn signed_and_attested(stack: &SigstoreStack, cosign3: &Cosign, token: &str, repo: &str) -> String {
-    let digest = push_image(&format!("{repo}:v1"), "attested");
+/// An image in `repo` (tagged `tag`) signed and attested keylessly with `cosign`, v3 or v2.
+fn signed_and_attested(stack: &SigstoreStack, cosign: &Cosign, token: &str, repo: &str, tag: &str) -> String {
+    let digest = push_image(&format!("{repo}:{tag}"), &format!("attested-{tag}"));
     let image = format!("{repo}@{digest}");
     let predicate = stack.dir().join("provenance.json");
     std::fs::write(&predicate, PREDICATE).expect("write the predicate");
-    let run = stack.sign_v3(cosign3, token, &image);
-    assert!(run.success, "signing {image}: {}", run.stderr);
-    let run = stack.attest_v3(cosign3, token, &predicate, SLSA1, &image);
-    assert!(run.success, "attesting {image}: {}", run.stderr);
+    let (signed, attested) = match cosign.version {
+        CosignVersion::V3 => (
+            stack.sign_v3(cosign, token, &image),
+            stack.attest_v3(cosign, token, &predicate, SLSA1, &image),
+        ),
+        CosignVersion::V2 => (
+            stack.sign_v2(cosign, token, &image, true),
+            stack.attest_v2(cosign, token, &predicate, SLSA1, &image),
+        ),
+    };
+    assert!(signed.success, "signing {image}: {}", signed.stderr);
+    assert!(attested.success, "attesting {image}: {}", attested.stderr);
     image
 }
 
@@ -199,38 +212,58 @@ fn cli_verdicts(stack: &SigstoreStack, signed: &Signed, id: &str) {
     assert_invalid(&run, "no_trusted_time");
 }
 
-/// `countersign verify-attestation` with identity flags on the keyless attestation: its state
-/// (the JSON's `attestations[0].state`) and exit code.
-fn attestation_verdicts(stack: &SigstoreStack, image: &str, id: &str) {
+/// `countersign verify-attestation` with identity flags: the exit code, the state of the first
+/// attestation (the JSON's `attestations[0].state`) and the JSON.
+fn verify_attestation(
+    stack: &SigstoreStack,
+    image: &str,
+    identity: &str,
+    policy: Option<&str>,
+) -> (Option<i32>, String, Value) {
     let issuer = stack.issuer.as_str();
-    let attestation = |identity: &str, policy: Option<&str>| {
-        let root = stack.trusted_root().to_str().expect("utf-8 path");
-        let mut args = vec![
-            "verify-attestation",
-            "--certificate-identity",
-            identity,
-            "--certificate-oidc-issuer",
-            issuer,
-            "--trusted-root",
-            root,
-            "--type",
-            SLSA1,
-            "--output",
-            "json",
-        ];
-        if let Some(policy) = policy {
-            args.extend(["--policy", policy]);
-        }
-        args.push(image);
-        let run = countersign(&args);
-        let json: Value = serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|e| panic!("verify-attestation JSON ({e}): {run:?}"));
-        let state = json["attestations"][0]["state"]
-            .as_str()
-            .unwrap_or("none")
-            .to_string();
-        (run.code, state, json)
-    };
+    let root = stack.trusted_root().to_str().expect("utf-8 path");
+    let mut args = vec![
+        "verify-attestation",
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        issuer,
+        "--trusted-root",
+        root,
+        "--type",
+        SLSA1,
+        "--output",
+        "json",
+    ];
+    if let Some(policy) = policy {
+        args.extend(["--policy", policy]);
+    }
+    args.push(image);
+    let run = countersign(&args);
+    let json: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("verify-attestation JSON ({e}): {run:?}"));
+    let state = json["attestations"][0]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string();
+    (run.code, state, json)
+}
+
+/// A keyless cosign v2 `.att` is refused, never verified: cosign v2 timestamps the whole
+/// envelope, and a Sigstore verifier checks a timestamp over the signature (see `KEYLESS_ATT` in
+/// `verify/attest.rs`). Its signature (`.sig`, timestamped) verifies all the same.
+fn keyless_v2_attestation_refused(stack: &SigstoreStack, image: &str, id: &str) {
+    let (code, state, json) = verify_attestation(stack, image, id, None);
+    assert_eq!((code, state.as_str()), (Some(12), "badSignature"), "{json}");
+    let run = verify(stack, image, id, &stack.issuer, &["--tlog", "optional"]);
+    assert_eq!(verdict(&run), ("verified".to_string(), vec![None]), "{run:?}");
+}
+
+/// `countersign verify-attestation` with identity flags on the keyless attestation: its state
+/// and exit code, with and without a policy, and for another identity.
+fn attestation_verdicts(stack: &SigstoreStack, image: &str, id: &str) {
+    let attestation =
+        |identity: &str, policy: Option<&str>| verify_attestation(stack, image, identity, policy);
     let (code, state, json) = attestation(id, None);
     assert_eq!((code, state.as_str()), (Some(0), "verified"), "{json}");
     let (code, state, json) = attestation(id, Some(POLICY_OK));

@@ -221,6 +221,32 @@ impl SigstoreStack {
         cosign.run_with_env(&self.v2_env(), &args)
     }
 
+    /// Attests `image` keylessly with cosign v2 (`.att` layer: a DSSE envelope of the in-toto
+    /// statement, with the certificate, chain and TSA timestamp annotations), not logged, as
+    /// [`Self::sign_v2`] signs.
+    pub fn attest_v2(&self, cosign: &Cosign, token: &str, predicate: &Path, kind: &str, image: &str) -> Run {
+        assert_eq!(cosign.version, CosignVersion::V2);
+        let tsa = format!("{}/api/v1/timestamp", self.tsa_url);
+        let token = self.token_file(token);
+        let args = [
+            "attest",
+            "--identity-token",
+            path_str(&token),
+            "--fulcio-url",
+            &self.fulcio_url,
+            "--tlog-upload=false",
+            "--timestamp-server-url",
+            &tsa,
+            "--predicate",
+            path_str(predicate),
+            "--type",
+            kind,
+            "-y",
+            image,
+        ];
+        cosign.run_with_env(&self.v2_env(), &args)
+    }
+
     /// The token in a file: cosign opens `--identity-token` as a path first and fails on a JWT
     /// longer than a file name may be ("file name too long").
     fn token_file(&self, token: &str) -> PathBuf {

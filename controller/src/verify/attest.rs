@@ -184,12 +184,29 @@ fn judge(digest: &Digest, r: &Requirement, signer: &str, claimed: &Claimed) -> A
     }
 }
 
+/// Why a keyless cosign v2 `.att` layer is refused rather than verified. cosign v2 asks the TSA
+/// to timestamp the whole envelope (`attest.go`: `GetTimestampedSignature(signedPayload, …)`),
+/// where a Sigstore bundle's timestamp covers the signature, and the verifier (sigstore-verify)
+/// takes no trusted time from elsewhere. Without a trusted time the certificate cannot be
+/// checked, so this says so instead of "no trusted key".
+const KEYLESS_ATT: &str = "signed keylessly in a cosign v2 .att layer, which is not verified: its \
+    timestamp covers the envelope, not the signature; attach it as a bundle (cosign v3 attest) to \
+    verify it by identity";
+
 /// `None` for candidates that are not attestations at all (a malformed listing says nothing
 /// about which predicate type it would have been).
 fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
     let (claimed, signed) = match candidate {
-        Candidate::Legacy { payload, .. } => {
+        Candidate::Legacy {
+            payload, evidence, ..
+        } => {
             let claimed = Claimed::from_envelope_json(payload).ok()?;
+            if evidence.certificate.is_some() {
+                return Some(Seen {
+                    predicate_type: claimed.statement.predicate_type.clone(),
+                    signed: Err(KEYLESS_ATT.into()),
+                });
+            }
             let signed = verify_with_keys(&claimed, None, keys).and_then(|signer| {
                 // A `.att` layer's log entry (its bundle annotation) is an in-toto entry over
                 // the envelope, which is not read here: with the log required, it does not count
