@@ -49,9 +49,21 @@ const POLICY_FAILS: &str = "predicate.buildDefinition.externalParameters.ref == 
 const PREDICATE: &str = r#"{"buildDefinition":{"buildType":"https://example.com/ci/v1","externalParameters":{"ref":"refs/heads/main"}},"runDetails":{"builder":{"id":"https://example.com/builder"}}}"#;
 
 fn verify(stack: &SigstoreStack, image: &str, identity: &str, issuer: &str, extra: &[&str]) -> Run {
+    keyless_command("verify", stack, image, identity, issuer, extra)
+}
+
+/// `countersign <command>` with the identity flags, the stack's trusted root and JSON output.
+fn keyless_command(
+    command: &str,
+    stack: &SigstoreStack,
+    image: &str,
+    identity: &str,
+    issuer: &str,
+    extra: &[&str],
+) -> Run {
     let root = stack.trusted_root().to_str().expect("utf-8 path");
     let mut args = vec![
-        "verify",
+        command,
         "--certificate-identity",
         identity,
         "--certificate-oidc-issuer",
@@ -220,26 +232,18 @@ fn verify_attestation(
     identity: &str,
     policy: Option<&str>,
 ) -> (Option<i32>, String, Value) {
-    let issuer = stack.issuer.as_str();
-    let root = stack.trusted_root().to_str().expect("utf-8 path");
-    let mut args = vec![
-        "verify-attestation",
-        "--certificate-identity",
-        identity,
-        "--certificate-oidc-issuer",
-        issuer,
-        "--trusted-root",
-        root,
-        "--type",
-        SLSA1,
-        "--output",
-        "json",
-    ];
+    let mut extra = vec!["--type", SLSA1];
     if let Some(policy) = policy {
-        args.extend(["--policy", policy]);
+        extra.extend(["--policy", policy]);
     }
-    args.push(image);
-    let run = countersign(&args);
+    let run = keyless_command(
+        "verify-attestation",
+        stack,
+        image,
+        identity,
+        &stack.issuer,
+        &extra,
+    );
     let json: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("verify-attestation JSON ({e}): {run:?}"));
     let state = json["attestations"][0]["state"]
