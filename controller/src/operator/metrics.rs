@@ -605,54 +605,34 @@ impl Metrics {
     /// state given, 0 included), set after each pass; requirements absent now lose their series.
     /// Transparency-log coverage per TrustRoot (M7); a TrustRoot gone takes its series with it.
     pub fn set_trust_root_tlog(&self, rows: &[super::tlog::Coverage]) {
-        let mut seen = self.tlog_seen.lock().unwrap_or_else(|p| p.into_inner());
-        let now: BTreeSet<String> = rows.iter().map(|c| c.trust_root.clone()).collect();
-        for trust_root in seen.difference(&now) {
-            for state in super::tlog::STATES {
-                self.trust_root_tlog.remove(&TlogLabels {
-                    trust_root: trust_root.clone(),
-                    state,
-                });
-            }
-        }
-        for c in rows {
-            for &(state, n) in &c.states {
-                let labels = TlogLabels {
-                    trust_root: c.trust_root.clone(),
-                    state,
-                };
-                self.trust_root_tlog.get_or_create(&labels).set(n);
-            }
-        }
-        *seen = now;
+        let rows = rows.iter().map(|c| (c.trust_root.clone(), &c.states[..]));
+        set_by_state(
+            &self.trust_root_tlog,
+            &self.tlog_seen,
+            &super::tlog::STATES,
+            rows,
+            |trust_root, state| TlogLabels {
+                trust_root: trust_root.clone(),
+                state,
+            },
+        );
     }
 
     pub fn set_trust_root_attestations(&self, rows: &[super::attestations::Coverage]) {
-        let mut seen = self.attestations_seen.lock().unwrap_or_else(|p| p.into_inner());
-        let now: BTreeSet<(String, String)> = rows
+        let rows = rows
             .iter()
-            .map(|c| (c.trust_root.clone(), c.predicate_type.clone()))
-            .collect();
-        for (trust_root, predicate_type) in seen.difference(&now) {
-            for state in super::attestations::STATES {
-                self.trust_root_attestations.remove(&AttestationLabels {
-                    trust_root: trust_root.clone(),
-                    predicate_type: predicate_type.clone(),
-                    state,
-                });
-            }
-        }
-        for c in rows {
-            for &(state, n) in &c.states {
-                let labels = AttestationLabels {
-                    trust_root: c.trust_root.clone(),
-                    predicate_type: c.predicate_type.clone(),
-                    state,
-                };
-                self.trust_root_attestations.get_or_create(&labels).set(n);
-            }
-        }
-        *seen = now;
+            .map(|c| ((c.trust_root.clone(), c.predicate_type.clone()), &c.states[..]));
+        set_by_state(
+            &self.trust_root_attestations,
+            &self.attestations_seen,
+            &super::attestations::STATES,
+            rows,
+            |(trust_root, predicate_type), state| AttestationLabels {
+                trust_root: trust_root.clone(),
+                predicate_type: predicate_type.clone(),
+                state,
+            },
+        );
     }
 
     /// One digest verified (or failed to): outcome is `Outcome::name()`, elapsed the wall time.
@@ -784,6 +764,35 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Sets a gauge family whose series are a key (a TrustRoot, say) times a state, from one count
+/// per (key, state) in `rows`. The series of keys no longer in `rows` are removed, every state
+/// of them, so that a TrustRoot deleted or a requirement dropped does not keep its last figures.
+fn set_by_state<'r, K, L>(
+    family: &Family<L, Gauge>,
+    seen: &Mutex<BTreeSet<K>>,
+    states: &[&'static str],
+    rows: impl Iterator<Item = (K, &'r [(&'static str, i64)])>,
+    labels: impl Fn(&K, &'static str) -> L,
+) where
+    K: Ord,
+    L: Clone + std::hash::Hash + Eq,
+{
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let mut now = BTreeSet::new();
+    for (key, counts) in rows {
+        for &(state, n) in counts {
+            family.get_or_create(&labels(&key, state)).set(n);
+        }
+        now.insert(key);
+    }
+    for gone in seen.difference(&now) {
+        for &state in states {
+            family.remove(&labels(gone, state));
+        }
+    }
+    *seen = now;
 }
 
 #[cfg(test)]
@@ -1034,6 +1043,24 @@ mod tests {
         assert_eq!(value(&metrics, &series("PolicyFailed")), 0.0);
         metrics.set_trust_root_attestations(&[]);
         assert!(!metrics.encode().contains("trust_root_attestations{"));
+    }
+
+    #[test]
+    fn tlog_coverage_by_root_and_state_and_removed_with_their_root() {
+        let metrics = Metrics::new();
+        let row = |trust_root: &str, logged, unlogged| super::super::tlog::Coverage {
+            trust_root: trust_root.into(),
+            states: [("Logged", logged), ("Unlogged", unlogged)],
+        };
+        metrics.set_trust_root_tlog(&[row("prod", 2, 1), row("dev", 0, 4)]);
+        let series = |root: &str, state: &str| {
+            format!(r#"countersign_trust_root_tlog{{trust_root="{root}",state="{state}"}}"#)
+        };
+        assert_eq!(value(&metrics, &series("prod", "Logged")), 2.0);
+        assert_eq!(value(&metrics, &series("dev", "Unlogged")), 4.0);
+        metrics.set_trust_root_tlog(&[row("prod", 3, 0)]);
+        assert_eq!(value(&metrics, &series("prod", "Logged")), 3.0);
+        assert!(!metrics.encode().contains(r#"trust_root="dev""#));
     }
 
     #[test]
