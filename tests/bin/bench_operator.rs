@@ -1110,14 +1110,15 @@ impl Report<'_> {
         if let Some(c) = &self.churned {
             let p = |q| ms(churn::percentile(&c.latencies, q));
             println!(
-                "| churn: {} rollouts in {} rounds over {:.0} s → new digest in the Deployment's WorkloadVerdict, p50 / p95 / max | **{:.0} / {:.0} / {:.0} ms**; {} not seen |",
+                "| churn: {} rollouts in {} rounds over {:.0} s → new digest in the Deployment's WorkloadVerdict, p50 / p95 / max | **{:.0} / {:.0} / {:.0} ms**; {} not seen; {} to a digest already named (not timed) |",
                 c.rollouts,
                 c.rounds,
                 c.elapsed.as_secs_f64(),
                 p(50.0),
                 p(95.0),
                 p(100.0),
-                c.unseen
+                c.unseen,
+                c.already_named
             );
             let r = |q| ms(churn::percentile(&c.after_running, q));
             println!(
