@@ -200,11 +200,33 @@ impl SigstoreStack {
     /// annotations), not logged (Rekor v2 does not speak cosign v2's protocol), timestamped by
     /// the TSA when `timestamp` (without it, nothing vouches for when it was signed).
     pub fn sign_v2(&self, cosign: &Cosign, token: &str, image: &str, timestamp: bool) -> Run {
+        self.keyless_v2(cosign, "sign", token, timestamp, &[], image)
+    }
+
+    /// Attests `image` keylessly with cosign v2 (`.att` layer: a DSSE envelope of the in-toto
+    /// statement, with the certificate, chain and TSA timestamp annotations), not logged, as
+    /// [`Self::sign_v2`] signs.
+    pub fn attest_v2(&self, cosign: &Cosign, token: &str, predicate: &Path, kind: &str, image: &str) -> Run {
+        let extra = ["--predicate", path_str(predicate), "--type", kind];
+        self.keyless_v2(cosign, "attest", token, true, &extra, image)
+    }
+
+    /// `cosign <command>` of cosign v2, keyless against this stack: Fulcio, no log, the TSA when
+    /// `timestamp`, then `extra` and `image`.
+    fn keyless_v2(
+        &self,
+        cosign: &Cosign,
+        command: &str,
+        token: &str,
+        timestamp: bool,
+        extra: &[&str],
+        image: &str,
+    ) -> Run {
         assert_eq!(cosign.version, CosignVersion::V2);
         let tsa = format!("{}/api/v1/timestamp", self.tsa_url);
         let token = self.token_file(token);
         let mut args = vec![
-            "sign",
+            command,
             "--identity-token",
             path_str(&token),
             "--fulcio-url",
@@ -215,35 +237,10 @@ impl SigstoreStack {
         if timestamp {
             args.extend(["--timestamp-server-url", &tsa]);
         }
+        args.extend_from_slice(extra);
         args.push(image);
         // cosign v2 checks Fulcio's chain and SCT as it signs: the CA and the CT log's key are
         // handed to it directly, as there is no TUF repository here.
-        cosign.run_with_env(&self.v2_env(), &args)
-    }
-
-    /// Attests `image` keylessly with cosign v2 (`.att` layer: a DSSE envelope of the in-toto
-    /// statement, with the certificate, chain and TSA timestamp annotations), not logged, as
-    /// [`Self::sign_v2`] signs.
-    pub fn attest_v2(&self, cosign: &Cosign, token: &str, predicate: &Path, kind: &str, image: &str) -> Run {
-        assert_eq!(cosign.version, CosignVersion::V2);
-        let tsa = format!("{}/api/v1/timestamp", self.tsa_url);
-        let token = self.token_file(token);
-        let args = [
-            "attest",
-            "--identity-token",
-            path_str(&token),
-            "--fulcio-url",
-            &self.fulcio_url,
-            "--tlog-upload=false",
-            "--timestamp-server-url",
-            &tsa,
-            "--predicate",
-            path_str(predicate),
-            "--type",
-            kind,
-            "-y",
-            image,
-        ];
         cosign.run_with_env(&self.v2_env(), &args)
     }
 
