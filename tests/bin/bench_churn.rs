@@ -217,22 +217,18 @@ pub async fn churn(
     targets: &Targets,
     (every, total): (Duration, Duration),
 ) -> Result<Churn> {
-    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (seen_tx, seen) = mpsc::unbounded_channel();
     let watching = tokio::spawn(watch_digests(client.clone(), seen_tx));
     let running = Running::default();
     let watching_pods = tokio::spawn(watch_running(client.clone(), running.clone()));
+    let mut tracker = Tracker::new(seen, running);
     let before = scrape_metrics(metrics).await?;
     let cpu_before = process_cpu(operator.pid());
     let started = Instant::now();
     let mut on_b = vec![false; targets.len()];
-    let mut pending: HashMap<(String, String), (String, Instant)> = HashMap::new();
-    let mut latencies = Latencies::default();
     let mut rss_kib = Vec::new();
     let mut round = 0;
     let mut rollouts = 0;
-    // The digests each Deployment's WorkloadVerdict names now.
-    let mut recorded: HashMap<(String, String), String> = HashMap::new();
-    let mut already_named = 0;
     while started.elapsed() < total {
         let round_start = Instant::now();
         let chosen: Vec<usize> = (0..targets.len()).filter(|i| i % 10 == round % 10).collect();
@@ -240,14 +236,7 @@ pub async fn churn(
             on_b[i] = !on_b[i];
             let (ns, name, digests) = &targets[i];
             let image = digests[usize::from(on_b[i])].clone();
-            let key = (ns.clone(), name.clone());
-            if recorded.get(&key).is_some_and(|r| r.contains(digest_of(&image))) {
-                // Its record will not change when the new pods run: the digest is there already.
-                already_named += 1;
-                pending.remove(&key);
-            } else {
-                pending.insert(key, (image.clone(), Instant::now()));
-            }
+            tracker.rolled((ns.clone(), name.clone()), &image);
             roll(client.clone(), ns.clone(), name.clone(), image)
         });
         stream::iter(patches)
@@ -257,29 +246,12 @@ pub async fn churn(
         rollouts += chosen.len();
         round += 1;
         rss_kib.push(operator.memory().rss_kib);
-        let next = round_start + every;
-        drain(
-            &mut seen,
-            &mut recorded,
-            &mut pending,
-            &mut latencies,
-            &running,
-            Some(next),
-        )
-        .await;
+        tracker.drain(round_start + every).await;
     }
     // The last rounds' rollouts: give them the time a rollout takes.
     let limit = Instant::now() + every * 6;
-    while !pending.is_empty() && Instant::now() < limit {
-        drain(
-            &mut seen,
-            &mut recorded,
-            &mut pending,
-            &mut latencies,
-            &running,
-            Some(Instant::now() + every),
-        )
-        .await;
+    while !tracker.pending.is_empty() && Instant::now() < limit {
+        tracker.drain(Instant::now() + every).await;
     }
     watching.abort();
     watching_pods.abort();
@@ -290,13 +262,20 @@ pub async fn churn(
             .map(|(_, v)| v)
             .sum()
     };
-    latencies.from_rollout.sort();
-    latencies.from_running.sort();
+    let Tracker {
+        pending,
+        mut from_rollout,
+        mut from_running,
+        already_named,
+        ..
+    } = tracker;
+    from_rollout.sort();
+    from_running.sort();
     Ok(Churn {
         rounds: round,
         rollouts,
-        latencies: latencies.from_rollout,
-        after_running: latencies.from_running,
+        latencies: from_rollout,
+        after_running: from_running,
         unseen: pending.len(),
         already_named,
         rss_kib,
@@ -316,53 +295,80 @@ async fn roll(client: Client, namespace: String, name: String, image: String) ->
     Ok(())
 }
 
-/// How long the settled rollouts took: from the rollout, and from their first pod Running.
-#[derive(Default)]
-struct Latencies {
-    from_rollout: Vec<Duration>,
-    from_running: Vec<Duration>,
-}
-
 /// When each pod running a digest was first seen Running, by (namespace, its `app` label,
 /// digest). A Deployment rolls back and forth between two digests, so a rollout's pods are those
 /// first seen Running after it.
 type Running = Arc<Mutex<HashMap<(String, String, String), Vec<Instant>>>>;
 
-/// Takes what the watch saw until `until`, settling the rollouts whose digest appeared.
-async fn drain(
-    seen: &mut mpsc::UnboundedReceiver<((String, String), String)>,
-    recorded: &mut HashMap<(String, String), String>,
-    pending: &mut HashMap<(String, String), (String, Instant)>,
-    latencies: &mut Latencies,
-    running: &Running,
-    until: Option<Instant>,
-) {
-    loop {
-        let next = match until {
-            Some(t) => match tokio::time::timeout_at(t.into(), seen.recv()).await {
-                Ok(n) => n,
-                Err(_) => return,
-            },
-            None => seen.recv().await,
-        };
-        let Some((key, digests)) = next else { return };
-        if let Some((image, at)) = pending.get(&key) {
-            let digest = digest_of(image);
-            if digests.contains(digest) {
-                latencies.from_rollout.push(at.elapsed());
-                let first = (key.0.clone(), key.1.clone(), digest.to_string());
-                let since = running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&first)
-                    .and_then(|times| times.iter().filter(|t| **t >= *at).min().copied());
-                if let Some(since) = since {
-                    latencies.from_running.push(since.elapsed());
-                }
-                pending.remove(&key);
-            }
+/// A Deployment: (namespace, name).
+type Key = (String, String);
+
+/// The rollouts under way and how long the settled ones took, from the WorkloadVerdicts' digests
+/// (as [`watch_digests`] sends them) and the pods seen Running.
+struct Tracker {
+    seen: mpsc::UnboundedReceiver<(Key, String)>,
+    running: Running,
+    /// The digests each Deployment's WorkloadVerdict names now.
+    recorded: HashMap<Key, String>,
+    /// Rollouts not settled yet: the image rolled to, and when.
+    pending: HashMap<Key, (String, Instant)>,
+    /// Rollout → new digest recorded, per settled rollout.
+    from_rollout: Vec<Duration>,
+    /// First pod of the new digest Running → new digest recorded.
+    from_running: Vec<Duration>,
+    already_named: usize,
+}
+
+impl Tracker {
+    fn new(seen: mpsc::UnboundedReceiver<(Key, String)>, running: Running) -> Self {
+        Self {
+            seen,
+            running,
+            recorded: HashMap::new(),
+            pending: HashMap::new(),
+            from_rollout: Vec::new(),
+            from_running: Vec::new(),
+            already_named: 0,
         }
-        recorded.insert(key, digests);
+    }
+
+    /// Deployment `key` rolled to `image` now.
+    fn rolled(&mut self, key: Key, image: &str) {
+        if self
+            .recorded
+            .get(&key)
+            .is_some_and(|r| r.contains(digest_of(image)))
+        {
+            // Its record will not change when the new pods run: the digest is there already.
+            self.already_named += 1;
+            self.pending.remove(&key);
+        } else {
+            self.pending.insert(key, (image.to_string(), Instant::now()));
+        }
+    }
+
+    /// Takes what the watch saw until `until`, settling the rollouts whose digest appeared.
+    async fn drain(&mut self, until: Instant) {
+        while let Ok(Some((key, digests))) = tokio::time::timeout_at(until.into(), self.seen.recv()).await {
+            if let Some((image, at)) = self.pending.get(&key) {
+                let digest = digest_of(image);
+                if digests.contains(digest) {
+                    self.from_rollout.push(at.elapsed());
+                    let first = (key.0.clone(), key.1.clone(), digest.to_string());
+                    let since = self
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&first)
+                        .and_then(|times| times.iter().filter(|t| **t >= *at).min().copied());
+                    if let Some(since) = since {
+                        self.from_running.push(since.elapsed());
+                    }
+                    self.pending.remove(&key);
+                }
+            }
+            self.recorded.insert(key, digests);
+        }
     }
 }
 
@@ -372,7 +378,7 @@ fn digest_of(image: &str) -> &str {
 }
 
 /// Every change of the `digests` a Deployment's WorkloadVerdict records, by Deployment.
-async fn watch_digests(client: Client, out: mpsc::UnboundedSender<((String, String), String)>) {
+async fn watch_digests(client: Client, out: mpsc::UnboundedSender<(Key, String)>) {
     let api = Api::<WorkloadVerdict>::all(client);
     let mut events = std::pin::pin!(
         watcher(api, watcher::Config::default())
