@@ -21,14 +21,14 @@ command -v ssh-keygen >/dev/null || { sudo=$(command -v sudo || true); $sudo apt
 step "disk: the shared target folder keeps room to link"
 # Each checkout builds its own set of test executables (a path dependency's hash includes its
 # path), about 10 GB a set, so a target folder shared by several checkouts fills the disk, and the
-# linker then dies with SIGBUS (it did here, 2026-11-30). Below 20 GB free (COUNTERSIGN_MIN_FREE_GB), executables no build
-# has written for an hour go; cargo rebuilds any of them that is needed again.
+# linker then dies with SIGBUS (it did here, 2026-11-30). Below 20 GB free
+# (COUNTERSIGN_MIN_FREE_GB), executables no build has written for an hour go; cargo rebuilds any
+# of them that is needed again.
 mkdir -p "$CARGO_TARGET_DIR"
 deps="$CARGO_TARGET_DIR/debug/deps"
 free_gb=$(df -P -BG "$CARGO_TARGET_DIR" | awk 'NR == 2 { sub(/G$/, "", $4); print $4 }')
 if [ -d "$deps" ] && [ "${free_gb:-0}" -lt "${COUNTERSIGN_MIN_FREE_GB:-20}" ]; then
-  stale=$(find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' -mmin +60 -size +20M | wc -l)
-  find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' -mmin +60 -size +20M -delete
+  stale=$(find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' -mmin +60 -size +20M -print -delete | wc -l)
   rm -rf "$CARGO_TARGET_DIR/debug/incremental"
   echo "${free_gb} GB free: removed ${stale} stale executables and the incremental caches"
 else
