@@ -69,7 +69,7 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 struct Reviewed {
     request: AdmissionRequest<DynamicObject>,
     subject: Option<Subject>,
-    labels: BTreeMap<String, String>,
+    labels: Arc<BTreeMap<String, String>>,
 }
 
 type Answer = Result<Json<AdmissionReview<DynamicObject>>, (StatusCode, String)>;

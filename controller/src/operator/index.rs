@@ -100,7 +100,8 @@ pub struct Index {
     pub jobs: Mirror<Meta>,
     pub cronjobs: Mirror<Meta>,
     /// Namespace labels, keyed by ("", name).
-    pub namespaces: Mirror<BTreeMap<String, String>>,
+    /// Shared: every workload a pass finds in the namespace points at them.
+    pub namespaces: Mirror<Arc<BTreeMap<String, String>>>,
     /// Keyed by ("", name).
     pub trust_roots: Mirror<TrustRootEntry>,
     /// Keyed by ("", name).

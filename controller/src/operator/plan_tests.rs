@@ -54,7 +54,7 @@ fn workload(namespace: &str, team: &str, images: &[(&str, Option<Digest>)]) -> W
             })
             .collect(),
         pull_secrets: BTreeSet::new(),
-        namespace_labels: BTreeMap::from([("team".to_string(), team.to_string())]),
+        namespace_labels: std::sync::Arc::new(BTreeMap::from([("team".to_string(), team.to_string())])),
         record: None,
         annotations: BTreeMap::new(),
     }

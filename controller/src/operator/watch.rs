@@ -159,7 +159,7 @@ pub fn all(
             Api::<PartialObjectMeta<Namespace>>::all(c.clone()),
             Feed {
                 resource: "namespaces",
-                reduce: |ns| Some(ns.metadata.labels.clone().unwrap_or_default()),
+                reduce: |ns| Some(Arc::new(ns.metadata.labels.clone().unwrap_or_default())),
                 matters: |new, old| new != old,
                 owner: |_| None,
                 wakes: true,
@@ -213,7 +213,7 @@ fn pod_feed() -> Feed<Pod, pods::PodInfo> {
         resource: "pods",
         reduce: pods::reduce,
         matters: pods::PodInfo::matters,
-        owner: |p| p.owner.as_ref().map(|o| o.name.as_str()),
+        owner: |p| p.shape.owner.as_ref().map(|o| o.name.as_str()),
         wakes: true,
     }
 }

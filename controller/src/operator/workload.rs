@@ -99,7 +99,7 @@ impl fmt::Display for WorkloadRef {
 }
 
 /// A controller owner reference, reduced to what walking needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     /// Borrowed when it is one of [`COMMON`] (one fewer allocation per pod in the index).
     pub api_version: Cow<'static, str>,

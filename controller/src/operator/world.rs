@@ -2,11 +2,14 @@
 //! and ephemeral containers count), pull secrets and the verdict recorded on it. Pure apart from
 //! taking the index' read locks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use super::{
     index::{Index, Key},
-    pods::{PodInfo, RunningImage},
+    pods::{PodInfo, PodShape, RunningImage},
     records,
     verdict::Recorded,
     workload::{OwnerMeta, Walk, WorkloadKind, WorkloadRef, walk},
@@ -18,7 +21,7 @@ pub struct Workload {
     pub workload: WorkloadRef,
     pub images: BTreeSet<RunningImage>,
     pub pull_secrets: BTreeSet<String>,
-    pub namespace_labels: BTreeMap<String, String>,
+    pub namespace_labels: Arc<BTreeMap<String, String>>,
     /// The verdict recorded for it (its `WorkloadVerdict`), as watched.
     pub record: Option<Recorded>,
     /// Verdict annotations an earlier version left on the object.
@@ -109,14 +112,17 @@ pub fn group(
     included: (impl Fn(&str) -> bool, impl Fn(&WorkloadRef) -> bool),
     owner: impl Fn(WorkloadKind, &str, &str) -> Option<OwnerMeta>,
     annotations: impl Fn(&WorkloadRef) -> Option<BTreeMap<String, String>>,
-    labels: impl Fn(&str) -> BTreeMap<String, String>,
+    labels: impl Fn(&str) -> Arc<BTreeMap<String, String>>,
 ) -> Vec<Workload> {
-    let mut by_workload: BTreeMap<WorkloadRef, Workload> = BTreeMap::new();
+    // Each workload with the shapes already merged into it: a ReplicaSet's pods share one, so
+    // its images are copied once, not once per pod.
+    let mut by_workload: BTreeMap<WorkloadRef, (Workload, Vec<&Arc<PodShape>>)> = BTreeMap::new();
     let mut pending: BTreeSet<WorkloadRef> = BTreeSet::new();
     let (namespaces, wanted) = included;
     for ((namespace, name), pod) in pods.iter().filter(|((ns, _), _)| namespaces(ns)) {
         let lookup = |kind, name: &str| owner(kind, namespace, name);
-        let Walk::Workload(w) = walk(namespace, name, &pod.uid, pod.owner.as_ref(), lookup) else {
+        let shape = &pod.shape;
+        let Walk::Workload(w) = walk(namespace, name, &pod.uid, shape.owner.as_ref(), lookup) else {
             continue;
         };
         if pending.contains(&w) || !wanted(&w) {
@@ -135,14 +141,17 @@ pub fn group(
                 record: None,
                 annotations,
             };
-            by_workload.insert(w.clone(), entry);
+            by_workload.insert(w.clone(), (entry, Vec::new()));
         }
-        if let Some(entry) = by_workload.get_mut(&w) {
-            entry.images.extend(pod.images.iter().cloned());
-            entry.pull_secrets.extend(pod.pull_secrets.iter().cloned());
+        if let Some((entry, merged)) = by_workload.get_mut(&w)
+            && !merged.iter().any(|m| Arc::ptr_eq(m, shape))
+        {
+            merged.push(shape);
+            entry.images.extend(shape.images.iter().cloned());
+            entry.pull_secrets.extend(shape.pull_secrets.iter().cloned());
         }
     }
-    by_workload.into_values().collect()
+    by_workload.into_values().map(|(workload, _)| workload).collect()
 }
 
 #[cfg(test)]
@@ -153,12 +162,14 @@ mod tests {
     fn pod(name: &'static str, owner: Option<Owner>, image: &str, secret: &str) -> (&'static str, PodInfo) {
         let info = PodInfo {
             uid: format!("uid-{name}"),
-            owner,
-            images: vec![RunningImage {
-                image: image.into(),
-                digest: None,
-            }],
-            pull_secrets: vec![secret.into()],
+            shape: crate::operator::pods::intern(PodShape {
+                owner,
+                images: vec![RunningImage {
+                    image: image.into(),
+                    digest: None,
+                }],
+                pull_secrets: vec![secret.into()],
+            }),
             annotations: BTreeMap::from([("countersign.dev/verdict".into(), "Verified".into())]),
         };
         (name, info)
@@ -197,7 +208,7 @@ mod tests {
         };
         let annotations =
             |w: &WorkloadRef| (w.kind != WorkloadKind::Pod || w.name == "bare").then(BTreeMap::new);
-        let labels = |_: &str| BTreeMap::from([("team".to_string(), "a".to_string())]);
+        let labels = |_: &str| Arc::new(BTreeMap::from([("team".to_string(), "a".to_string())]));
         let everything = (|_: &str| true, |_: &WorkloadRef| true);
         let found = group(&pods, everything, owner, annotations, labels);
         let summary: Vec<(String, Vec<&str>, Vec<&str>)> = found

@@ -194,7 +194,10 @@ async fn running_digests(client: &Client, spec: &ValidatedSpec) -> anyhow::Resul
         if !labels.is_some_and(|l| spec.selects_namespace(l)) {
             continue;
         }
-        for image in pods::reduce(pod).map(|p| p.images).unwrap_or_default() {
+        for image in pods::reduce(pod)
+            .map(|p| p.shape.images.clone())
+            .unwrap_or_default()
+        {
             let Ok(reference) = ImageRef::parse(&image.image) else {
                 continue;
             };
