@@ -11,8 +11,13 @@ use std::time::Duration;
 
 use common::countersign;
 use countersign::{
+    formats::simple_signing::Evidence,
     reference::Digest,
-    verify::{Candidate, Fetched, Found, KeySet, NamedIdentity, Outcome, evaluate},
+    sigstore::TlogPolicy,
+    verify::{
+        AttestationState, Candidate, Fetched, Found, KeySet, NamedIdentity, Outcome, Requirement,
+        check_attestations, evaluate,
+    },
 };
 use countersign_tests::{
     bench::{scrape_metrics, value},
@@ -39,7 +44,7 @@ struct Signed {
     /// referrer), in a repository of its own: a TrustRoot requires the attestation there.
     attested: String,
     /// cosign v2 `sign` and `attest` (`.sig` and `.att`, certificate and TSA timestamp, not
-    /// logged) in the same repository: refused, see [`keyless_v2_attestation_refused`].
+    /// logged) in the same repository: see [`keyless_v2_attestation_verdicts`].
     attested_v2: String,
 }
 
@@ -134,7 +139,8 @@ async fn keyless_signatures_verify_in_the_cli_and_the_operator() {
 
     cli_verdicts(&stack, &signed, &id);
     attestation_verdicts(&stack, &signed.attested, &id);
-    keyless_v2_attestation_refused(&stack, &signed.attested_v2, &id);
+    keyless_v2_attestation_verdicts(&stack, &cosign2, &signed.attested_v2, &id);
+    tampered_v2_attestation(&stack, &signed.attested_v2, &id);
     tampered_log_entry(&stack, &registry, &signed.v3, &id).await;
     operator_verdicts(&cluster, &stack, &signed, &id).await;
 }
@@ -224,59 +230,209 @@ fn cli_verdicts(stack: &SigstoreStack, signed: &Signed, id: &str) {
     assert_invalid(&run, "no_trusted_time");
 }
 
-/// `countersign verify-attestation` with identity flags: the exit code, the state of the first
-/// attestation (the JSON's `attestations[0].state`) and the JSON.
+/// What `countersign verify-attestation` answered for the first requirement.
+#[derive(Debug, PartialEq)]
+struct AttVerdict {
+    code: Option<i32>,
+    /// `attestations[0].state`.
+    state: String,
+    /// `attestations[0].rejectedCategory`, for a bad signature.
+    category: Option<String>,
+}
+
+impl AttVerdict {
+    fn new(code: i32, state: &str, category: Option<&str>) -> Self {
+        Self {
+            code: Some(code),
+            state: state.into(),
+            category: category.map(str::to_string),
+        }
+    }
+}
+
+/// `countersign verify-attestation --type slsaprovenance1` with identity flags and `extra`.
 fn verify_attestation(
     stack: &SigstoreStack,
     image: &str,
     identity: &str,
-    policy: Option<&str>,
-) -> (Option<i32>, String, Value) {
-    let mut extra = vec!["--type", SLSA1];
-    if let Some(policy) = policy {
-        extra.extend(["--policy", policy]);
-    }
-    let run = keyless_command(
-        "verify-attestation",
-        stack,
-        image,
-        identity,
-        &stack.issuer,
-        &extra,
-    );
+    issuer: &str,
+    extra: &[&str],
+) -> AttVerdict {
+    let args = [&["--type", SLSA1], extra].concat();
+    let run = keyless_command("verify-attestation", stack, image, identity, issuer, &args);
     let json: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("verify-attestation JSON ({e}): {run:?}"));
-    let state = json["attestations"][0]["state"]
-        .as_str()
-        .unwrap_or("none")
-        .to_string();
-    (run.code, state, json)
+    let first = &json["attestations"][0];
+    AttVerdict {
+        code: run.code,
+        state: first["state"].as_str().unwrap_or("none").to_string(),
+        category: first["rejectedCategory"].as_str().map(str::to_string),
+    }
 }
 
-/// A keyless cosign v2 `.att` is refused, never verified: cosign v2 timestamps the whole
-/// envelope, and a Sigstore verifier checks a timestamp over the signature (see `KEYLESS_ATT` in
-/// `verify/attest.rs`). Its signature (`.sig`, timestamped) verifies all the same.
-fn keyless_v2_attestation_refused(stack: &SigstoreStack, image: &str, id: &str) {
-    let (code, state, json) = verify_attestation(stack, image, id, None);
-    assert_eq!((code, state.as_str()), (Some(12), "badSignature"), "{json}");
-    let run = verify(stack, image, id, &stack.issuer, &["--tlog", "optional"]);
+/// A keyless cosign v2 `.att` (certificate, a TSA timestamp over the whole envelope, not logged)
+/// verifies by identity when the log is optional, the timestamp being the trusted time, as its
+/// `.sig` does; its log entry is not read, so not otherwise. Another identity or issuer is an
+/// identity mismatch. Real cosign v2 verifies the same attestation.
+fn keyless_v2_attestation_verdicts(stack: &SigstoreStack, cosign2: &Cosign, image: &str, id: &str) {
+    let issuer = stack.issuer.as_str();
+    let optional = ["--tlog", "optional"];
+    let intruder = SigstoreStack::identity(NS, "intruder");
+    let github = "https://token.actions.githubusercontent.com";
+    let verified = AttVerdict::new(0, "verified", None);
+    let refused = |category| AttVerdict::new(12, "badSignature", Some(category));
+    let cases: [(&str, &str, &[&str], AttVerdict); 6] = [
+        (id, issuer, &optional, verified),
+        (
+            id,
+            issuer,
+            &[&optional[..], &["--policy", POLICY_OK]].concat(),
+            AttVerdict::new(0, "verified", None),
+        ),
+        (
+            id,
+            issuer,
+            &[&optional[..], &["--policy", POLICY_FAILS]].concat(),
+            AttVerdict::new(12, "policyFailed", None),
+        ),
+        (id, issuer, &[], refused("no_tlog_entry")),
+        (&intruder, issuer, &optional, refused("identity_mismatch")),
+        (id, github, &optional, refused("identity_mismatch")),
+    ];
+    for (identity, issuer, extra, expected) in cases {
+        let got = verify_attestation(stack, image, identity, issuer, extra);
+        assert_eq!(got, expected, "{identity} {issuer} {extra:?}");
+    }
+    let run = verify(stack, image, id, issuer, &optional);
     assert_eq!(verdict(&run), ("verified".to_string(), vec![None]), "{run:?}");
+    // cosign v2 reads a trusted root only for bundles: the CA, the CT log's key and the TSA's
+    // chain are handed to it directly.
+    let tsa_chain = stack.tsa_chain().to_str().expect("utf-8 path");
+    let run = cosign2.run_with_env(
+        &stack.v2_env(),
+        &[
+            "verify-attestation",
+            "--certificate-identity",
+            id,
+            "--certificate-oidc-issuer",
+            issuer,
+            "--timestamp-certificate-chain",
+            tsa_chain,
+            "--insecure-ignore-tlog=true",
+            "--type",
+            SLSA1,
+            image,
+        ],
+    );
+    assert!(run.success, "cosign v2 verify-attestation: {run:?}");
 }
 
 /// `countersign verify-attestation` with identity flags on the keyless attestation: its state
 /// and exit code, with and without a policy, and for another identity.
 fn attestation_verdicts(stack: &SigstoreStack, image: &str, id: &str) {
+    let issuer = stack.issuer.as_str();
     let attestation =
-        |identity: &str, policy: Option<&str>| verify_attestation(stack, image, identity, policy);
-    let (code, state, json) = attestation(id, None);
-    assert_eq!((code, state.as_str()), (Some(0), "verified"), "{json}");
-    let (code, state, json) = attestation(id, Some(POLICY_OK));
-    assert_eq!((code, state.as_str()), (Some(0), "verified"), "{json}");
-    let (code, state, json) = attestation(id, Some(POLICY_FAILS));
-    assert_eq!((code, state.as_str()), (Some(12), "policyFailed"), "{json}");
+        |identity: &str, extra: &[&str]| verify_attestation(stack, image, identity, issuer, extra);
+    assert_eq!(attestation(id, &[]), AttVerdict::new(0, "verified", None));
+    let got = attestation(id, &["--policy", POLICY_OK]);
+    assert_eq!(got, AttVerdict::new(0, "verified", None));
+    let got = attestation(id, &["--policy", POLICY_FAILS]);
+    assert_eq!(got, AttVerdict::new(12, "policyFailed", None));
     // Signed by someone else: no valid signature for this identity.
-    let (code, state, json) = attestation(&SigstoreStack::identity(NS, "intruder"), None);
-    assert_eq!((code, state.as_str()), (Some(12), "badSignature"), "{json}");
+    let got = attestation(&SigstoreStack::identity(NS, "intruder"), &[]);
+    assert_eq!(
+        got,
+        AttVerdict::new(12, "badSignature", Some("identity_mismatch"))
+    );
+}
+
+/// The v2 `.att` layer of `image` through the engine (what the CLI and the operator share), as
+/// found and then tampered with: its envelope bytes changed after they were timestamped (a
+/// newline appended: the JSON and its signature are the same, the bytes are not), and the
+/// timestamp of its `.sig` instead of its own (a token over other bytes). Both are untrusted
+/// timestamps.
+fn tampered_v2_attestation(stack: &SigstoreStack, image: &str, id: &str) {
+    let (repo, digest) = image.split_once('@').expect("a digest reference");
+    let layer = |suffix: &str| {
+        let tag = format!("{repo}:{}.{suffix}", digest.replace(':', "-"));
+        let manifest: Value = serde_json::from_str(&crane(&["manifest", &tag])).expect("a manifest");
+        let layer = &manifest["layers"][0];
+        let blob = crane(&[
+            "blob",
+            &format!("{repo}@{}", layer["digest"].as_str().expect("a layer")),
+        ]);
+        let evidence = Evidence::from_annotations(|key| layer["annotations"][key].as_str());
+        (blob.into_bytes(), evidence)
+    };
+    let (envelope, evidence) = layer("att");
+    let (_, sig_evidence) = layer("sig");
+    let keys = keyless_keys(stack, id).with_tlog(TlogPolicy::Optional, stack_root(stack));
+    let digest = Digest::parse(digest).expect("a digest");
+    let state = |envelope: Vec<u8>, evidence: Evidence| {
+        let candidate = Candidate::Legacy {
+            layer: "sha256:att".into(),
+            payload: envelope.into(),
+            signature: String::new(),
+            evidence,
+        };
+        let fetched = Fetched {
+            legacy: Ok(Found {
+                revision: "r".into(),
+                candidates: vec![candidate],
+            }),
+            bundles: Ok(Found::default()),
+        };
+        let required = [Requirement {
+            predicate_type: "https://slsa.dev/provenance/v1".into(),
+            policy: None,
+        }];
+        check_attestations(&digest, &fetched, &keys, &required, |_| None)
+            .remove(0)
+            .state
+    };
+    let got = state(envelope.clone(), evidence.clone());
+    assert_eq!(got.name(), "Verified", "the layer as found: {got:?}");
+    let untrusted = |got: AttestationState| {
+        assert!(
+            matches!(
+                got,
+                AttestationState::BadSignature {
+                    category: "untrusted_timestamp",
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+    };
+    untrusted(state([&envelope[..], b"\n"].concat(), evidence.clone()));
+    let other_token = Evidence {
+        timestamp: sig_evidence.timestamp,
+        ..evidence
+    };
+    untrusted(state(envelope, other_token));
+}
+
+/// The stack's trusted root.
+fn stack_root(stack: &SigstoreStack) -> std::sync::Arc<countersign::sigstore::TrustedRoot> {
+    let json = std::fs::read(stack.trusted_root()).expect("trusted root");
+    std::sync::Arc::new(
+        countersign::sigstore::TrustedRoot::from_json("stack", &json).expect("a trusted root"),
+    )
+}
+
+/// The engine's key set trusting only `id` from the stack's issuer.
+fn keyless_keys(stack: &SigstoreStack, id: &str) -> KeySet {
+    let identity = countersign::sigstore::Identity {
+        subject: countersign::sigstore::Pattern::Exact(id.into()),
+        issuer: countersign::sigstore::Pattern::Exact(stack.issuer.clone()),
+    };
+    KeySet::new(Vec::new(), 1).with_identities(
+        vec![NamedIdentity {
+            name: "builder".into(),
+            identity,
+        }],
+        stack_root(stack),
+    )
 }
 
 /// The v3 bundle with its inclusion proof tampered with, through the engine: "untrusted log".
@@ -302,22 +458,7 @@ async fn tampered_log_entry(stack: &SigstoreStack, registry: &Registry, image: &
     // Another leaf: the proof no longer leads to the root the checkpoint signs.
     proof["logIndex"] = json!("1");
     bundle["verificationMaterial"]["tlogEntries"][0]["logIndex"] = json!("1");
-    let root = countersign::sigstore::TrustedRoot::from_json(
-        "stack",
-        &std::fs::read(stack.trusted_root()).expect("trusted root"),
-    )
-    .expect("a trusted root");
-    let identity = countersign::sigstore::Identity {
-        subject: countersign::sigstore::Pattern::Exact(id.into()),
-        issuer: countersign::sigstore::Pattern::Exact(stack.issuer.clone()),
-    };
-    let keys = KeySet::new(Vec::new(), 1).with_identities(
-        vec![NamedIdentity {
-            name: "builder".into(),
-            identity,
-        }],
-        std::sync::Arc::new(root),
-    );
+    let keys = keyless_keys(stack, id);
     let fetched = Fetched {
         legacy: Ok(Found::default()),
         bundles: Ok(Found {
