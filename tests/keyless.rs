@@ -4,6 +4,8 @@
 //! in the CLI and in the operator on the same control plane. One stack for the whole file: it
 //! takes a few seconds to start, each signature a fraction of one.
 
+#[path = "keyless/attestations.rs"]
+mod attestations;
 mod common;
 mod operator_common;
 
@@ -11,8 +13,13 @@ use std::time::Duration;
 
 use common::countersign;
 use countersign::{
+    formats::simple_signing::Evidence,
     reference::Digest,
-    verify::{Candidate, Fetched, Found, KeySet, NamedIdentity, Outcome, evaluate},
+    sigstore::TlogPolicy,
+    verify::{
+        AttestationState, Candidate, Fetched, Found, KeySet, NamedIdentity, Outcome, Requirement,
+        check_attestations, evaluate,
+    },
 };
 use countersign_tests::{
     bench::{scrape_metrics, value},
@@ -39,7 +46,7 @@ struct Signed {
     /// referrer), in a repository of its own: a TrustRoot requires the attestation there.
     attested: String,
     /// cosign v2 `sign` and `attest` (`.sig` and `.att`, certificate and TSA timestamp, not
-    /// logged) in the same repository: refused, see [`keyless_v2_attestation_refused`].
+    /// logged) in the same repository: see [`attestations::keyless_v2_attestation_verdicts`].
     attested_v2: String,
 }
 
@@ -133,8 +140,9 @@ async fn keyless_signatures_verify_in_the_cli_and_the_operator() {
     let id = SigstoreStack::identity(NS, BUILDER);
 
     cli_verdicts(&stack, &signed, &id);
-    attestation_verdicts(&stack, &signed.attested, &id);
-    keyless_v2_attestation_refused(&stack, &signed.attested_v2, &id);
+    attestations::attestation_verdicts(&stack, &signed.attested, &id);
+    attestations::keyless_v2_attestation_verdicts(&stack, &cosign2, &signed.attested_v2, &id);
+    attestations::tampered_v2_attestation(&stack, &signed.attested_v2, &id);
     tampered_log_entry(&stack, &registry, &signed.v3, &id).await;
     operator_verdicts(&cluster, &stack, &signed, &id).await;
 }
@@ -224,59 +232,27 @@ fn cli_verdicts(stack: &SigstoreStack, signed: &Signed, id: &str) {
     assert_invalid(&run, "no_trusted_time");
 }
 
-/// `countersign verify-attestation` with identity flags: the exit code, the state of the first
-/// attestation (the JSON's `attestations[0].state`) and the JSON.
-fn verify_attestation(
-    stack: &SigstoreStack,
-    image: &str,
-    identity: &str,
-    policy: Option<&str>,
-) -> (Option<i32>, String, Value) {
-    let mut extra = vec!["--type", SLSA1];
-    if let Some(policy) = policy {
-        extra.extend(["--policy", policy]);
-    }
-    let run = keyless_command(
-        "verify-attestation",
-        stack,
-        image,
-        identity,
-        &stack.issuer,
-        &extra,
-    );
-    let json: Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("verify-attestation JSON ({e}): {run:?}"));
-    let state = json["attestations"][0]["state"]
-        .as_str()
-        .unwrap_or("none")
-        .to_string();
-    (run.code, state, json)
+/// The stack's trusted root.
+fn stack_root(stack: &SigstoreStack) -> std::sync::Arc<countersign::sigstore::TrustedRoot> {
+    let json = std::fs::read(stack.trusted_root()).expect("trusted root");
+    std::sync::Arc::new(
+        countersign::sigstore::TrustedRoot::from_json("stack", &json).expect("a trusted root"),
+    )
 }
 
-/// A keyless cosign v2 `.att` is refused, never verified: cosign v2 timestamps the whole
-/// envelope, and a Sigstore verifier checks a timestamp over the signature (see `KEYLESS_ATT` in
-/// `verify/attest.rs`). Its signature (`.sig`, timestamped) verifies all the same.
-fn keyless_v2_attestation_refused(stack: &SigstoreStack, image: &str, id: &str) {
-    let (code, state, json) = verify_attestation(stack, image, id, None);
-    assert_eq!((code, state.as_str()), (Some(12), "badSignature"), "{json}");
-    let run = verify(stack, image, id, &stack.issuer, &["--tlog", "optional"]);
-    assert_eq!(verdict(&run), ("verified".to_string(), vec![None]), "{run:?}");
-}
-
-/// `countersign verify-attestation` with identity flags on the keyless attestation: its state
-/// and exit code, with and without a policy, and for another identity.
-fn attestation_verdicts(stack: &SigstoreStack, image: &str, id: &str) {
-    let attestation =
-        |identity: &str, policy: Option<&str>| verify_attestation(stack, image, identity, policy);
-    let (code, state, json) = attestation(id, None);
-    assert_eq!((code, state.as_str()), (Some(0), "verified"), "{json}");
-    let (code, state, json) = attestation(id, Some(POLICY_OK));
-    assert_eq!((code, state.as_str()), (Some(0), "verified"), "{json}");
-    let (code, state, json) = attestation(id, Some(POLICY_FAILS));
-    assert_eq!((code, state.as_str()), (Some(12), "policyFailed"), "{json}");
-    // Signed by someone else: no valid signature for this identity.
-    let (code, state, json) = attestation(&SigstoreStack::identity(NS, "intruder"), None);
-    assert_eq!((code, state.as_str()), (Some(12), "badSignature"), "{json}");
+/// The engine's key set trusting only `id` from the stack's issuer.
+fn keyless_keys(stack: &SigstoreStack, id: &str) -> KeySet {
+    let identity = countersign::sigstore::Identity {
+        subject: countersign::sigstore::Pattern::Exact(id.into()),
+        issuer: countersign::sigstore::Pattern::Exact(stack.issuer.clone()),
+    };
+    KeySet::new(Vec::new(), 1).with_identities(
+        vec![NamedIdentity {
+            name: "builder".into(),
+            identity,
+        }],
+        stack_root(stack),
+    )
 }
 
 /// The v3 bundle with its inclusion proof tampered with, through the engine: "untrusted log".
@@ -302,22 +278,7 @@ async fn tampered_log_entry(stack: &SigstoreStack, registry: &Registry, image: &
     // Another leaf: the proof no longer leads to the root the checkpoint signs.
     proof["logIndex"] = json!("1");
     bundle["verificationMaterial"]["tlogEntries"][0]["logIndex"] = json!("1");
-    let root = countersign::sigstore::TrustedRoot::from_json(
-        "stack",
-        &std::fs::read(stack.trusted_root()).expect("trusted root"),
-    )
-    .expect("a trusted root");
-    let identity = countersign::sigstore::Identity {
-        subject: countersign::sigstore::Pattern::Exact(id.into()),
-        issuer: countersign::sigstore::Pattern::Exact(stack.issuer.clone()),
-    };
-    let keys = KeySet::new(Vec::new(), 1).with_identities(
-        vec![NamedIdentity {
-            name: "builder".into(),
-            identity,
-        }],
-        std::sync::Arc::new(root),
-    );
+    let keys = keyless_keys(stack, id);
     let fetched = Fetched {
         legacy: Ok(Found::default()),
         bundles: Ok(Found {

@@ -9,8 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use countersign::{
+    formats::dsse::pae,
     keys::PublicKey,
-    sigstore::{Artifact, Failure, Identity, Pattern, SigstoreError, TlogPolicy, TrustedRoot},
+    sigstore::{
+        Artifact, Failure, Identity, LegacyAttestation, Pattern, SigstoreError, TlogPolicy, TrustedRoot,
+    },
 };
 use countersign_tests::repo_root;
 
@@ -53,11 +56,25 @@ fn text(bytes: Vec<u8>) -> String {
         .to_string()
 }
 
-/// One case through the same calls the engine makes: the verdict, or why not.
-fn verify_case(dir: &Path) -> Result<(), SigstoreError> {
+/// The case's identity (its `identity` and `issuer` files, else the defaults), exact.
+fn case_identity(dir: &Path) -> Result<Identity, SigstoreError> {
+    let subject = optional(dir, "identity").map_or_else(|| DEFAULT_IDENTITY.to_string(), text);
+    let issuer = optional(dir, "issuer").map_or_else(|| DEFAULT_ISSUER.to_string(), text);
+    Ok(Identity {
+        subject: Pattern::new(Some(&subject), None, "identity")?,
+        issuer: Pattern::new(Some(&issuer), None, "issuer")?,
+    })
+}
+
+fn case_root(dir: &Path) -> Result<TrustedRoot, SigstoreError> {
     let root_json = optional(dir, "trusted_root.json")
         .unwrap_or_else(|| read(&suite().join("public-good-trusted_root.json")));
-    let root = TrustedRoot::from_json("trusted_root.json", &root_json)?;
+    TrustedRoot::from_json("trusted_root.json", &root_json)
+}
+
+/// One case through the same calls the engine makes: the verdict, or why not.
+fn verify_case(dir: &Path) -> Result<(), SigstoreError> {
+    let root = case_root(dir)?;
     let bundle = read(&dir.join("bundle.sigstore.json"));
     let artifact = optional(dir, "artifact").unwrap_or_else(|| read(&suite().join("default-artifact.txt")));
     match optional(dir, "key.pub") {
@@ -66,21 +83,14 @@ fn verify_case(dir: &Path) -> Result<(), SigstoreError> {
                 .map_err(|e| SigstoreError::verification(Failure::Invalid, format!("key.pub: {e}")))?;
             root.verify_with_key(&bundle, Artifact::Bytes(&artifact), key.spki_der())
         }
-        None => {
-            let subject = optional(dir, "identity").map_or_else(|| DEFAULT_IDENTITY.to_string(), text);
-            let issuer = optional(dir, "issuer").map_or_else(|| DEFAULT_ISSUER.to_string(), text);
-            let identity = Identity {
-                subject: Pattern::new(Some(&subject), None, "identity")?,
-                issuer: Pattern::new(Some(&issuer), None, "issuer")?,
-            };
-            root.verify_identity(
+        None => root
+            .verify_identity(
                 &bundle,
                 Artifact::Bytes(&artifact),
-                &[identity],
+                &[case_identity(dir)?],
                 TlogPolicy::Default,
             )
-            .map(|_| ())
-        }
+            .map(|_| ()),
     }
 }
 
@@ -220,5 +230,185 @@ fn engine_rejects_keyless_bundles_it_cannot_verify() {
         assert!(matches!(outcome, Outcome::Invalid { .. }), "{outcome:?}");
         assert_eq!(checks.len(), 1);
         assert!(checks[0].key.is_none() && checks[0].rejected.is_some());
+    }
+}
+
+/// A keyless bundle's material as a cosign v2 `.att` layer would carry it: the bytes its
+/// timestamp covers (the signature, where a `.att` layer's token covers the envelope), what is
+/// signed (the artifact, or the DSSE PAE), the signature, the PEM certificate and the timestamp
+/// annotation.
+struct AsAttestation {
+    covered: Vec<u8>,
+    signed: Vec<u8>,
+    signatures: Vec<Vec<u8>>,
+    certificate: String,
+    timestamp: String,
+}
+
+fn as_attestation(dir: &Path) -> AsAttestation {
+    use base64::{Engine as _, prelude::BASE64_STANDARD as B64};
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&read(&dir.join("bundle.sigstore.json"))).unwrap_or_else(|e| panic!("{e}"));
+    let b64 = |v: &serde_json::Value| B64.decode(v.as_str().unwrap_or_default()).unwrap_or_default();
+    let material = &bundle["verificationMaterial"];
+    let leaf = match material.get("certificate") {
+        Some(certificate) => certificate,
+        None => &material["x509CertificateChain"]["certificates"][0],
+    };
+    let der = b64(&leaf["rawBytes"]);
+    let lines: Vec<String> = B64
+        .encode(der)
+        .as_bytes()
+        .chunks(64)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    let certificate = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    let token = &material["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"];
+    let timestamp = serde_json::json!({"SignedRFC3161Timestamp": token}).to_string();
+    let (signed, signature) = match bundle.get("dsseEnvelope") {
+        Some(envelope) => (
+            pae(
+                envelope["payloadType"].as_str().unwrap_or_default(),
+                &b64(&envelope["payload"]),
+            ),
+            b64(&envelope["signatures"][0]["sig"]),
+        ),
+        None => (
+            optional(dir, "artifact").unwrap_or_else(|| read(&suite().join("default-artifact.txt"))),
+            b64(&bundle["messageSignature"]["signature"]),
+        ),
+    };
+    AsAttestation {
+        covered: signature.clone(),
+        signed,
+        signatures: vec![signature],
+        certificate,
+        timestamp,
+    }
+}
+
+impl AsAttestation {
+    fn verify(&self, root: &TrustedRoot, identity: Identity) -> Result<(), SigstoreError> {
+        let layer = LegacyAttestation {
+            envelope: &self.covered,
+            signed: &self.signed,
+            signatures: &self.signatures,
+            certificate: &self.certificate,
+            timestamp: Some(&self.timestamp),
+        };
+        root.verify_legacy_attestation(&layer, &[identity]).map(|_| ())
+    }
+}
+
+/// The step-by-step checks of a keyless cosign v2 `.att` layer (`LegacyAttestation`: timestamp
+/// over given bytes, certificate chain, validity and SCT at that time, signature with its key,
+/// identity) on the vectors' real material: every case with a certificate and an RFC 3161
+/// timestamp whose answer does not depend on the log, which that path does not read. What
+/// sigstore-verify accepts it accepts; what sigstore-verify refuses for the timestamp, the
+/// certificate or the signature it refuses, in the same category.
+#[test]
+fn attestation_checks_agree_with_the_vectors() {
+    let cases = [
+        ("bundle-with-sct-with-extensions", None),
+        ("intoto-with-custom-trust-root", None),
+        ("rekor2-happy-path", None),
+        ("rekor2-dsse-happy-path", None),
+        ("rekor2-timestamp-with-embedded-cert", None),
+        ("rekor2-timestamp-without-embedded-cert", None),
+        ("rekor2-timestamp-with-expired-cert-chain", None),
+        ("trust-root-tsa-validity-end-inclusive", None),
+        (
+            "intoto-tsa-timestamp-outside-cert-validity_fail",
+            Some("untrusted_certificate"),
+        ),
+        ("rekor2-dsse-invalid-sig_fail", Some("invalid_signature")),
+        (
+            "rekor2-timestamp-outside-trust-root-tsa-validity_fail",
+            Some("untrusted_timestamp"),
+        ),
+        (
+            "rekor2-timestamp-outside-tsa-cert-validity_fail",
+            Some("untrusted_timestamp"),
+        ),
+        (
+            "rekor2-timestamp-payload-mismatch_fail",
+            Some("untrusted_timestamp"),
+        ),
+        (
+            "rekor2-timestamp-untrusted-tsa-with-embedded-cert_fail",
+            Some("untrusted_timestamp"),
+        ),
+        (
+            "rekor2-timestamp-untrusted-tsa-without-embedded-cert_fail",
+            Some("untrusted_timestamp"),
+        ),
+        (
+            "rekor2-timestamp-with-incorrect-time_fail",
+            Some("untrusted_timestamp"),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, expected) in cases {
+        let dir = suite().join("cases").join(name);
+        let root = case_root(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let identity = case_identity(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let result = as_attestation(&dir).verify(&root, identity);
+        let got = result.as_ref().err().map(SigstoreError::category);
+        if got != expected {
+            wrong.push(format!("{name}: expected {expected:?}, got {result:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// On the happy path's material: other bytes than the token covers (an envelope changed after
+/// it was timestamped), another signed content, another identity. Each is refused for what it
+/// is.
+#[test]
+fn attestation_checks_refuse_tampering_by_category() {
+    let dir = suite().join("cases/rekor2-happy-path");
+    let root = case_root(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let identity = || case_identity(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let category =
+        |a: &AsAttestation, identity: Identity| a.verify(&root, identity).err().map(|e| e.category());
+    let good = as_attestation(&dir);
+    assert_eq!(category(&good, identity()), None);
+    let mut covered = as_attestation(&dir);
+    covered.covered.push(b' ');
+    assert_eq!(category(&covered, identity()), Some("untrusted_timestamp"));
+    let mut signed = as_attestation(&dir);
+    signed.signed.push(b'!');
+    assert_eq!(category(&signed, identity()), Some("invalid_signature"));
+    let someone = Identity {
+        subject: Pattern::new(Some("https://github.com/someone/else"), None, "s")
+            .unwrap_or_else(|e| panic!("{e}")),
+        issuer: identity().issuer,
+    };
+    assert_eq!(category(&good, someone), Some("identity_mismatch"));
+    let mut untimed = as_attestation(&dir);
+    untimed.timestamp = "{}".into();
+    assert_eq!(category(&untimed, identity()), Some("bundle"));
+    // A root whose CT log is another (the SCT then verifies under none) or without the CA.
+    let root_json: serde_json::Value =
+        serde_json::from_slice(&read(&dir.join("trusted_root.json"))).unwrap_or_else(|e| panic!("{e}"));
+    let without = |field: &str, other: &str| {
+        let mut json = root_json.clone();
+        json[field] = json[other].clone();
+        let json = serde_json::to_vec(&json).unwrap_or_default();
+        TrustedRoot::from_json(field, &json).unwrap_or_else(|e| panic!("{e}"))
+    };
+    for root in [
+        without("ctlogs", "tlogs"),
+        without("certificateAuthorities", "timestampAuthorities"),
+    ] {
+        let result = good.verify(&root, identity());
+        assert_eq!(
+            result.as_ref().err().map(SigstoreError::category),
+            Some("untrusted_certificate"),
+            "{result:?}"
+        );
     }
 }

@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use sigstore_types::Bundle;
 
 use super::{Failure, SigstoreError};
+use crate::admission::certs::der_chain;
 
 /// One `.sig` layer: its payload and annotations.
 #[derive(Debug, Clone, Copy)]
@@ -67,11 +68,7 @@ impl LegacySignature<'_> {
             None => Vec::new(),
         };
         let timestamps = match self.timestamp {
-            Some(json) => {
-                let t: Timestamp =
-                    serde_json::from_str(json).map_err(|e| malformed("rfc3161timestamp", e))?;
-                vec![json!({"signedTimestamp": t.signed})]
-            }
+            Some(json) => vec![json!({"signedTimestamp": signed_timestamp(json)?})],
             None => Vec::new(),
         };
         let (media_type, key_material) = self.key_material(!tlog_entries.is_empty())?;
@@ -100,18 +97,13 @@ impl LegacySignature<'_> {
         let Some(leaf) = self.certificate else {
             return Ok((media_type, ("publicKey", json!({"hint": ""}))));
         };
-        let der =
-            |pem: &str, what: &str| crate::admission::certs::der_chain(pem).map_err(|e| malformed(what, e));
-        let mut certificates = der(leaf, "certificate")?;
-        if certificates.len() != 1 {
-            return Err(malformed("certificate", "holds more than one certificate"));
-        }
+        let mut certificates = vec![leaf_der(leaf)?];
         if !logged {
             let leaf = json!({"rawBytes": B64.encode(&certificates[0])});
             return Ok((V03, ("certificate", leaf)));
         }
         if let Some(chain) = self.chain {
-            certificates.extend(der(chain, "chain")?);
+            certificates.extend(der_chain(chain).map_err(|e| malformed("chain", e))?);
         }
         let certificates: Vec<Value> = certificates
             .iter()
@@ -121,6 +113,22 @@ impl LegacySignature<'_> {
             V01,
             ("x509CertificateChain", json!({"certificates": certificates})),
         ))
+    }
+}
+
+/// The base64 DER token of cosign's `dev.sigstore.cosign/rfc3161timestamp` annotation.
+pub(super) fn signed_timestamp(json: &str) -> Result<String, SigstoreError> {
+    let t: Timestamp = serde_json::from_str(json).map_err(|e| malformed("rfc3161timestamp", e))?;
+    Ok(t.signed)
+}
+
+/// The one certificate of cosign's `dev.sigstore.cosign/certificate` annotation, DER.
+pub(super) fn leaf_der(pem: &str) -> Result<Vec<u8>, SigstoreError> {
+    let mut certificates = der_chain(pem).map_err(|e| malformed("certificate", e))?;
+    match certificates.len() {
+        1 => Ok(certificates.remove(0)),
+        0 => Err(malformed("certificate", "holds no certificate")),
+        _ => Err(malformed("certificate", "holds more than one certificate")),
     }
 }
 

@@ -8,10 +8,17 @@
 //! (`tests/sigstore_conformance.rs`). What is ours: which trusted root, and the identity policy
 //! (exact or regular expression, as cosign's flags), matched on the certificate's claims only
 //! after everything above verified. Nothing here does I/O.
+//!
+//! One layout does not fit that verifier: a keyless cosign v2 `.att`, whose timestamp covers the
+//! envelope rather than the signature. It is verified step by step with the same crates
+//! ([`attestation`], [`certificate`]).
 
+mod attestation;
+mod certificate;
 mod identity;
 mod legacy;
 
+pub use attestation::LegacyAttestation;
 pub use identity::{Identity, Pattern, Signer};
 pub use legacy::LegacySignature;
 
@@ -164,6 +171,8 @@ pub enum TlogPolicy {
 /// A parsed `trusted_root.json`, ready to verify with.
 pub struct TrustedRoot {
     verifier: Verifier,
+    /// What the verifier was made from: a `.att` layer's checks read its authorities directly.
+    root: sigstore_trust_root::TrustedRoot,
     /// Where it came from (a file, a Secret, "public-good"), for error messages.
     source_name: String,
     /// Hex SHA-256 of the JSON: equality, and what a cache keys on.
@@ -199,6 +208,7 @@ impl TrustedRoot {
         let verifier = Verifier::new(&root).map_err(|e| err(e.to_string()))?;
         Ok(Self {
             verifier,
+            root,
             source_name: source_name.to_string(),
             fingerprint: hex::encode(Sha256::digest(json)),
         })

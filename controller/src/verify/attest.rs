@@ -9,12 +9,18 @@
 
 use serde::Serialize;
 
-use super::{Candidate, Fetched, KeySet, predicate::PredicatePolicy};
+use super::{
+    Candidate, Fetched, KeySet,
+    evaluate::{Rejection, keyless_root},
+    predicate::PredicatePolicy,
+};
 use crate::{
-    formats::{FormatError, attestation::Claimed, bundle::Bundle, decode_base64, dsse::pae},
+    formats::{
+        FormatError, attestation::Claimed, bundle::Bundle, decode_base64, dsse::pae, simple_signing::Evidence,
+    },
     keys::check_signature_encoding,
     reference::Digest,
-    sigstore::{self, Artifact, Failure, TlogPolicy},
+    sigstore::{self, Artifact, Failure, LegacyAttestation, TlogPolicy},
 };
 
 /// One required predicate type and its optional policy.
@@ -37,8 +43,14 @@ pub enum AttestationState {
     PolicyFailed { expression: String, detail: String },
     /// Signed, but the statement names other digests.
     OtherDigest { subjects: Vec<String> },
-    /// Attestations of this type exist, none signed by an accepted signer.
-    BadSignature { reason: String },
+    /// Attestations of this type exist, none signed by an accepted signer. `category` is the
+    /// low-cardinality why, as a signature's `rejectedCategory` (`identity_mismatch`,
+    /// `untrusted_timestamp`, `no_trusted_key`, …).
+    BadSignature {
+        #[serde(rename = "rejectedCategory")]
+        category: &'static str,
+        reason: String,
+    },
     /// The registry could not be asked: no verdict.
     Error { reason: String },
 }
@@ -67,7 +79,7 @@ impl AttestationState {
             Self::OtherDigest { subjects } => {
                 format!("is for another digest ({})", subjects.join(", "))
             }
-            Self::BadSignature { reason } => format!("has no valid signature: {reason}"),
+            Self::BadSignature { reason, .. } => format!("has no valid signature: {reason}"),
             Self::Error { reason } => format!("could not be read: {reason}"),
         }
     }
@@ -96,7 +108,7 @@ impl AttestationCheck {
 /// One attestation found, verified: its type, and either the signer and statement or why not.
 struct Seen {
     predicate_type: String,
-    signed: Result<(String, Claimed), String>,
+    signed: Result<(String, Claimed), Rejection>,
 }
 
 /// Every requirement against every attestation in `fetched`. `refusal(signer)` says why a signer
@@ -115,7 +127,7 @@ pub fn check_attestations(
             if let Ok((signer, _)) = &s.signed
                 && let Some(why) = refusal(signer)
             {
-                s.signed = Err(format!("{signer} {why}"));
+                s.signed = Err(Rejection::new("refused_signer", format!("{signer} {why}")));
             }
             s
         })
@@ -139,8 +151,9 @@ fn requirement_state(digest: &Digest, r: &Requirement, seen: &[Seen], fetched: &
     };
     for s in seen.iter().filter(|s| s.predicate_type == r.predicate_type) {
         let state = match &s.signed {
-            Err(reason) => AttestationState::BadSignature {
-                reason: reason.clone(),
+            Err(rejection) => AttestationState::BadSignature {
+                category: rejection.category,
+                reason: rejection.reason.clone(),
             },
             Ok((signer, claimed)) => judge(digest, r, signer, claimed),
         };
@@ -184,15 +197,6 @@ fn judge(digest: &Digest, r: &Requirement, signer: &str, claimed: &Claimed) -> A
     }
 }
 
-/// Why a keyless cosign v2 `.att` layer is refused rather than verified. cosign v2 asks the TSA
-/// to timestamp the whole envelope (`attest.go`: `GetTimestampedSignature(signedPayload, …)`),
-/// where a Sigstore bundle's timestamp covers the signature, and the verifier (sigstore-verify)
-/// takes no trusted time from elsewhere. Without a trusted time the certificate cannot be
-/// checked, so this says so instead of "no trusted key".
-const KEYLESS_ATT: &str = "signed keylessly in a cosign v2 .att layer, which is not verified: its \
-    timestamp covers the envelope, not the signature; attach it as a bundle (cosign v3 attest) to \
-    verify it by identity";
-
 /// `None` for candidates that are not attestations at all (a malformed listing says nothing
 /// about which predicate type it would have been).
 fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
@@ -201,25 +205,11 @@ fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
             payload, evidence, ..
         } => {
             let claimed = Claimed::from_envelope_json(payload).ok()?;
-            if evidence.certificate.is_some() {
-                return Some(Seen {
-                    predicate_type: claimed.statement.predicate_type.clone(),
-                    signed: Err(KEYLESS_ATT.into()),
-                });
-            }
-            let signed = verify_with_keys(&claimed, None, keys).and_then(|signer| {
-                // A `.att` layer's log entry (its bundle annotation) is an in-toto entry over
-                // the envelope, which is not read here: with the log required, it does not count
-                // rather than count unlogged.
-                match keys.tlog {
-                    TlogPolicy::Required => Err(format!(
-                        "{}: the log entries of cosign v2 .att attestations are not verified; \
-                         attach the attestation as a bundle (cosign v3) for a required log",
-                        Failure::NoTlogEntry
-                    )),
-                    _ => Ok(signer),
-                }
-            });
+            let signed = match &evidence.certificate {
+                Some(certificate) => verify_legacy_keyless(payload, certificate, evidence, &claimed, keys),
+                None => verify_with_keys(&claimed, None, keys)
+                    .and_then(|signer| legacy_log(keys, false).map(|()| signer)),
+            };
             (claimed, signed)
         }
         Candidate::Bundle { bundle, .. } => {
@@ -242,67 +232,119 @@ fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
     })
 }
 
-fn verify_with_keys(claimed: &Claimed, hint: Option<&str>, keys: &KeySet) -> Result<String, String> {
+/// A `.att` layer's log entry (its bundle annotation) is an in-toto entry over the envelope,
+/// which is not read here: when the policy needs one, the attestation does not count rather than
+/// count unlogged. A key-signed layer needs one when the log is required; a keyless one, as a
+/// keyless signature, unless the log is optional (its RFC 3161 timestamp is then the trusted time).
+fn legacy_log(keys: &KeySet, keyless: bool) -> Result<(), Rejection> {
+    let needed = match keys.tlog {
+        TlogPolicy::Required => true,
+        TlogPolicy::Default => keyless,
+        TlogPolicy::Optional => false,
+    };
+    match needed {
+        false => Ok(()),
+        true => Err(Rejection::new(
+            Failure::NoTlogEntry.category(),
+            format!(
+                "{}: the log entries of cosign v2 .att attestations are not verified; attach the \
+                 attestation as a bundle (cosign v3) for a log",
+                Failure::NoTlogEntry
+            ),
+        )),
+    }
+}
+
+/// A keyless `.att` layer: its timestamp over the layer's bytes, the certificate at that time,
+/// the envelope's signature with its key, then the identities ([`LegacyAttestation`]).
+fn verify_legacy_keyless(
+    layer: &[u8],
+    certificate: &str,
+    evidence: &Evidence,
+    claimed: &Claimed,
+    keys: &KeySet,
+) -> Result<String, Rejection> {
+    let root = keyless_root(keys)?;
+    legacy_log(keys, true)?;
+    let (signed, signatures) = envelope_signatures(claimed)?;
+    let attestation = LegacyAttestation {
+        envelope: layer,
+        signed: &signed,
+        signatures: &signatures,
+        certificate,
+        timestamp: evidence.timestamp.as_deref(),
+    };
+    root.verify_legacy_attestation(&attestation, &keys.identities)
+        .map(|(identity, _)| identity.name.clone())
+        .map_err(Rejection::from)
+}
+
+/// What the envelope's signatures sign (its PAE), and the signatures, decoded and well-formed.
+fn envelope_signatures(claimed: &Claimed) -> Result<(Vec<u8>, Vec<Vec<u8>>), Rejection> {
     let envelope = &claimed.envelope;
-    let signed = pae(&envelope.payload_type, &claimed.payload);
     let signatures = envelope
         .signatures
         .iter()
         .map(|s| decode_base64("DSSE signature", &s.sig))
-        .collect::<Result<Vec<_>, FormatError>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<Vec<_>, FormatError>>()?;
     if signatures.is_empty() {
-        return Err("the envelope has no signature".into());
+        return Err(Rejection::new("format", "the envelope has no signature"));
     }
     if let Some(e) = signatures.iter().find_map(|s| check_signature_encoding(s).err()) {
-        return Err(e.to_string());
+        return Err(e.into());
     }
+    Ok((pae(&envelope.payload_type, &claimed.payload), signatures))
+}
+
+fn verify_with_keys(claimed: &Claimed, hint: Option<&str>, keys: &KeySet) -> Result<String, Rejection> {
+    let (signed, signatures) = envelope_signatures(claimed)?;
     signatures
         .iter()
         .find_map(|sig| keys.verifying_key(&signed, sig, hint))
         .map(|k| k.name.clone())
-        .ok_or_else(|| super::evaluate::NO_KEY.to_string())
+        .ok_or_else(Rejection::no_key)
 }
 
 /// A keyless bundle: the whole Sigstore verification over the digest its statement names (the
 /// binding to this image is checked afterwards, so that "another digest" is told apart).
-fn verify_keyless(bundle: &[u8], claimed: &Claimed, keys: &KeySet) -> Result<String, String> {
-    let Some(root) = keys.trusted_root.as_ref().filter(|_| !keys.identities.is_empty()) else {
-        return Err("signed keylessly (a certificate), and no identity is trusted".into());
-    };
+fn verify_keyless(bundle: &[u8], claimed: &Claimed, keys: &KeySet) -> Result<String, Rejection> {
+    let root = keyless_root(keys)?;
     let subject = statement_sha256(claimed)?;
     root.verify_identity(bundle, Artifact::Sha256Hex(subject), &keys.identities, keys.tlog)
         .map(|(identity, _)| identity.name.clone())
-        .map_err(|e| e.to_string())
+        .map_err(Rejection::from)
 }
 
 /// With the log required, a key-signed bundle's log entry, verified with the key that signed
 /// the envelope (any trusted key: the envelope check above already chose among them).
-fn verify_key_log_entry(bundle: &[u8], claimed: &Claimed, keys: &KeySet) -> Result<(), String> {
+fn verify_key_log_entry(bundle: &[u8], claimed: &Claimed, keys: &KeySet) -> Result<(), Rejection> {
     if keys.tlog != TlogPolicy::Required {
         return Ok(());
     }
-    let root = keys.log_root().map_err(|r| r.reason)?;
+    let root = keys.log_root()?;
     let subject = statement_sha256(claimed)?;
-    let mut last = format!("{}: no trusted key", Failure::NoTlogEntry);
+    let mut last = Rejection::new(
+        Failure::NoTlogEntry.category(),
+        format!("{}: no trusted key", Failure::NoTlogEntry),
+    );
     for key in &keys.keys {
         match root.verify_with_key(bundle, Artifact::Sha256Hex(subject), key.key.spki_der()) {
             Ok(()) => return Ok(()),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = e.into(),
         }
     }
     Err(last)
 }
 
 /// The sha256 digest the statement names first (what a DSSE bundle's log entry is checked over).
-fn statement_sha256(claimed: &Claimed) -> Result<&str, String> {
+fn statement_sha256(claimed: &Claimed) -> Result<&str, Rejection> {
     claimed
         .statement
         .subject
         .iter()
         .find_map(|s| s.digest.get("sha256"))
         .map(String::as_str)
-        .ok_or_else(|| "the statement names no sha256 subject".to_string())
+        .ok_or_else(|| Rejection::new("format", "the statement names no sha256 subject"))
 }
 
 #[cfg(test)]

@@ -163,6 +163,7 @@ fn a_refused_signer_and_a_registry_error() {
     assert_eq!(
         checks[0].state,
         AttestationState::BadSignature {
+            category: "refused_signer",
             reason: "ci is retired".into()
         }
     );
@@ -172,4 +173,49 @@ fn a_refused_signer_and_a_registry_error() {
     };
     assert_eq!(state(&d, &f, &keys(&key), &require(None)).name(), "Error");
     let _ = SignatureFormat::Legacy;
+}
+
+/// The category of the one requirement's `BadSignature`.
+fn rejected(d: &Digest, f: &Fetched, k: &KeySet) -> &'static str {
+    match state(d, f, k, &require(None)) {
+        AttestationState::BadSignature { category, .. } => category,
+        other => panic!("not a bad signature: {other:?}"),
+    }
+}
+
+/// A keyless `.att` layer (a certificate annotation) is verified by identity, and, as a keyless
+/// signature, only when the log is optional: its log entry is not read. Here it has no
+/// timestamp, so getting that far, nothing says when it was signed. A key-signed one needs a log
+/// only when it is required.
+#[test]
+fn keyless_att_layers_need_an_identity_and_an_optional_log() {
+    use crate::sigstore::{Identity, Pattern, TrustedRoot};
+    let key = SigningKey::generate();
+    let d = Digest::of(b"app");
+    let mut layer = legacy(&key, &d, SLSA1, json!({}));
+    if let Candidate::Legacy { evidence, .. } = &mut layer {
+        evidence.certificate = Some("not a certificate".into());
+    }
+    let f = fetched(vec![layer], vec![]);
+    assert_eq!(rejected(&d, &f, &KeySet::new(Vec::new(), 1)), "no_identity");
+    let anyone = super::super::NamedIdentity {
+        name: "anyone".into(),
+        identity: Identity {
+            subject: Pattern::new(None, Some(".*"), "s").unwrap(),
+            issuer: Pattern::new(None, Some(".*"), "i").unwrap(),
+        },
+    };
+    let root = TrustedRoot::public_good().unwrap();
+    let mut k = KeySet::new(Vec::new(), 1).with_identities(vec![anyone], root.clone());
+    for (tlog, category) in [
+        (TlogPolicy::Default, "no_tlog_entry"),
+        (TlogPolicy::Required, "no_tlog_entry"),
+        (TlogPolicy::Optional, "no_trusted_time"),
+    ] {
+        k.tlog = tlog;
+        assert_eq!(rejected(&d, &f, &k), category, "{tlog:?}");
+    }
+    let f = fetched(vec![legacy(&key, &d, SLSA1, json!({}))], vec![]);
+    let k = keys(&key).with_tlog(TlogPolicy::Required, root);
+    assert_eq!(rejected(&d, &f, &k), "no_tlog_entry");
 }

@@ -320,7 +320,7 @@ impl Rejection {
         }
     }
 
-    fn no_key() -> Self {
+    pub(super) fn no_key() -> Self {
         Self::new("no_trusted_key", NO_KEY)
     }
 }
@@ -386,7 +386,7 @@ fn verify_legacy_keyless(legacy: &LegacySignature<'_>, keys: &KeySet) -> Result<
 }
 
 /// The root keyless signatures verify against, when identities are trusted.
-fn keyless_root(keys: &KeySet) -> Result<&TrustedRoot, Rejection> {
+pub(super) fn keyless_root(keys: &KeySet) -> Result<&TrustedRoot, Rejection> {
     keys.trusted_root
         .as_deref()
         .filter(|_| !keys.identities.is_empty())
