@@ -3,7 +3,7 @@
 # module proxy, and caches them outside the work tree by name and version. Safe to run again: a
 # peer whose binary is already cached is not rebuilt.
 #
-#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|policyreport|sigstore|all]...   build (default: all)
+#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|policyreport|sigstore|rekor-v1|all]...   build (default: all)
 #   e2e/peers.sh path NAME                           print the cached binary's (or file's) path
 #
 # Cache: ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/peers/<name>-<version>/
@@ -26,15 +26,22 @@ PROMETHEUS_BUILD=$PROMETHEUS_VERSION-nosd
 # sigs.k8s.io/wg-policy-prototypes module is refused by the module proxy here (403).
 KYVERNO_VERSION=v1.19.1
 # The local Sigstore stack (keyless signing end to end). The newest releases of the TSA and
-# rekor-tiles need Go 1.27; these are the newest that build with the Go here. Rekor v1 needs
-# Trillian and MySQL; rekor-tiles (Rekor v2) has a POSIX backend. The CT log is TesseraCT (the
-# static-ct log Sigstore runs) on its POSIX backend. The OIDC issuer is kube-apiserver itself
+# rekor-tiles need Go 1.27; these are the newest that build with the Go here. rekor-tiles (Rekor
+# v2) has a POSIX backend. The CT log is TesseraCT (the static-ct log Sigstore runs) on its POSIX
+# backend. The OIDC issuer is kube-apiserver itself
 # (service-account tokens, Fulcio's `kubernetes` issuer type): Dex cannot be fetched, see
 # docs/keyless.md.
 FULCIO_VERSION=v1.8.8
 TSA_VERSION=v2.1.3
 REKOR_TILES_VERSION=v2.3.0
 TESSERACT_VERSION=v0.1.1
+# Rekor v1 (the log cosign v2 uploads to, whose SET is the `.sig` bundle annotation) on Trillian's
+# PostgreSQL storage (the machine's PostgreSQL; Debian's package when missing, see e2e/test.sh).
+# Rekor v1.5.5 and later need Go 1.27. Trillian is built with only its PostgreSQL storage (the
+# `postgresql` tag leaves out MySQL, CockroachDB and Cloud Spanner); the tag is in the cache key.
+REKOR_V1_VERSION=v1.5.4
+TRILLIAN_VERSION=v1.8.0
+TRILLIAN_BUILD=$TRILLIAN_VERSION-postgresql
 
 CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
 PEERS="$CACHE/peers"
@@ -65,6 +72,29 @@ go_install() {
   log "built $name $version in $((SECONDS - start))s"
 }
 
+# go_main NAME VERSION BINARY MODULE: builds the main package read from stdin (a short main of ours
+# serving an upstream library) in a throw-away module that requires MODULE@VERSION, into the
+# peer's cache folder.
+go_main() {
+  local name=$1 version=$2 bin=$3 module=$4
+  local main; main=$(cat)
+  have "$name" "$version" "$bin" && return 0
+  local d; d=$(dir "$name" "$version"); mkdir -p "$d"
+  local w; w=$(mktemp -d)
+  log "building $name $version"
+  local start=$SECONDS
+  (
+    cd "$w"
+    go mod init "local/$bin" >/dev/null 2>&1
+    printf '%s\n' "$main" >main.go
+    go get "$module@$version" >/dev/null
+    go mod tidy >/dev/null 2>&1
+    go build -ldflags "-s -w" -o "$d/$bin" .
+  )
+  rm -rf "$w"
+  log "built $name $version in $((SECONDS - start))s"
+}
+
 build_cosign() {
   go_install cosign "$COSIGN3_VERSION" github.com/sigstore/cosign/v3/cmd/cosign cosign
   go_install cosign "$COSIGN2_VERSION" github.com/sigstore/cosign/v2/cmd/cosign cosign
@@ -74,14 +104,7 @@ build_cosign() {
 # go-containerregistry's registry (the one `crane registry serve` runs) with its own
 # WithReferrersSupport option switched on: upstream code, started by a five-line main of ours.
 build_referrers_registry() {
-  have ggcr-referrers "$CRANE_VERSION" ggcr-referrers && return 0
-  local d; d=$(dir ggcr-referrers "$CRANE_VERSION"); mkdir -p "$d"
-  local w; w=$(mktemp -d)
-  log "building ggcr-referrers $CRANE_VERSION"
-  (
-    cd "$w"
-    go mod init local/ggcrreferrers >/dev/null 2>&1
-    cat >main.go <<'GO'
+  go_main ggcr-referrers "$CRANE_VERSION" ggcr-referrers github.com/google/go-containerregistry <<'GO'
 // Serves go-containerregistry's registry with the OCI 1.1 referrers API on: ggcr-referrers ADDR
 package main
 
@@ -97,10 +120,6 @@ func main() {
 	log.Fatal(http.ListenAndServe(os.Args[1], registry.New(registry.WithReferrersSupport(true))))
 }
 GO
-    go get "github.com/google/go-containerregistry@$CRANE_VERSION" >/dev/null
-    go build -ldflags "-s -w" -o "$d/ggcr-referrers" .
-  )
-  rm -rf "$w"
 }
 
 build_registries() {
@@ -230,15 +249,7 @@ fetch_policyreport_crd() {
 # in-memory signer (an ephemeral key and certificate chain, served at /api/v1/timestamp/certchain)
 # and the flags' defaults: tsa-server HOST:PORT (port 0: the kernel picks).
 build_timestamp_authority() {
-  have timestamp-authority "$TSA_VERSION" tsa-server && return 0
-  local d; d=$(dir timestamp-authority "$TSA_VERSION"); mkdir -p "$d"
-  local w; w=$(mktemp -d)
-  log "building timestamp-authority $TSA_VERSION"
-  local start=$SECONDS
-  (
-    cd "$w"
-    go mod init local/tsaserver >/dev/null 2>&1
-    cat >main.go <<'GO'
+  go_main timestamp-authority "$TSA_VERSION" tsa-server github.com/sigstore/timestamp-authority/v2 <<'GO'
 // Serves sigstore/timestamp-authority's REST API with the in-memory signer: tsa-server HOST:PORT
 package main
 
@@ -275,11 +286,6 @@ func main() {
 	}
 }
 GO
-    go get "github.com/sigstore/timestamp-authority/v2/pkg/server@$TSA_VERSION" >/dev/null
-    go build -ldflags "-s -w" -o "$d/tsa-server" .
-  )
-  rm -rf "$w"
-  log "built timestamp-authority $TSA_VERSION in $((SECONDS - start))s"
 }
 
 # Fulcio (with a file CA the harness makes), the timestamp authority, Rekor v2 and
@@ -292,6 +298,104 @@ build_sigstore() {
   go_install rekor-tiles "$REKOR_TILES_VERSION" github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix posix
   go_install tesseract "$TESSERACT_VERSION" github.com/transparency-dev/tesseract/cmd/tesseract/posix posix
   log "sigstore stack ready in $((SECONDS - start))s"
+}
+
+# Trillian's log server and signer on PostgreSQL, and its PostgreSQL schema (copied out of the
+# module beside the binaries: the harness loads it into the database it starts). The two binaries
+# share one dependency build, so the second costs a link.
+build_trillian() {
+  local module=github.com/google/trillian flags="$GOFLAGS -tags=postgresql"
+  local d; d=$(dir trillian "$TRILLIAN_BUILD")
+  have trillian "$TRILLIAN_BUILD" trillian_log_server trillian_log_signer && [ -f "$d/storage.sql" ] && return 0
+  go_install trillian "$TRILLIAN_BUILD" "$module/cmd/trillian_log_server@$TRILLIAN_VERSION" trillian_log_server GOFLAGS="$flags"
+  go_install trillian "$TRILLIAN_BUILD" "$module/cmd/trillian_log_signer@$TRILLIAN_VERSION" trillian_log_signer GOFLAGS="$flags"
+  local src
+  src=$(GOFLAGS=-mod=mod go mod download -json "$module@$TRILLIAN_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+  cp "$src/storage/postgresql/schema/storage.sql" "$d/storage.sql.tmp"
+  chmod u+w "$d/storage.sql.tmp" && mv "$d/storage.sql.tmp" "$d/storage.sql"
+}
+
+# Rekor v1's own `rekor-server serve` binds its Prometheus listener on the fixed :2112 (all
+# interfaces, its error ignored). Its REST API is a library (pkg/api, pkg/generated/restapi): a
+# main of ours serves it alone on the address it is given, with the entry types cosign uploads
+# (hashedrekord, intoto, dsse, rekord), no search index (Redis or MySQL) and no attestation
+# storage, the checkpoint origin 127.0.0.1 (as Rekor v2's here) and the signing key from a PEM
+# file. With no tree id it creates its Trillian tree itself:
+#   rekor-v1-server HOST:PORT TRILLIAN_HOST:PORT SIGNER_KEY_PEM   (port 0: the kernel picks)
+build_rekor_v1_server() {
+  go_main rekor-v1 "$REKOR_V1_VERSION" rekor-v1-server github.com/sigstore/rekor <<'GO'
+// Serves sigstore/rekor's (v1) REST API without its metrics listener:
+// rekor-v1-server HOST:PORT TRILLIAN_HOST:PORT SIGNER_KEY_PEM
+package main
+
+import (
+	"log"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/go-openapi/loads"
+	"github.com/sigstore/rekor/pkg/api"
+	"github.com/sigstore/rekor/pkg/generated/restapi"
+	"github.com/sigstore/rekor/pkg/generated/restapi/operations"
+	rekorlog "github.com/sigstore/rekor/pkg/log"
+	_ "github.com/sigstore/rekor/pkg/types/dsse/v0.0.1"
+	_ "github.com/sigstore/rekor/pkg/types/hashedrekord/v0.0.1"
+	_ "github.com/sigstore/rekor/pkg/types/intoto/v0.0.1"
+	_ "github.com/sigstore/rekor/pkg/types/intoto/v0.0.2"
+	_ "github.com/sigstore/rekor/pkg/types/rekord/v0.0.1"
+	"github.com/spf13/viper"
+)
+
+func hostPort(s string) (string, int) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		log.Fatal(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return host, p
+}
+
+func main() {
+	if len(os.Args) != 4 {
+		log.Fatal("usage: rekor-v1-server HOST:PORT TRILLIAN_HOST:PORT SIGNER_KEY_PEM")
+	}
+	host, port := hostPort(os.Args[1])
+	trillianHost, trillianPort := hostPort(os.Args[2])
+	// The keys `rekor-server serve` reads (cmd/rekor-server/app/root.go); the others keep their
+	// zero values, which are the flags' defaults or switch the feature off.
+	viper.Set("trillian_log_server.address", trillianHost)
+	viper.Set("trillian_log_server.port", trillianPort)
+	viper.Set("rekor_server.hostname", "127.0.0.1")
+	viper.Set("rekor_server.signer", os.Args[3])
+	viper.Set("enable_retrieve_api", false)
+	viper.Set("enabled_api_endpoints", []string{"getLogInfo", "getPublicKey", "getLogProof",
+		"createLogEntry", "getLogEntryByIndex", "getLogEntryByUUID", "searchLogQuery"})
+	rekorlog.ConfigureLogger("dev", "")
+	doc, err := loads.Embedded(restapi.SwaggerJSON, restapi.FlatSwaggerJSON)
+	if err != nil {
+		log.Fatal(err)
+	}
+	server := restapi.NewServer(operations.NewRekorServerAPI(doc))
+	server.Host, server.Port, server.EnabledListeners = host, port, []string{"http"}
+	api.ConfigureAPI(0) // no tree id: create one
+	server.ConfigureAPI()
+	if err := server.Serve(); err != nil {
+		log.Fatal(err)
+	}
+}
+GO
+}
+
+# Rekor v1 and the Trillian log it writes to.
+build_rekor_v1() {
+  local start=$SECONDS
+  build_trillian
+  build_rekor_v1_server
+  log "rekor v1 and trillian ready in $((SECONDS - start))s"
 }
 
 # path NAME: the binary tests and scripts run.
@@ -313,13 +417,16 @@ path() {
     tsa-server) echo "$(dir timestamp-authority "$TSA_VERSION")/tsa-server" ;;
     rekor-server) echo "$(dir rekor-tiles "$REKOR_TILES_VERSION")/posix" ;;
     tesseract) echo "$(dir tesseract "$TESSERACT_VERSION")/posix" ;;
+    trillian_log_server | trillian_log_signer) echo "$(dir trillian "$TRILLIAN_BUILD")/$1" ;;
+    trillian-schema) echo "$(dir trillian "$TRILLIAN_BUILD")/storage.sql" ;;
+    rekor-v1-server) echo "$(dir rekor-v1 "$REKOR_V1_VERSION")/rekor-v1-server" ;;
     *) log "unknown peer $1"; return 2 ;;
   esac
 }
 
 # env: export lines naming every peer, for tests (COUNTERSIGN_PEER_<NAME>=path).
 print_env() {
-  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static prometheus promtool policyreport-crd fulcio tsa-server rekor-server tesseract; do
+  for p in cosign3 cosign2 crane ggcr-referrers distribution etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubectl gitea gitea-static prometheus promtool policyreport-crd fulcio tsa-server rekor-server tesseract trillian_log_server trillian_log_signer trillian-schema rekor-v1-server; do
     local var; var="COUNTERSIGN_PEER_$(tr 'a-z-' 'A-Z_' <<<"$p")"
     echo "export $var=$(path "$p")"
   done
@@ -340,7 +447,8 @@ main() {
       prometheus) build_prometheus ;;
       policyreport) fetch_policyreport_crd ;;
       sigstore) build_sigstore ;;
-      all) build_registries; build_cosign; build_cluster; build_gitea; build_prometheus; fetch_policyreport_crd; build_sigstore ;;
+      rekor-v1) build_rekor_v1 ;;
+      all) build_registries; build_cosign; build_cluster; build_gitea; build_prometheus; fetch_policyreport_crd; build_sigstore; build_rekor_v1 ;;
       *) log "unknown target $what"; return 2 ;;
     esac
   done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, and CI through .ci/run). On a fresh machine it builds the real peers
-# first (cosign v2/v3, registries, etcd, kube-apiserver, kwok, Prometheus: ~25 min once, then cached in
+# first (cosign v2/v3, registries, etcd, kube-apiserver, kwok, Prometheus: ~25 min; the Sigstore
+# stack ~9.5 min and Rekor v1 on Trillian ~3.5 min more, see docs/keyless.md; once, then cached in
 # ~/.cache/countersign), then checks formatting, lints, dependencies, runs every test against the
 # real peers, and fuzzes the parsers briefly.
 set -euo pipefail
@@ -17,6 +18,11 @@ if ! command -v perl >/dev/null || ! command -v make >/dev/null || ! command -v 
   $sudo apt-get update -qq && $sudo apt-get install -y -qq perl make pkg-config
 fi
 command -v ssh-keygen >/dev/null || { sudo=$(command -v sudo || true); $sudo apt-get install -y -qq openssh-client; }
+# PostgreSQL for Trillian under Rekor v1 (tests/harness/rekor_v1.rs starts its own server from it)
+if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  sudo=$(command -v sudo || true)
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq postgresql
+fi
 
 step "disk: the shared target folder keeps room to link"
 # Each checkout builds its own set of test executables (a path dependency's hash includes its

@@ -636,7 +636,7 @@ impl Component {
 
     /// Ends the process with `signal` (SIGKILL: a crash; SIGTERM: a rolling restart, killed
     /// after [`STOP_GRACE`]) and waits until it has exited.
-    fn end(&mut self, signal: Signal) {
+    pub(crate) fn end(&mut self, signal: Signal) {
         if self.exited().is_some() {
             return;
         }

@@ -14,6 +14,7 @@ pub mod partition;
 pub mod ports;
 pub mod prometheus;
 pub mod registry;
+pub mod rekor_v1;
 pub mod replica;
 pub mod sigstore;
 

@@ -118,6 +118,17 @@ impl SigstoreStack {
         &self.trusted_root
     }
 
+    /// Adds `tlog` (a log as the trusted root lists one: [`log_json`]) to this stack's
+    /// `trusted_root.json`, beside its own Rekor: for a log started apart from the stack
+    /// ([`crate::rekor_v1::RekorV1`]).
+    pub fn trust_log(&self, tlog: Value) -> Result<()> {
+        let mut root: Value = serde_json::from_slice(&std::fs::read(&self.trusted_root)?)?;
+        let tlogs = root["tlogs"].as_array_mut().context("the trusted root's tlogs")?;
+        tlogs.push(tlog);
+        std::fs::write(&self.trusted_root, serde_json::to_vec_pretty(&root)?)?;
+        Ok(())
+    }
+
     /// The TSA's certificate chain (PEM), for cosign v2's `--timestamp-certificate-chain`.
     pub fn tsa_chain(&self) -> &Path {
         &self.tsa_chain
@@ -246,7 +257,7 @@ impl SigstoreStack {
 
     /// The token in a file: cosign opens `--identity-token` as a path first and fails on a JWT
     /// longer than a file name may be ("file name too long").
-    fn token_file(&self, token: &str) -> PathBuf {
+    pub(crate) fn token_file(&self, token: &str) -> PathBuf {
         let path = self
             .dir()
             .join(format!("token-{}", hex::encode(&Sha256::digest(token)[..8])));
@@ -263,7 +274,7 @@ impl SigstoreStack {
     }
 }
 
-fn path_str(path: &Path) -> &str {
+pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
@@ -324,7 +335,7 @@ impl Keys {
 
 /// A P-256 key as `<name>-key.pem` (SEC 1, what TesseraCT reads) and `<name>.pub`; returns the
 /// public key's path and DER SubjectPublicKeyInfo.
-fn ec_key(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
+pub(crate) fn ec_key(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
     let key = p256::SecretKey::random(&mut rand_core::OsRng);
     let private = dir.join(format!("{name}-key.pem"));
     std::fs::write(&private, sec1_pem(&key))?;
@@ -360,7 +371,7 @@ fn sec1_pem(key: &p256::SecretKey) -> String {
 }
 
 /// A server on one port the kernel picks, ready when `path` answers 200.
-async fn start_on_port_zero(
+pub(crate) async fn start_on_port_zero(
     name: &'static str,
     binary: &Path,
     args: &[String],
@@ -375,7 +386,7 @@ async fn start_on_port_zero(
 }
 
 /// Waits until GET `path` on `port` answers 200.
-async fn wait_http(component: &mut Component, port: u16, path: &str) -> Result<()> {
+pub(crate) async fn wait_http(component: &mut Component, port: u16, path: &str) -> Result<()> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     component
         .wait_until(&format!("serving {path}"), START_TIMEOUT, || async move {
@@ -507,7 +518,7 @@ struct Urls<'a> {
 }
 
 /// A log (CT or Rekor) in the trusted root: its key and its ID, the SHA-256 of the key.
-fn log_json(url: &str, spki: &[u8]) -> Value {
+pub(crate) fn log_json(url: &str, spki: &[u8]) -> Value {
     json!({
         "baseUrl": url,
         "hashAlgorithm": "SHA2_256",
