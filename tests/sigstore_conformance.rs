@@ -294,19 +294,24 @@ impl AsAttestation {
     fn verify(&self, root: &TrustedRoot, identity: Identity) -> Result<(), SigstoreError> {
         let layer = LegacyAttestation {
             envelope: &self.covered,
+            // Read only against a log entry, which these layers do not carry.
+            payload: &self.signed,
             signed: &self.signed,
             signatures: &self.signatures,
-            certificate: &self.certificate,
+            certificate: Some(&self.certificate),
+            rekor_bundle: None,
             timestamp: Some(&self.timestamp),
         };
-        root.verify_legacy_attestation(&layer, &[identity]).map(|_| ())
+        root.verify_legacy_attestation(&layer, &[identity], TlogPolicy::Optional)
+            .map(|_| ())
     }
 }
 
 /// The step-by-step checks of a keyless cosign v2 `.att` layer (`LegacyAttestation`: timestamp
 /// over given bytes, certificate chain, validity and SCT at that time, signature with its key,
 /// identity) on the vectors' real material: every case with a certificate and an RFC 3161
-/// timestamp whose answer does not depend on the log, which that path does not read. What
+/// timestamp whose answer does not depend on the log (their entries are not of the kind a `.att`
+/// carries: checked as a layer without one, the log optional). What
 /// sigstore-verify accepts it accepts; what sigstore-verify refuses for the timestamp, the
 /// certificate or the signature it refuses, in the same category.
 #[test]

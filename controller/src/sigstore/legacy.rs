@@ -32,22 +32,33 @@ pub struct LegacySignature<'a> {
     pub timestamp: Option<&'a str>,
 }
 
-/// cosign's `dev.sigstore.cosign/bundle` annotation.
+/// cosign's `dev.sigstore.cosign/bundle` annotation: a Rekor v1 entry and its SET.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RekorBundle {
-    signed_entry_timestamp: String,
-    payload: RekorPayload,
+pub(super) struct RekorBundle {
+    /// Base64 signature of the log over the canonical JSON of `payload`.
+    pub signed_entry_timestamp: String,
+    pub payload: RekorPayload,
 }
 
-#[derive(Deserialize)]
+/// What the SET signs, field for field (its canonical JSON).
+#[derive(Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RekorPayload {
-    body: String,
-    integrated_time: i64,
-    log_index: i64,
+pub(super) struct RekorPayload {
+    /// Base64 of the entry's canonical body.
+    pub body: String,
+    pub integrated_time: i64,
+    pub log_index: i64,
+    /// Hex SHA-256 of the log's public key.
     #[serde(rename = "logID")]
-    log_id: String,
+    pub log_id: String,
+}
+
+impl RekorBundle {
+    /// Parses cosign's annotation.
+    pub(super) fn parse(json: &str) -> Result<Self, SigstoreError> {
+        serde_json::from_str(json).map_err(|e| malformed("bundle", e))
+    }
 }
 
 #[derive(Deserialize)]
@@ -134,7 +145,7 @@ pub(super) fn leaf_der(pem: &str) -> Result<Vec<u8>, SigstoreError> {
 
 /// The bundle's log entry from cosign's annotation: the body names its kind and version.
 fn tlog_entry(json: &str) -> Result<Value, SigstoreError> {
-    let rekor: RekorBundle = serde_json::from_str(json).map_err(|e| malformed("bundle", e))?;
+    let rekor = RekorBundle::parse(json)?;
     let body = B64
         .decode(&rekor.payload.body)
         .map_err(|e| malformed("bundle", format!("body: {e}")))?;

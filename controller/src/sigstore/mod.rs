@@ -9,14 +9,18 @@
 //! (exact or regular expression, as cosign's flags), matched on the certificate's claims only
 //! after everything above verified. Nothing here does I/O.
 //!
-//! One layout does not fit that verifier: a keyless cosign v2 `.att`, whose timestamp covers the
-//! envelope rather than the signature. It is verified step by step with the same crates
-//! ([`attestation`], [`certificate`]).
+//! One layout does not fit that verifier: a cosign v2 `.att`, whose timestamp covers the envelope
+//! rather than the signature and whose Rekor v1 entry is of a kind Sigstore bundles do not carry.
+//! It is verified step by step with the same crates ([`attestation`], [`certificate`],
+//! [`intoto`]).
 
 mod attestation;
 mod certificate;
 mod identity;
+mod intoto;
 mod legacy;
+#[cfg(test)]
+pub(crate) mod test_log;
 
 pub use attestation::LegacyAttestation;
 pub use identity::{Identity, Pattern, Signer};

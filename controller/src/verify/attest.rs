@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::{
-    Candidate, Fetched, KeySet,
+    Candidate, Fetched, KeySet, NamedKey,
     evaluate::{Rejection, keyless_root},
     predicate::PredicatePolicy,
 };
@@ -206,9 +206,8 @@ fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
         } => {
             let claimed = Claimed::from_envelope_json(payload).ok()?;
             let signed = match &evidence.certificate {
-                Some(certificate) => verify_legacy_keyless(payload, certificate, evidence, &claimed, keys),
-                None => verify_with_keys(&claimed, None, keys)
-                    .and_then(|signer| legacy_log(keys, false).map(|()| signer)),
+                Some(_) => verify_legacy_keyless(payload, evidence, &claimed, keys),
+                None => verify_legacy_key(payload, evidence, &claimed, keys),
             };
             (claimed, signed)
         }
@@ -232,49 +231,56 @@ fn verify_candidate(candidate: &Candidate, keys: &KeySet) -> Option<Seen> {
     })
 }
 
-/// A `.att` layer's log entry (its bundle annotation) is an in-toto entry over the envelope,
-/// which is not read here: when the policy needs one, the attestation does not count rather than
-/// count unlogged. A key-signed layer needs one when the log is required; a keyless one, as a
-/// keyless signature, unless the log is optional (its RFC 3161 timestamp is then the trusted time).
-fn legacy_log(keys: &KeySet, keyless: bool) -> Result<(), Rejection> {
-    let needed = match keys.tlog {
-        TlogPolicy::Required => true,
-        TlogPolicy::Default => keyless,
-        TlogPolicy::Optional => false,
-    };
-    match needed {
-        false => Ok(()),
-        true => Err(Rejection::new(
-            Failure::NoTlogEntry.category(),
-            format!(
-                "{}: the log entries of cosign v2 .att attestations are not verified; attach the \
-                 attestation as a bundle (cosign v3) for a log",
-                Failure::NoTlogEntry
-            ),
-        )),
+/// A `.att` layer's envelope, signatures and annotations, for [`sigstore`]'s checks.
+fn legacy_attestation<'a>(
+    layer: &'a [u8],
+    evidence: &'a Evidence,
+    claimed: &'a Claimed,
+    (signed, signatures): &'a (Vec<u8>, Vec<Vec<u8>>),
+) -> LegacyAttestation<'a> {
+    LegacyAttestation {
+        envelope: layer,
+        payload: &claimed.payload,
+        signed,
+        signatures,
+        certificate: evidence.certificate.as_deref(),
+        rekor_bundle: evidence.rekor_bundle.as_deref(),
+        timestamp: evidence.timestamp.as_deref(),
     }
 }
 
-/// A keyless `.att` layer: its timestamp over the layer's bytes, the certificate at that time,
-/// the envelope's signature with its key, then the identities ([`LegacyAttestation`]).
+/// A key-signed `.att` layer: the envelope's signature by a trusted key and, when the log is
+/// required, its Rekor v1 entry (the bundle annotation), which must name that key and this
+/// envelope. Otherwise the log is not looked up, as for a key-signed `.sig`.
+fn verify_legacy_key(
+    layer: &[u8],
+    evidence: &Evidence,
+    claimed: &Claimed,
+    keys: &KeySet,
+) -> Result<String, Rejection> {
+    let envelope = envelope_signatures(claimed)?;
+    let key = signing_key(&envelope, None, keys)?;
+    if keys.tlog == TlogPolicy::Required {
+        let attestation = legacy_attestation(layer, evidence, claimed, &envelope);
+        keys.log_root()?
+            .verify_legacy_attestation_with_key(&attestation, key.key.spki_der())?;
+    }
+    Ok(key.name.clone())
+}
+
+/// A keyless `.att` layer: its trusted times (the log entry's SET, the timestamp over the
+/// layer's bytes), the certificate at those times, the envelope's signature with its key, then
+/// the identities ([`LegacyAttestation`]). The log entry is needed unless the log is optional.
 fn verify_legacy_keyless(
     layer: &[u8],
-    certificate: &str,
     evidence: &Evidence,
     claimed: &Claimed,
     keys: &KeySet,
 ) -> Result<String, Rejection> {
     let root = keyless_root(keys)?;
-    legacy_log(keys, true)?;
-    let (signed, signatures) = envelope_signatures(claimed)?;
-    let attestation = LegacyAttestation {
-        envelope: layer,
-        signed: &signed,
-        signatures: &signatures,
-        certificate,
-        timestamp: evidence.timestamp.as_deref(),
-    };
-    root.verify_legacy_attestation(&attestation, &keys.identities)
+    let envelope = envelope_signatures(claimed)?;
+    let attestation = legacy_attestation(layer, evidence, claimed, &envelope);
+    root.verify_legacy_attestation(&attestation, &keys.identities, keys.tlog)
         .map(|(identity, _)| identity.name.clone())
         .map_err(Rejection::from)
 }
@@ -297,11 +303,19 @@ fn envelope_signatures(claimed: &Claimed) -> Result<(Vec<u8>, Vec<Vec<u8>>), Rej
 }
 
 fn verify_with_keys(claimed: &Claimed, hint: Option<&str>, keys: &KeySet) -> Result<String, Rejection> {
-    let (signed, signatures) = envelope_signatures(claimed)?;
+    let envelope = envelope_signatures(claimed)?;
+    signing_key(&envelope, hint, keys).map(|k| k.name.clone())
+}
+
+/// The first trusted key that verifies one of the envelope's signatures (`hint`'s first).
+fn signing_key<'k>(
+    (signed, signatures): &(Vec<u8>, Vec<Vec<u8>>),
+    hint: Option<&str>,
+    keys: &'k KeySet,
+) -> Result<&'k NamedKey, Rejection> {
     signatures
         .iter()
-        .find_map(|sig| keys.verifying_key(&signed, sig, hint))
-        .map(|k| k.name.clone())
+        .find_map(|sig| keys.verifying_key(signed, sig, hint))
         .ok_or_else(Rejection::no_key)
 }
 

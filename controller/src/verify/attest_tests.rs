@@ -183,12 +183,12 @@ fn rejected(d: &Digest, f: &Fetched, k: &KeySet) -> &'static str {
     }
 }
 
-/// A keyless `.att` layer (a certificate annotation) is verified by identity, and, as a keyless
-/// signature, only when the log is optional: its log entry is not read. Here it has no
-/// timestamp, so getting that far, nothing says when it was signed. A key-signed one needs a log
-/// only when it is required.
+/// A keyless `.att` layer (a certificate annotation) is verified by identity and, as a keyless
+/// signature, needs a log entry unless the log is optional. Here it has neither a log entry nor
+/// a timestamp, so with the log optional nothing says when it was signed. A key-signed one needs
+/// a log entry only when the log is required.
 #[test]
-fn keyless_att_layers_need_an_identity_and_an_optional_log() {
+fn keyless_att_layers_need_an_identity_and_a_log_entry_or_timestamp() {
     use crate::sigstore::{Identity, Pattern, TrustedRoot};
     let key = SigningKey::generate();
     let d = Digest::of(b"app");
@@ -218,4 +218,50 @@ fn keyless_att_layers_need_an_identity_and_an_optional_log() {
     let f = fetched(vec![legacy(&key, &d, SLSA1, json!({}))], vec![]);
     let k = keys(&key).with_tlog(TlogPolicy::Required, root);
     assert_eq!(rejected(&d, &f, &k), "no_tlog_entry");
+}
+
+/// With the log required, a key-signed `.att` layer counts by its Rekor v1 entry (the tests'
+/// own log): one of this envelope by this key verifies; one of another envelope or by another
+/// key, or one under a log the root does not list, is `untrusted_log`.
+#[test]
+fn key_signed_att_layers_count_by_their_log_entry_when_required() {
+    use crate::sigstore::test_log::{TestLog, intoto_body};
+    let key = SigningKey::generate();
+    let d = Digest::of(b"app");
+    let log = TestLog::new();
+    let root = log.root.clone();
+    let layer = legacy(&key, &d, SLSA1, json!({}));
+    let Candidate::Legacy {
+        payload: envelope, ..
+    } = &layer
+    else {
+        unreachable!()
+    };
+    let statement = Claimed::from_envelope_json(envelope).unwrap().payload;
+    let logged = |envelope: &[u8], signer: &SigningKey| {
+        let mut layer = layer.clone();
+        let body = intoto_body(envelope, &statement, &signer.public_key().to_pem());
+        if let Candidate::Legacy { evidence, .. } = &mut layer {
+            evidence.rekor_bundle = Some(log.entry(&body));
+        }
+        fetched(vec![layer], vec![])
+    };
+    let k = keys(&key).with_tlog(TlogPolicy::Required, root.clone());
+    let f = logged(envelope, &key);
+    assert_eq!(
+        state(&d, &f, &k, &require(None)),
+        AttestationState::Verified { signer: "ci".into() }
+    );
+    assert_eq!(rejected(&d, &logged(b"{}", &key), &k), "untrusted_log");
+    assert_eq!(
+        rejected(&d, &logged(envelope, &SigningKey::generate()), &k),
+        "untrusted_log"
+    );
+    let elsewhere = keys(&key).with_tlog(TlogPolicy::Required, TestLog::new().root);
+    assert_eq!(rejected(&d, &f, &elsewhere), "untrusted_log");
+    // Not required: the log is not looked up, the envelope's signature is enough.
+    assert_eq!(
+        state(&d, &logged(b"{}", &key), &keys(&key), &require(None)).name(),
+        "Verified"
+    );
 }
