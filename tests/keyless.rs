@@ -27,7 +27,7 @@ use countersign_tests::{
     http::http_get,
     images::{crane, push_image},
     registry::{Registry, RegistryKind},
-    sigstore::SigstoreStack,
+    sigstore::{SigstoreStack, keyless_args},
 };
 use operator_common::*;
 use serde_json::{Value, json};
@@ -69,20 +69,7 @@ fn keyless_command(
     extra: &[&str],
 ) -> Run {
     let root = stack.trusted_root().to_str().expect("utf-8 path");
-    let mut args = vec![
-        command,
-        "--certificate-identity",
-        identity,
-        "--certificate-oidc-issuer",
-        issuer,
-        "--trusted-root",
-        root,
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    args.push(image);
-    countersign(&args)
+    countersign(&keyless_args(command, identity, issuer, root, extra, image))
 }
 
 /// The verdict countersign printed, and each signature's rejection category (`None` for one

@@ -2,9 +2,12 @@
 //! cosign v2 signs with a key and keylessly (the local Sigstore stack's Fulcio, no TSA), each
 //! `.sig` layer carrying the log's SET (`dev.sigstore.cosign/bundle`), and `countersign verify`
 //! verifies them offline from a trusted root that lists both the stack's Rekor v2 and this log.
-//! Real `cosign verify` of cosign v2 accepts the same signatures against the same logs. One stack
-//! for the whole file, as tests/keyless.rs.
+//! Real `cosign verify` of cosign v2 accepts the same signatures against the same logs. Its `.att`
+//! attestations, logged the same way, in [`attestations`]. One stack for the whole file, as
+//! tests/keyless.rs.
 
+#[path = "rekor_v1/attestations.rs"]
+mod attestations;
 mod common;
 mod operator_common;
 
@@ -19,7 +22,7 @@ use countersign_tests::{
     images::{crane, push_image},
     registry::{Registry, RegistryKind},
     rekor_v1::RekorV1,
-    sigstore::SigstoreStack,
+    sigstore::{SigstoreStack, keyless_args},
 };
 use operator_common::{cluster, namespace};
 use serde_json::{Value, json};
@@ -41,8 +44,13 @@ struct Trust<'a> {
 impl Trust<'_> {
     /// `countersign verify --key … --tlog required` against `root`, JSON out.
     fn with_key(&self, root: &str, image: &str) -> Run {
-        countersign(&[
-            "verify",
+        self.key_command("verify", root, &[], image)
+    }
+
+    /// `countersign <command> --key … --tlog required` against `root`, JSON out, then `extra`.
+    fn key_command(&self, command: &str, root: &str, extra: &[&str], image: &str) -> Run {
+        let mut args = vec![
+            command,
             "--key",
             self.public_key,
             "--tlog",
@@ -51,26 +59,27 @@ impl Trust<'_> {
             root,
             "--output",
             "json",
-            image,
-        ])
-    }
-
-    /// `countersign verify` with the identity flags against `root`, JSON out.
-    fn keyless(&self, root: &str, extra: &[&str], image: &str) -> Run {
-        let mut args = vec![
-            "verify",
-            "--certificate-identity",
-            self.identity,
-            "--certificate-oidc-issuer",
-            self.issuer,
-            "--trusted-root",
-            root,
-            "--output",
-            "json",
         ];
         args.extend_from_slice(extra);
         args.push(image);
         countersign(&args)
+    }
+
+    /// `countersign verify` with the identity flags against `root`, JSON out.
+    fn keyless(&self, root: &str, extra: &[&str], image: &str) -> Run {
+        self.keyless_command("verify", root, extra, image)
+    }
+
+    /// `countersign <command>` with the identity flags against `root`, JSON out.
+    fn keyless_command(&self, command: &str, root: &str, extra: &[&str], image: &str) -> Run {
+        countersign(&keyless_args(
+            command,
+            self.identity,
+            self.issuer,
+            root,
+            extra,
+            image,
+        ))
     }
 }
 
@@ -151,7 +160,7 @@ async fn cosign_v2_signatures_logged_in_rekor_v1_verify_by_their_set() {
     let signed_by_key = by_key("key");
     let signed_keyless = keyless("keyless");
     for image in [&signed_by_key, &signed_keyless] {
-        let (manifest, _) = signature_manifest(image).await;
+        let (manifest, _) = layer_manifest(image, Layer::Sig).await;
         let annotations = &manifest["layers"][0]["annotations"];
         let set: Value =
             serde_json::from_str(annotations[REKOR_BUNDLE_ANNOTATION].as_str().unwrap_or_default())
@@ -167,15 +176,27 @@ async fn cosign_v2_signatures_logged_in_rekor_v1_verify_by_their_set() {
 
     let mut cosign_env = stack.v2_env();
     cosign_env.extend(rekor.cosign_env());
-    let cosign_verify = |extra: &[&str]| {
-        let mut args = vec!["verify", "--rekor-url", &rekor.url, "--offline"];
+    let cosign_v2 = |command: &str, extra: &[&str]| {
+        let mut args = vec![command, "--rekor-url", &rekor.url, "--offline"];
         args.extend_from_slice(extra);
         cosign2.run_with_env(&cosign_env, &args)
     };
+    let cosign_verify = |extra: &[&str]| cosign_v2("verify", extra);
     real_cosign_accepts(&cosign_verify, &trust, &signed_by_key, &signed_keyless);
     key_signed(&trust, &signed_by_key);
     keyless_signed(&trust, &signed_keyless);
     tampered(&trust, &by_key, &keyless, &cosign_verify).await;
+
+    let attester = attestations::Attester::new(&rekor, &stack, &keys, &token, registry.repo("attested"));
+    let attested = attestations::Attested {
+        by_key: attester.sign_and_attest("key", false),
+        keyless: attester.sign_and_attest("keyless", true),
+        intoto: attester.attest_with("intoto", false, &["--rekor-entry-type", "intoto"]),
+    };
+    let cosign_verify_attestation = |extra: &[&str]| cosign_v2("verify-attestation", extra);
+    attestations::verdicts(&trust, &rekor, &attested, &cosign_verify_attestation).await;
+    attestations::tampered(&trust, &attester, &attested).await;
+    attestations::operator_counts(&cluster, &trust, &keys, &attested).await;
 }
 
 /// `cosign verify` of cosign v2 (`cosign_verify`: offline, by the SET, the stack's keys from the
@@ -250,7 +271,7 @@ async fn tampered(
     assert_invalid(&trust.keyless(trust.root, &[], &image), "untrusted_log");
 
     let image = keyless("keyless-unlogged");
-    edit_annotations(&image, |annotations| {
+    edit_layer(&image, Layer::Sig, |annotations| {
         annotations
             .as_object_mut()
             .expect("annotations")
@@ -284,7 +305,7 @@ fn flip_one_byte(text: &str) -> String {
 
 /// Re-pushes `image`'s `.sig` manifest with its SET annotation changed by `edit`.
 async fn edit_set(image: &str, edit: impl FnOnce(&mut Value)) {
-    edit_annotations(image, |annotations| {
+    edit_layer(image, Layer::Sig, |annotations| {
         let text = annotations[REKOR_BUNDLE_ANNOTATION]
             .as_str()
             .expect("a SET annotation");
@@ -295,26 +316,37 @@ async fn edit_set(image: &str, edit: impl FnOnce(&mut Value)) {
     .await;
 }
 
-/// Re-pushes `image`'s `.sig` manifest (one layer) with that layer's annotations changed by
-/// `edit`; the payload blob stays as cosign pushed it.
-async fn edit_annotations(image: &str, edit: impl FnOnce(&mut Value)) {
-    let (mut manifest, tag) = signature_manifest(image).await;
+/// Which of cosign v2's tags of an image.
+#[derive(Debug, Clone, Copy)]
+enum Layer {
+    /// `sha256-<hex>.sig`
+    Sig,
+    /// `sha256-<hex>.att`
+    Att,
+}
+
+/// Re-pushes `image`'s `layer` manifest (one layer) with that layer's annotations changed by
+/// `edit`; the blob stays as cosign pushed it.
+async fn edit_layer(image: &str, layer: Layer, edit: impl FnOnce(&mut Value)) {
+    let (mut manifest, tag) = layer_manifest(image, layer).await;
     edit(&mut manifest["layers"][0]["annotations"]);
     let media_type = manifest["mediaType"].as_str().expect("a media type").to_string();
     let bytes = serde_json::to_vec(&manifest).expect("JSON");
     RegistryClient::new(RegistryOptions::default())
         .push_manifest(&tag, &bytes, &media_type)
         .await
-        .expect("push the changed .sig manifest");
+        .expect("push the changed manifest");
 }
 
-/// `image`'s `.sig` manifest (as JSON) and its tag.
-async fn signature_manifest(image: &str) -> (Value, ImageRef) {
+/// `image`'s `layer` manifest (as JSON, with one layer) and its tag.
+async fn layer_manifest(image: &str, layer: Layer) -> (Value, ImageRef) {
     let (repo, digest) = image.split_once('@').expect("a digest reference");
     let digest = Digest::parse(digest).expect("a digest");
-    let tag = ImageRef::parse(repo)
-        .expect("a repository")
-        .at_tag(&digest.signature_tag());
+    let tag = match layer {
+        Layer::Sig => digest.signature_tag(),
+        Layer::Att => digest.attestation_tag(),
+    };
+    let tag = ImageRef::parse(repo).expect("a repository").at_tag(&tag);
     let manifest = crane(&["manifest", &tag.to_string()]);
     let manifest: Value = serde_json::from_str(&manifest).expect("a manifest");
     assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1), "{manifest}");

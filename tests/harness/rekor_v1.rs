@@ -114,26 +114,69 @@ impl RekorV1 {
 
     /// `cosign sign --key` of cosign v2, logged here: a `.sig` layer with the SET annotation.
     pub fn sign_v2_with_key(&self, cosign: &Cosign, key: &Path, image: &str) -> Run {
-        assert_eq!(cosign.version, CosignVersion::V2);
-        let args = [
-            "sign",
-            "--key",
-            path_str(key),
-            "--rekor-url",
-            &self.url,
-            "-y",
-            image,
-        ];
-        cosign.run_with_env(&self.cosign_env(), &args)
+        self.v2_with_key(cosign, "sign", key, &[], image)
+    }
+
+    /// `cosign attest --key` of cosign v2 (predicate file `predicate` of type `kind`, then
+    /// `extra`), logged here: a `.att` layer (the DSSE envelope) whose SET annotation is of a
+    /// dsse entry (with `--rekor-entry-type intoto` in `extra`, an intoto entry).
+    pub fn attest_v2_with_key(
+        &self,
+        cosign: &Cosign,
+        key: &Path,
+        (predicate, kind): (&Path, &str),
+        extra: &[&str],
+        image: &str,
+    ) -> Run {
+        let args = [&["--predicate", path_str(predicate), "--type", kind], extra].concat();
+        self.v2_with_key(cosign, "attest", key, &args, image)
     }
 
     /// Keyless `cosign sign` of cosign v2 with `stack`'s Fulcio, logged here and not
     /// timestamped: the SET's integrated time is the only trusted time of the signature.
     pub fn sign_v2_keyless(&self, stack: &SigstoreStack, cosign: &Cosign, token: &str, image: &str) -> Run {
+        self.v2_keyless(stack, cosign, "sign", token, &[], image)
+    }
+
+    /// Keyless `cosign attest` of cosign v2, logged here and not timestamped, as
+    /// [`Self::sign_v2_keyless`] signs.
+    pub fn attest_v2_keyless(
+        &self,
+        stack: &SigstoreStack,
+        cosign: &Cosign,
+        token: &str,
+        predicate: &Path,
+        kind: &str,
+        image: &str,
+    ) -> Run {
+        let extra = ["--predicate", path_str(predicate), "--type", kind];
+        self.v2_keyless(stack, cosign, "attest", token, &extra, image)
+    }
+
+    /// `cosign <command> --key` of cosign v2 uploading to this log, then `extra` and `image`.
+    fn v2_with_key(&self, cosign: &Cosign, command: &str, key: &Path, extra: &[&str], image: &str) -> Run {
+        assert_eq!(cosign.version, CosignVersion::V2);
+        let mut args = vec![command, "--key", path_str(key), "--rekor-url", &self.url, "-y"];
+        args.extend_from_slice(extra);
+        args.push(image);
+        cosign.run_with_env(&self.cosign_env(), &args)
+    }
+
+    /// Keyless `cosign <command>` of cosign v2 with `stack`'s Fulcio, uploading to this log, no
+    /// TSA, then `extra` and `image`.
+    fn v2_keyless(
+        &self,
+        stack: &SigstoreStack,
+        cosign: &Cosign,
+        command: &str,
+        token: &str,
+        extra: &[&str],
+        image: &str,
+    ) -> Run {
         assert_eq!(cosign.version, CosignVersion::V2);
         let token = stack.token_file(token);
-        let args = [
-            "sign",
+        let mut args = vec![
+            command,
             "--identity-token",
             path_str(&token),
             "--fulcio-url",
@@ -141,8 +184,9 @@ impl RekorV1 {
             "--rekor-url",
             &self.url,
             "-y",
-            image,
         ];
+        args.extend_from_slice(extra);
+        args.push(image);
         let mut env = stack.v2_env();
         env.extend(self.cosign_env());
         cosign.run_with_env(&env, &args)

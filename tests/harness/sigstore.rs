@@ -274,6 +274,32 @@ impl SigstoreStack {
     }
 }
 
+/// The arguments of `countersign <command>` (`verify`, `verify-attestation`) for a keyless
+/// signer: the identity flags, the trusted root `root`, JSON output, then `extra` and `image`.
+pub fn keyless_args<'a>(
+    command: &'a str,
+    identity: &'a str,
+    issuer: &'a str,
+    root: &'a str,
+    extra: &[&'a str],
+    image: &'a str,
+) -> Vec<&'a str> {
+    let mut args = vec![
+        command,
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        issuer,
+        "--trusted-root",
+        root,
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    args.push(image);
+    args
+}
+
 pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }

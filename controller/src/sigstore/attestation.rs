@@ -4,22 +4,22 @@
 //! entry, `rfc3161timestamp`), but cosign v2 asks the TSA to timestamp the whole envelope, the
 //! layer's bytes (`attest.go`: `GetTimestampedSignature(signedPayload, …)`), and verifies it over
 //! them (`VerifyRFC3161Timestamp`: an attestation has no base64 signature, so `sig.Payload()`);
-//! and it logs the envelope as an `intoto` entry, not the signature ([`super::intoto`]). A
-//! Sigstore bundle's timestamp covers the signature, and its log entries are of other kinds, so
-//! the bundle verifier cannot take this layout. The same checks, in the same order: the trusted
-//! times (the log entry's SET under a log of the root, bound to this envelope and certificate; the
-//! token against the root's TSAs over the envelope bytes, sigstore-tsa's per-authority check as
-//! sigstore-verify calls it), the certificate at each ([`super::certificate`]), the envelope's
-//! signature with the certificate's key (sigstore-crypto), then the identity.
+//! and its log entry is of the envelope too ([`super::att_entry`]). A Sigstore bundle's
+//! timestamp covers the signature, so the bundle verifier cannot take this layout. The same
+//! checks, in the same order: the trusted times (the log entry's SET under a log of the root,
+//! the entry bound to this envelope and certificate; the token against the root's TSAs over the
+//! envelope bytes, sigstore-tsa's per-authority check as sigstore-verify calls it), the
+//! certificate at each ([`super::certificate`]), the envelope's signature with the certificate's
+//! key (sigstore-crypto), then the identity.
 
 use jiff::Timestamp;
 use sigstore_types::{SignatureBytes, TimestampToken};
 use sigstore_verify::crypto::{CertificateInfo, verify_signature};
 
 use super::{
-    Failure, Identity, Signer, SigstoreError, TlogPolicy, TrustedRoot, certificate,
-    intoto::{Logged, LoggedSigner},
-    legacy, match_identity,
+    Failure, Identity, Signer, SigstoreError, TlogPolicy, TrustedRoot,
+    att_entry::{Logged, LoggedSigner},
+    certificate, legacy, match_identity,
 };
 
 /// One `.att` layer.
@@ -92,6 +92,7 @@ impl TrustedRoot {
         let logged = Logged {
             envelope: attestation.envelope,
             payload: attestation.payload,
+            signatures: attestation.signatures,
             signer: LoggedSigner::Key(spki_der),
         };
         self.verify_attestation_entry(json, &logged).map(|_| ())
@@ -112,6 +113,7 @@ impl TrustedRoot {
                 let logged = Logged {
                     envelope: attestation.envelope,
                     payload: attestation.payload,
+                    signatures: attestation.signatures,
                     signer: LoggedSigner::Certificate(&leaf),
                 };
                 Some(self.verify_attestation_entry(json, &logged)?)

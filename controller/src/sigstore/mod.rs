@@ -12,12 +12,12 @@
 //! One layout does not fit that verifier: a cosign v2 `.att`, whose timestamp covers the envelope
 //! rather than the signature and whose Rekor v1 entry is of a kind Sigstore bundles do not carry.
 //! It is verified step by step with the same crates ([`attestation`], [`certificate`],
-//! [`intoto`]).
+//! [`att_entry`]).
 
+mod att_entry;
 mod attestation;
 mod certificate;
 mod identity;
-mod intoto;
 mod legacy;
 #[cfg(test)]
 pub(crate) mod test_log;

@@ -68,10 +68,27 @@ impl TestLog {
     }
 }
 
-/// The intoto 0.0.1 body Rekor keeps for the envelope `envelope` of payload `payload`, uploaded
-/// with `signer_pem` (a public key or a certificate), as cosign v2 `attest` uploads it.
+fn sha256(bytes: &[u8]) -> Value {
+    json!({"algorithm": "sha256", "value": hex::encode(Sha256::digest(bytes))})
+}
+
+/// The dsse 0.0.1 body Rekor keeps for the envelope `envelope` of payload `payload` and one
+/// signature `signature`, uploaded with `signer_pem` (a public key or a certificate), as cosign
+/// v2 `attest` uploads it by default.
+pub(crate) fn dsse_body(envelope: &[u8], payload: &[u8], signature: &[u8], signer_pem: &str) -> Value {
+    json!({
+        "apiVersion": "0.0.1",
+        "kind": "dsse",
+        "spec": {
+            "envelopeHash": sha256(envelope),
+            "payloadHash": sha256(payload),
+            "signatures": [{"signature": B64.encode(signature), "verifier": B64.encode(signer_pem)}],
+        },
+    })
+}
+
+/// The intoto 0.0.1 body Rekor keeps for the same (`cosign attest --rekor-entry-type intoto`).
 pub(crate) fn intoto_body(envelope: &[u8], payload: &[u8], signer_pem: &str) -> Value {
-    let sha256 = |bytes: &[u8]| json!({"algorithm": "sha256", "value": hex::encode(Sha256::digest(bytes))});
     json!({
         "apiVersion": "0.0.1",
         "kind": "intoto",

@@ -221,11 +221,12 @@ fn keyless_att_layers_need_an_identity_and_a_log_entry_or_timestamp() {
 }
 
 /// With the log required, a key-signed `.att` layer counts by its Rekor v1 entry (the tests'
-/// own log): one of this envelope by this key verifies; one of another envelope or by another
-/// key, or one under a log the root does not list, is `untrusted_log`.
+/// own log, a dsse entry as cosign v2 logs by default): one of this envelope by this key
+/// verifies; one of another envelope or by another key, or one under a log the root does not
+/// list, is `untrusted_log`.
 #[test]
 fn key_signed_att_layers_count_by_their_log_entry_when_required() {
-    use crate::sigstore::test_log::{TestLog, intoto_body};
+    use crate::sigstore::test_log::{TestLog, dsse_body};
     let key = SigningKey::generate();
     let d = Digest::of(b"app");
     let log = TestLog::new();
@@ -237,10 +238,12 @@ fn key_signed_att_layers_count_by_their_log_entry_when_required() {
     else {
         unreachable!()
     };
-    let statement = Claimed::from_envelope_json(envelope).unwrap().payload;
+    let claimed = Claimed::from_envelope_json(envelope).unwrap();
+    let signature = decode_base64("sig", &claimed.envelope.signatures[0].sig).unwrap();
     let logged = |envelope: &[u8], signer: &SigningKey| {
         let mut layer = layer.clone();
-        let body = intoto_body(envelope, &statement, &signer.public_key().to_pem());
+        let pem = signer.public_key().to_pem();
+        let body = dsse_body(envelope, &claimed.payload, &signature, &pem);
         if let Candidate::Legacy { evidence, .. } = &mut layer {
             evidence.rekor_bundle = Some(log.entry(&body));
         }
