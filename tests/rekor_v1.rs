@@ -22,7 +22,7 @@ use countersign_tests::{
     images::{crane, push_image},
     registry::{Registry, RegistryKind},
     rekor_v1::RekorV1,
-    sigstore::{SigstoreStack, keyless_args},
+    sigstore::{SigstoreStack, keyless_args, verify_args},
 };
 use operator_common::{cluster, namespace};
 use serde_json::{Value, json};
@@ -49,20 +49,8 @@ impl Trust<'_> {
 
     /// `countersign <command> --key … --tlog required` against `root`, JSON out, then `extra`.
     fn key_command(&self, command: &str, root: &str, extra: &[&str], image: &str) -> Run {
-        let mut args = vec![
-            command,
-            "--key",
-            self.public_key,
-            "--tlog",
-            "required",
-            "--trusted-root",
-            root,
-            "--output",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        args.push(image);
-        countersign(&args)
+        let key = ["--key", self.public_key, "--tlog", "required"];
+        countersign(&verify_args(command, &key, root, extra, image))
     }
 
     /// `countersign verify` with the identity flags against `root`, JSON out.

@@ -274,8 +274,25 @@ impl SigstoreStack {
     }
 }
 
-/// The arguments of `countersign <command>` (`verify`, `verify-attestation`) for a keyless
-/// signer: the identity flags, the trusted root `root`, JSON output, then `extra` and `image`.
+/// The arguments of `countersign <command>` (`verify`, `verify-attestation`): `signers` (the
+/// flags that say who may have signed), the trusted root `root`, JSON output, then `extra` and
+/// `image`.
+pub fn verify_args<'a>(
+    command: &'a str,
+    signers: &[&'a str],
+    root: &'a str,
+    extra: &[&'a str],
+    image: &'a str,
+) -> Vec<&'a str> {
+    let mut args = vec![command];
+    args.extend_from_slice(signers);
+    args.extend(["--trusted-root", root, "--output", "json"]);
+    args.extend_from_slice(extra);
+    args.push(image);
+    args
+}
+
+/// [`verify_args`] for a keyless signer: the identity flags.
 pub fn keyless_args<'a>(
     command: &'a str,
     identity: &'a str,
@@ -284,20 +301,13 @@ pub fn keyless_args<'a>(
     extra: &[&'a str],
     image: &'a str,
 ) -> Vec<&'a str> {
-    let mut args = vec![
-        command,
+    let identity = [
         "--certificate-identity",
         identity,
         "--certificate-oidc-issuer",
         issuer,
-        "--trusted-root",
-        root,
-        "--output",
-        "json",
     ];
-    args.extend_from_slice(extra);
-    args.push(image);
-    args
+    verify_args(command, &identity, root, extra, image)
 }
 
 pub(crate) fn path_str(path: &Path) -> &str {

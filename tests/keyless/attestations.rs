@@ -45,8 +45,9 @@ fn verify_attestation(
 
 /// A keyless cosign v2 `.att` (certificate, a TSA timestamp over the whole envelope, not logged)
 /// verifies by identity when the log is optional, the timestamp being the trusted time, as its
-/// `.sig` does; its log entry is not read, so not otherwise. Another identity or issuer is an
-/// identity mismatch. Real cosign v2 verifies the same attestation.
+/// `.sig` does; having no log entry, not otherwise (logged ones: tests/rekor_v1/attestations.rs).
+/// Another identity or issuer is an identity mismatch. Real cosign v2 verifies the same
+/// attestation.
 pub fn keyless_v2_attestation_verdicts(stack: &SigstoreStack, cosign2: &Cosign, image: &str, id: &str) {
     let issuer = stack.issuer.as_str();
     let optional = ["--tlog", "optional"];
