@@ -67,14 +67,7 @@ impl TrustedRoot {
         let info =
             info.ok_or_else(|| SigstoreError::verification(Failure::NoTrustedTime, "no trusted time"))?;
         verify_envelope_signature(&info, attestation)?;
-        let signer = Signer {
-            subject: info
-                .identity
-                .as_ref()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            issuer: info.issuer.clone().unwrap_or_default(),
-        };
+        let signer = Signer::from_claims(info.identity.as_ref().map(|s| s.as_str()), info.issuer.as_deref());
         match_identity(signer, identities)
     }
 

@@ -15,6 +15,17 @@ pub struct Signer {
     pub issuer: String,
 }
 
+impl Signer {
+    /// The signer a verified certificate names. A claim the certificate lacks is empty: no exact
+    /// identity matches it, so a certificate without a SAN or an issuer is nobody's.
+    pub fn from_claims(subject: Option<&str>, issuer: Option<&str>) -> Self {
+        Self {
+            subject: subject.unwrap_or_default().to_string(),
+            issuer: issuer.unwrap_or_default().to_string(),
+        }
+    }
+}
+
 /// One value to match: exact, or a regular expression.
 #[derive(Debug, Clone)]
 pub enum Pattern {

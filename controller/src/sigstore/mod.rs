@@ -272,13 +272,10 @@ impl TrustedRoot {
                 "the certificate, its SCT or the log entry was not verified",
             ));
         }
-        Ok(Signer {
-            subject: result
-                .identity()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            issuer: result.issuer().unwrap_or_default().to_string(),
-        })
+        Ok(Signer::from_claims(
+            result.identity().map(|s| s.as_str()),
+            result.issuer(),
+        ))
     }
 
     /// Verifies a key-based bundle with `spki_der` (a DER SubjectPublicKeyInfo), its log entry
