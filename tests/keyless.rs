@@ -11,6 +11,8 @@ mod operator_common;
 
 use std::time::Duration;
 
+use anyhow::ensure;
+
 use common::countersign;
 use countersign::{
     formats::simple_signing::Evidence,
@@ -46,11 +48,13 @@ struct Signed {
     /// referrer), in a repository of its own: a TrustRoot requires the attestation there.
     attested: String,
     /// cosign v2 `sign` and `attest` (`.sig` and `.att`, certificate and TSA timestamp, not
-    /// logged) in the same repository: see [`attestations::keyless_v2_attestation_verdicts`].
+    /// logged) in a repository of its own: see [`attestations::keyless_v2_attestation_verdicts`].
     attested_v2: String,
 }
 
 const SLSA1: &str = "slsaprovenance1";
+/// What [`SLSA1`] stands for: the predicate type metrics and statements name.
+const SLSA1_URI: &str = "https://slsa.dev/provenance/v1";
 const POLICY_OK: &str = "predicate.buildDefinition.externalParameters.ref == 'refs/heads/main'";
 const POLICY_FAILS: &str = "predicate.buildDefinition.externalParameters.ref == 'refs/heads/release'";
 const PREDICATE: &str = r#"{"buildDefinition":{"buildType":"https://example.com/ci/v1","externalParameters":{"ref":"refs/heads/main"}},"runDetails":{"builder":{"id":"https://example.com/builder"}}}"#;
@@ -122,7 +126,7 @@ async fn keyless_signatures_verify_in_the_cli_and_the_operator() {
         v2: sign("v2", &|i| stack.sign_v2(&cosign2, &token, i, true)),
         v2_untimed: sign("v2-untimed", &|i| stack.sign_v2(&cosign2, &token, i, false)),
         attested: signed_and_attested(&stack, &cosign3, &token, &registry.repo("attested"), "v3"),
-        attested_v2: signed_and_attested(&stack, &cosign2, &token, &registry.repo("attested"), "v2"),
+        attested_v2: signed_and_attested(&stack, &cosign2, &token, &registry.repo("attested-v2"), "v2"),
     };
     let id = SigstoreStack::identity(NS, BUILDER);
 
@@ -335,6 +339,21 @@ async fn operator_verdicts(
     )
     .await
     .expect("TrustRoot keyless-attested");
+    // The keyless cosign v2 `.att`, timestamped and not logged: it counts only where the log is
+    // optional, its TSA timestamp being the trusted time, as for its `.sig`.
+    trust_root(
+        &client,
+        "keyless-attested-v2",
+        json!({
+            "images": [format!("{registry_host}/attested-v2")],
+            "identities": [identity("builder", id)],
+            "trustedRoot": {"configMapRef": {"name": "sigstore-root", "namespace": NS}},
+            "tlog": "Optional",
+            "attestations": [{"predicateType": SLSA1, "policy": POLICY_OK}],
+        }),
+    )
+    .await
+    .expect("TrustRoot keyless-attested-v2");
     let (operator, metrics) = Operator::start_with_metrics(cluster, "keyless").await;
     let within = Duration::from_secs(60);
     for (name, image) in [
@@ -342,6 +361,7 @@ async fn operator_verdicts(
         ("v2", &signed.v2),
         ("untimed", &signed.v2_untimed),
         ("attested", &signed.attested),
+        ("attested-v2", &signed.attested_v2),
     ] {
         let digest = image.split_once('@').expect("digest").1;
         let tag = format!("{}:{name}", image.split_once('@').expect("digest").0);
@@ -350,12 +370,16 @@ async fn operator_verdicts(
     wait_verdict(&client, DEPLOYMENT, NS, "v3", "Verified", within).await;
     wait_verdict(&client, DEPLOYMENT, NS, "v2", "Verified", within).await;
     wait_verdict(&client, DEPLOYMENT, NS, "attested", "Verified", within).await;
+    wait_verdict(&client, DEPLOYMENT, NS, "attested-v2", "Verified", within).await;
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untimed", "Failed", within).await;
-    let reason = a.get("reason").cloned().unwrap_or_default();
-    assert!(reason.contains("no trusted time"), "{a:?}");
+    assert_eq!(a["causes"], "no_trusted_time", "{a:?}");
     // Transparency-log coverage (M7): v3 was logged in Rekor v2, v2 only timestamped (allowed by
     // `tlog: Optional`); `untimed` verifies not at all and is not counted.
-    for (root, logged, unlogged) in [("keyless", 1.0, 1.0), ("keyless-attested", 1.0, 0.0)] {
+    for (root, logged, unlogged) in [
+        ("keyless", 1.0, 1.0),
+        ("keyless-attested", 1.0, 0.0),
+        ("keyless-attested-v2", 0.0, 1.0),
+    ] {
         let series =
             |state: &str| format!("countersign_trust_root_tlog{{trust_root=\"{root}\",state=\"{state}\"}}");
         let scraped = scrape_metrics(&metrics).await.expect("metrics");
@@ -364,6 +388,25 @@ async fn operator_verdicts(
             value(&scraped, &series("Unlogged")),
         );
         assert_eq!(seen, (logged, unlogged), "M7 of TrustRoot {root}");
+    }
+    // Attestation coverage (M5): each attested image's required provenance verified. The gauges
+    // are set once the pass is over, which may be after the verdicts are written.
+    for root in ["keyless-attested", "keyless-attested-v2"] {
+        let series = |state: &str| {
+            format!(
+                "countersign_trust_root_attestations{{trust_root=\"{root}\",predicate_type=\"{SLSA1_URI}\",state=\"{state}\"}}"
+            )
+        };
+        eventually(&format!("M5 of TrustRoot {root}"), within, || async {
+            let scraped = scrape_metrics(&metrics).await?;
+            let seen = (
+                value(&scraped, &series("Verified")),
+                value(&scraped, &series("Missing")),
+            );
+            ensure!(seen == (1.0, 0.0), "Verified, Missing: {seen:?}");
+            Ok(())
+        })
+        .await;
     }
     operator.stop().await;
 }

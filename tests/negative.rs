@@ -47,13 +47,11 @@ async fn verify(client: &RegistryClient, image: &str, keys: &Keys) -> Verificati
     verify_image(client, &ImageRef::parse(image).unwrap(), &policy(keys)).await
 }
 
-fn assert_invalid(v: &Verification, reason_part: &str) {
+/// Invalid for exactly `causes` (the rejected signatures' categories, sorted).
+fn assert_invalid(v: &Verification, expected: &[&str]) {
     match &v.outcome {
-        Outcome::Invalid { reason } => assert!(
-            reason.contains(reason_part),
-            "reason {reason:?} lacks {reason_part:?}"
-        ),
-        other => panic!("expected Invalid ({reason_part}), got {other:?}\n{v:#?}"),
+        Outcome::Invalid { causes, .. } => assert_eq!(causes, expected, "{v:#?}"),
+        other => panic!("expected Invalid ({expected:?}), got {other:?}\n{v:#?}"),
     }
 }
 
@@ -139,7 +137,7 @@ async fn wrong_key_is_invalid_and_exits_12() {
     assert!(signer.cosign3.sign(&signer.private, &tag, false).success);
     assert!(signer.cosign2.sign(&signer.private, &tag, false).success);
     let v = verify(&client(), &tag, &other).await;
-    assert_invalid(&v, "no trusted key verifies it");
+    assert_invalid(&v, &["no_trusted_key"]);
     assert_eq!(v.signatures.len(), 2, "both formats seen: {v:#?}");
     let run = countersign(&["verify", "--key", other.public_str(), &tag]);
     assert_eq!(run.code, Some(12), "{}", run.stderr);
@@ -157,7 +155,7 @@ async fn a_signature_copied_from_another_image_is_invalid() {
         &format!("{}:{}", registry.repo("copy-a"), signed.signature_tag()),
         &format!("{}:{}", registry.repo("copy-b"), other.signature_tag()),
     ]);
-    assert_invalid(&verify(&client(), &other_tag, &keys).await, "not this image");
+    assert_invalid(&verify(&client(), &other_tag, &keys).await, &["other_digest"]);
 }
 
 #[tokio::test]
@@ -177,10 +175,7 @@ async fn a_tampered_payload_is_invalid() {
         &[(tampered, encode_base64(&signature))],
     )
     .await;
-    assert_invalid(
-        &verify(&client(), &tag, &keys).await,
-        "no trusted key verifies it",
-    );
+    assert_invalid(&verify(&client(), &tag, &keys).await, &["no_trusted_key"]);
 }
 
 #[tokio::test]
@@ -195,8 +190,8 @@ async fn invalid_base64_and_invalid_der_are_invalid() {
     ];
     push_signature_image(&client(), &image, &digest, &layers).await;
     let v = verify(&client(), &tag, &keys).await;
-    assert_invalid(&v, "not valid base64");
-    assert_invalid(&v, "not ASN.1 DER");
+    assert_invalid(&v, &["format"]);
+    assert_eq!(v.signatures.len(), 2, "both layers rejected: {v:#?}");
 }
 
 #[tokio::test]
@@ -220,7 +215,7 @@ async fn a_bundle_whose_subject_is_another_digest_is_invalid() {
         .await
         .unwrap();
     assert_eq!(manifest.subject.as_ref().unwrap().digest, other.as_str());
-    assert_invalid(&verify(&client, &other_tag, &keys).await, "not this image");
+    assert_invalid(&verify(&client, &other_tag, &keys).await, &["other_digest"]);
 }
 
 #[tokio::test]
@@ -232,10 +227,7 @@ async fn too_many_layers_is_invalid() {
     let signature = encode_base64(&signing_key(&keys).sign(&payload));
     let layers = vec![(payload, signature); 1001];
     push_signature_image(&client(), &image, &digest, &layers).await;
-    assert_invalid(
-        &verify(&client(), &tag, &keys).await,
-        "1001 layers, more than the 1000 accepted",
-    );
+    assert_invalid(&verify(&client(), &tag, &keys).await, &["unreadable"]);
 }
 
 #[tokio::test]
@@ -251,9 +243,9 @@ async fn an_oversized_blob_is_invalid_whether_declared_or_not() {
         size: 300,
         ..honest.clone()
     };
-    for (layer, expected) in [(honest, "declares"), (lying, "over the")] {
+    for layer in [honest, lying] {
         push_signature_manifest(&client, &image, &digest, vec![signature_layer(layer, "AA==")]).await;
-        assert_invalid(&verify(&client, &tag, &keys).await, expected);
+        assert_invalid(&verify(&client, &tag, &keys).await, &["unreadable"]);
     }
 }
 

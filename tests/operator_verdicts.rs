@@ -127,18 +127,15 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
     assert!(!a.contains_key("stale"));
 
     let a = wait_verdict(&client, POD, NS, "unsigned", "Unsigned", WAIT).await;
-    assert!(a["reason"].contains("no signature"), "{a:?}");
+    assert_eq!(a["causes"], "no_signature", "{a:?}");
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untrusted", "Failed", WAIT).await;
-    assert!(a["reason"].contains("no trusted key verifies it"), "{a:?}");
+    assert_eq!(a["causes"], "no_trusted_key", "{a:?}");
     assert!(
         a["digests"].contains(&untrusted_digest),
         "resolved from the tag: {a:?}"
     );
     let a = wait_verdict(&client, STATEFULSET, NS, "strict", "Failed", WAIT).await;
-    assert!(
-        a["reason"].contains("signed by 1 of the 2 distinct keys required (trusted)"),
-        "{a:?}"
-    );
+    assert_eq!(a["causes"], "below_threshold", "{a:?}");
 
     let verified = wait_event(&client, NS, "Deployment", "signed", "SignatureVerified", WAIT).await;
     assert_eq!(verified.type_, "Normal");

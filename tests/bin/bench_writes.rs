@@ -174,6 +174,11 @@ fn recorded_at(verdict: Verdict, changed: &str) -> Recorded {
             Vec::new()
         },
         reason: (!verified).then(|| "no signature by a trusted key".into()),
+        causes: if verified {
+            Vec::new()
+        } else {
+            vec!["no_trusted_key".into()]
+        },
         digests: vec![format!(
             "registry.example/web@sha256:{}",
             "0123456789abcdef".repeat(4)

@@ -285,7 +285,7 @@ fn signed(trust: &Trust, root: &CompiledRoot, digest: &Digest, signatures: &Sign
         Outcome::Verified { .. } => Answer::Verified,
         Outcome::Unsigned => Answer::Unsigned,
         Outcome::Error { reason, .. } => Answer::Unreachable(reason),
-        Outcome::Invalid { reason } => {
+        Outcome::Invalid { reason, .. } => {
             let accepted = checks
                 .iter()
                 .filter_map(|c| c.key.as_deref())

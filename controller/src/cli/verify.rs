@@ -279,7 +279,7 @@ fn print_text(v: &Verification) {
             );
         }
         Outcome::Unsigned => eprintln!("Unsigned {}{at}: no signatures found", v.image),
-        Outcome::Invalid { reason } => eprintln!("Invalid {}{at}: {reason}", v.image),
+        Outcome::Invalid { reason, .. } => eprintln!("Invalid {}{at}: {reason}", v.image),
         Outcome::Error { reason, .. } => eprintln!("Error {}{at}: {reason}", v.image),
     }
 }

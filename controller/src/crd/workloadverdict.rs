@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Kind", type_ = "string", json_path = ".workload.kind"),
     printcolumn(name = "Workload", type_ = "string", json_path = ".workload.name"),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".verdict"),
+    printcolumn(name = "Causes", type_ = "string", json_path = ".causes"),
     printcolumn(name = "Stale", type_ = "string", json_path = ".stale"),
     printcolumn(name = "Since", type_ = "date", json_path = ".since"),
     printcolumn(
@@ -58,6 +59,14 @@ pub struct WorkloadVerdictFields {
     /// Why it is not Verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why it is not Verified, as low-cardinality names, sorted: what scripts and alerts match
+    /// on instead of `reason`. `no_signature`, `below_threshold`, `refused_signer` (a retired
+    /// key), `invalid_reference`, a rejected signature's category (`no_trusted_key`,
+    /// `identity_mismatch`, `untrusted_log`, `no_tlog_entry`, `no_trusted_time`, …), or a
+    /// required attestation's state (`attestation_missing`, `attestation_policy_failed`,
+    /// `attestation_other_digest`, `attestation_identity_mismatch`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<String>,
     /// `repo@sha256:…` of the governed images the verdict is about, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digests: Vec<String>,

@@ -79,6 +79,8 @@ pub fn decode(annotations: &BTreeMap<String, String>) -> Option<Recorded> {
         verdict: Some(verdict),
         verified_by: list(VERIFIED_BY),
         reason: text(REASON),
+        // The versions that wrote annotations had no causes: the next pass derives them.
+        causes: Vec::new(),
         digests: list(DIGESTS),
         since: text(SINCE),
         stale: text(STALE),

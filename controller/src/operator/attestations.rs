@@ -10,7 +10,7 @@
 //! Admission asks the same questions ([`check`], [`requirements`]) of the same cached lookups,
 //! so that what it admits is what the operator would call Verified.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::{
     lookup::Fetched,
@@ -62,7 +62,9 @@ pub fn apply(
         (Some(Check::Verified { .. }), Requirements::Unmet(failing)) => {
             let reasons: Vec<String> = failing.iter().map(|c| c.reason()).collect();
             let reason = reasons.join("; ");
-            (Some(Check::Failed { reason }), stale)
+            let causes: BTreeSet<String> = failing.iter().filter_map(|c| c.state.cause()).collect();
+            let causes = causes.into_iter().collect();
+            (Some(Check::Failed { reason, causes }), stale)
         }
         (other, _) => (other, stale),
     };

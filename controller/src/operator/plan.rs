@@ -17,6 +17,7 @@ use super::{
 use crate::{
     crd::WorkloadCounts,
     reference::{Digest, ImageRef},
+    verify::cause,
 };
 
 /// A workload and its governed images.
@@ -228,9 +229,10 @@ pub fn findings(
                     evaluate(&(p.credentials.clone(), repo.repository_name(), d.clone()), root)
                 }
                 (_, None) => (
-                    Some(Check::Failed {
-                        reason: "not a valid image reference".into(),
-                    }),
+                    Some(Check::failed(
+                        "not a valid image reference",
+                        cause::INVALID_REFERENCE,
+                    )),
                     None,
                 ),
                 (None, Some(_)) => (None, Some(tag_error(tag))),

@@ -646,7 +646,10 @@ fn to_evaluation(outcome: Outcome, signatures: &Signatures) -> Evaluation {
     match outcome {
         Outcome::Verified { keys } => (Some(Check::Verified { keys }), stale),
         Outcome::Unsigned => (Some(Check::Unsigned), stale),
-        Outcome::Invalid { reason } => (Some(Check::Failed { reason }), stale),
+        Outcome::Invalid { reason, causes } => {
+            let causes = causes.into_iter().map(str::to_string).collect();
+            (Some(Check::Failed { reason, causes }), stale)
+        }
         Outcome::Error { error, .. } => (None, Some(stale.unwrap_or(error.category()))),
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::reference::Digest;
+use crate::{reference::Digest, verify::cause};
 
 /// A workload's verdict, as written in `countersign.dev/verdict`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,12 +51,35 @@ impl Verdict {
 /// What the signatures of one digest say under one TrustRoot's keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
-    Verified { keys: Vec<String> },
+    Verified {
+        keys: Vec<String>,
+    },
     Unsigned,
-    Failed { reason: String },
+    /// `reason` for people, `causes` for scripts (`crate::verify::cause`), sorted.
+    Failed {
+        reason: String,
+        causes: Vec<String>,
+    },
 }
 
 impl Check {
+    /// A failed check for `reason`, with one cause.
+    pub fn failed(reason: impl Into<String>, cause: &str) -> Self {
+        Self::Failed {
+            reason: reason.into(),
+            causes: vec![cause.to_string()],
+        }
+    }
+
+    /// Why it is not Verified, for scripts (`crate::verify::cause`).
+    pub fn causes(&self) -> Vec<String> {
+        match self {
+            Self::Verified { .. } => Vec::new(),
+            Self::Unsigned => vec![cause::NO_SIGNATURE.to_string()],
+            Self::Failed { causes, .. } => causes.clone(),
+        }
+    }
+
     fn verdict(&self) -> Verdict {
         match self {
             Self::Verified { .. } => Verdict::Verified,
@@ -100,6 +123,8 @@ pub struct Recorded {
     pub verified_by: Vec<String>,
     /// Why it is not Verified, for people.
     pub reason: Option<String>,
+    /// Why it is not Verified, as low-cardinality causes (`crate::verify::cause`), sorted.
+    pub causes: Vec<String>,
     /// `repo@sha256:…` of the governed images, sorted.
     pub digests: Vec<String>,
     /// When the verdict last changed (RFC 3339).
@@ -123,6 +148,7 @@ impl Recorded {
             verdict: Some(Verdict::Verified),
             verified_by: vec!["prod/a".into(), "prod/b".into()],
             reason: None,
+            causes: Vec::new(),
             digests: vec!["reg/app@sha256:1".into()],
             since: Some("2026-09-01T10:00:00Z".into()),
             stale: Some("unreachable".into()),
@@ -177,11 +203,13 @@ fn from_checks(checks: &[(&Finding, &Check)]) -> Recorded {
         })
         .flatten()
         .collect();
-    let reasons: BTreeSet<String> = checks
-        .iter()
-        .filter(|(_, c)| c.verdict() == worst && worst != Verdict::Verified)
-        .map(|(f, c)| describe(f, c))
-        .collect();
+    let worst_checks = || {
+        checks
+            .iter()
+            .filter(move |(_, c)| c.verdict() == worst && worst != Verdict::Verified)
+    };
+    let reasons: BTreeSet<String> = worst_checks().map(|(f, c)| describe(f, c)).collect();
+    let causes: BTreeSet<String> = worst_checks().flat_map(|(_, c)| c.causes()).collect();
     Recorded {
         verdict: Some(worst),
         verified_by: if worst == Verdict::Verified {
@@ -190,6 +218,7 @@ fn from_checks(checks: &[(&Finding, &Check)]) -> Recorded {
             Vec::new()
         },
         reason: (!reasons.is_empty()).then(|| truncate(&reasons.into_iter().collect::<Vec<_>>().join("; "))),
+        causes: causes.into_iter().collect(),
         digests: digests(checks.iter().map(|(f, _)| *f)),
         ..Recorded::default()
     }
@@ -199,7 +228,7 @@ fn describe(finding: &Finding, check: &Check) -> String {
     let what = match check {
         Check::Verified { .. } => "verified".to_string(),
         Check::Unsigned => "no signature".to_string(),
-        Check::Failed { reason } => reason.clone(),
+        Check::Failed { reason, .. } => reason.clone(),
     };
     format!("{}: {what} (TrustRoot {})", finding.image, finding.root)
 }
@@ -219,6 +248,7 @@ fn kept(previous: Option<&Recorded>, stale: Option<&str>) -> Recorded {
             verdict: p.verdict,
             verified_by: p.verified_by.clone(),
             reason: p.reason.clone(),
+            causes: p.causes.clone(),
             digests: p.digests.clone(),
             ..Recorded::default()
         },

@@ -24,9 +24,7 @@ fn verified(keys: &[&str]) -> Option<Check> {
 }
 
 fn failed(reason: &str) -> Option<Check> {
-    Some(Check::Failed {
-        reason: reason.into(),
-    })
+    Some(Check::failed(reason, "no_trusted_key"))
 }
 
 fn recorded_verified() -> Recorded {
@@ -78,6 +76,35 @@ fn the_worst_pair_decides_failed_over_unsigned() {
     let unsigned = derive(&findings[..2], &[], None, NOW);
     assert_eq!(unsigned.verdict, Some(Verdict::Unsigned));
     assert!(unsigned.reason.unwrap_or_default().contains("no signature"));
+}
+
+#[test]
+fn causes_are_those_of_the_worst_pairs_sorted_once_each() {
+    let failing = |n, causes: &[&str]| {
+        let check = Check::Failed {
+            reason: "why".into(),
+            causes: causes.iter().map(|c| c.to_string()).collect(),
+        };
+        finding(n, "prod", Some(check), None)
+    };
+    let findings = [
+        finding(1, "prod", Some(Check::Unsigned), None),
+        failing(2, &["untrusted_log", "identity_mismatch"]),
+        failing(3, &["attestation_missing", "identity_mismatch"]),
+    ];
+    let r = derive(&findings, &[], None, NOW);
+    assert_eq!(r.verdict, Some(Verdict::Failed));
+    assert_eq!(
+        r.causes,
+        ["attestation_missing", "identity_mismatch", "untrusted_log"]
+    );
+    let unsigned = derive(&findings[..1], &[], None, NOW);
+    assert_eq!(unsigned.causes, ["no_signature"]);
+    let verified = derive(&[finding(1, "prod", verified(&["ci"]), None)], &[], None, NOW);
+    assert!(verified.causes.is_empty());
+    // Kept while the registry cannot be asked, like the reason.
+    let kept = derive(&[finding(2, "prod", None, Some("timeout"))], &[], Some(&r), NOW);
+    assert_eq!(kept.causes, r.causes);
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn describe(check: &Check) -> String {
     match check {
         Check::Verified { keys } => format!("verified by {}", keys.join(", ")),
         Check::Unsigned => "no signature".into(),
-        Check::Failed { reason } => reason.clone(),
+        Check::Failed { reason, .. } => reason.clone(),
     }
 }
 
@@ -113,6 +113,11 @@ pub fn build<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> BTreeMap<Strin
                     let mut properties = BTreeMap::from([("image", image.to_string())]);
                     if let Some(d) = &f.digest {
                         properties.insert("digest", d.to_string());
+                    }
+                    // What the WorkloadVerdict's `causes` say, for the same filters in other tools.
+                    let causes = f.check.as_ref().map(Check::causes).unwrap_or_default();
+                    if !causes.is_empty() {
+                        properties.insert("causes", causes.join(","));
                     }
                     json!({
                         "policy": NAME,

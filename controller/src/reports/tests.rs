@@ -45,9 +45,7 @@ fn one_report_per_namespace_with_a_result_per_image_and_root() {
                 finding(
                     3,
                     "prod",
-                    Some(Check::Failed {
-                        reason: "no trusted key verifies it".into(),
-                    }),
+                    Some(Check::failed("no trusted key verifies it", "no_trusted_key")),
                     None,
                 ),
                 finding(3, "team", verified(), Some("unreachable")),
@@ -74,6 +72,11 @@ fn one_report_per_namespace_with_a_result_per_image_and_root() {
     assert_eq!(results[0]["resources"][0]["name"], "db");
     assert_eq!(results[0]["result"], "fail");
     assert_eq!(results[0]["message"], "no signature");
+    assert_eq!(results[0]["properties"]["causes"], "no_signature");
+    assert!(
+        results[1]["properties"].get("causes").is_none(),
+        "a pass has none"
+    );
     assert_eq!(results[1]["result"], "pass");
     assert_eq!(results[1]["rule"], "prod");
     assert_eq!(results[1]["policy"], "countersign");

@@ -83,6 +83,21 @@ impl AttestationState {
             Self::Error { reason } => format!("could not be read: {reason}"),
         }
     }
+
+    /// Why it keeps a verdict from Verified, as a verdict's cause (see [`super::cause`]):
+    /// `attestation_missing`, `attestation_policy_failed`, `attestation_other_digest`, or
+    /// `attestation_` and the signature's category (`attestation_identity_mismatch`, …). `None`
+    /// when verified or unread (an unread one gives no verdict at all).
+    pub fn cause(&self) -> Option<String> {
+        let what = match self {
+            Self::Verified { .. } | Self::Error { .. } => return None,
+            Self::Missing => "missing",
+            Self::PolicyFailed { .. } => "policy_failed",
+            Self::OtherDigest { .. } => "other_digest",
+            Self::BadSignature { category, .. } => category,
+        };
+        Some(format!("attestation_{what}"))
+    }
 }
 
 /// One requirement's answer.

@@ -167,6 +167,10 @@ fn a_refused_signer_and_a_registry_error() {
             reason: "ci is retired".into()
         }
     );
+    assert_eq!(
+        checks[0].state.cause().as_deref(),
+        Some("attestation_refused_signer")
+    );
     let f = Fetched {
         legacy: Ok(Found::default()),
         bundles: Err(crate::registry::RegistryError::NotFound),

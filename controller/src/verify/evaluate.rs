@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use super::{Candidate, Fetched, Outcome, SignatureCheck, SignatureFormat};
+use super::{Candidate, Fetched, Outcome, SignatureCheck, SignatureFormat, cause};
 use crate::{
     formats::{
         FormatError,
@@ -171,7 +171,24 @@ pub fn decide(
     }
     Outcome::Invalid {
         reason: invalid_reason(checks, &signed_by, &refused, threshold),
+        causes: invalid_causes(checks, &signed_by, &refused),
     }
+}
+
+/// [`invalid_reason`]'s causes, sorted: each rejected signature's category, a refused key,
+/// and too few keys when some did verify.
+fn invalid_causes(
+    checks: &[SignatureCheck],
+    signed_by: &BTreeSet<&str>,
+    refused: &[String],
+) -> Vec<&'static str> {
+    let causes: BTreeSet<&'static str> = checks
+        .iter()
+        .filter_map(|c| c.rejected_category)
+        .chain((!refused.is_empty()).then_some(cause::REFUSED_SIGNER))
+        .chain((!signed_by.is_empty()).then_some(cause::BELOW_THRESHOLD))
+        .collect();
+    causes.into_iter().collect()
 }
 
 fn invalid_reason(
@@ -576,6 +593,42 @@ mod rejection_tests {
             categories(candidates, &keys),
             [Some("format"), Some("no_trusted_key"), Some("unreadable")]
         );
+    }
+
+    /// What `decide` says is wrong, for scripts: each rejection's category, a refused key, and
+    /// too few keys when some did verify.
+    #[test]
+    fn an_invalid_outcome_names_its_causes() {
+        let check = |key: Option<&str>, category: Option<&'static str>| SignatureCheck {
+            format: SignatureFormat::Legacy,
+            source: "sha256:layer".into(),
+            key: key.map(str::to_string),
+            fingerprint: None,
+            signer: None,
+            rejected: category.map(|c| format!("rejected: {c}")),
+            rejected_category: category,
+            logged: false,
+        };
+        let fetched = Fetched {
+            legacy: Ok(Found::default()),
+            bundles: Ok(Found::default()),
+        };
+        let causes = |checks: &[SignatureCheck], threshold| {
+            let refusal = |k: &str| (k == "old").then(|| "retired by KeyRotation r".to_string());
+            match decide(checks, &fetched, threshold, refusal) {
+                Outcome::Invalid { causes, .. } => causes,
+                other => panic!("not invalid: {other:?}"),
+            }
+        };
+        let rejected = [
+            check(None, Some("no_trusted_key")),
+            check(None, Some("format")),
+            check(None, Some("no_trusted_key")),
+        ];
+        assert_eq!(causes(&rejected, 1), ["format", "no_trusted_key"]);
+        let one_of_two = [check(Some("ci"), None), check(None, Some("no_trusted_key"))];
+        assert_eq!(causes(&one_of_two, 2), ["below_threshold", "no_trusted_key"]);
+        assert_eq!(causes(&[check(Some("old"), None)], 1), ["refused_signer"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub use cache::{SignatureCache, Signatures};
 pub use evaluate::{KeySet, NamedIdentity, NamedKey, check_all, decide, evaluate};
 pub use fetch::{ABSENT, Attestations, Candidate, Fetched, Found, SignatureSource, fetch_signatures};
 pub use predicate::{MAX_POLICY, PolicyError, PredicatePolicy};
-pub use result::{Outcome, SignatureCheck, SignatureFormat, Verification};
+pub use result::{Outcome, SignatureCheck, SignatureFormat, Verification, cause};
 
 use crate::reference::{Digest, ImageRef};
 

@@ -15,8 +15,12 @@ pub enum Outcome {
     Verified { keys: Vec<String> },
     /// No signatures at all, in either format.
     Unsigned,
-    /// Signatures exist but not enough of them are valid for the key set; `reason` sums up why.
-    Invalid { reason: String },
+    /// Signatures exist but not enough of them are valid for the key set; `reason` sums up why
+    /// for people, `causes` for scripts and alerts (see [`cause`]).
+    Invalid {
+        reason: String,
+        causes: Vec<&'static str>,
+    },
     /// The registry could not be asked: the answer is unknown, never a verdict.
     Error {
         reason: String,
@@ -35,6 +39,22 @@ impl Outcome {
             Self::Error { .. } => "Error",
         }
     }
+}
+
+/// Why a verdict is not Verified, as the low-cardinality names the operator records in a
+/// WorkloadVerdict's `causes` and the CLI prints: what scripts, alerts and tests match on
+/// instead of the text of `reason`. A rejected signature adds its `rejectedCategory`
+/// (`identity_mismatch`, `untrusted_log`, `no_trusted_key`, …) as it is; a failing attestation
+/// adds `attestation_` and its state ([`crate::verify::AttestationState::cause`]).
+pub mod cause {
+    /// No signature at all, in either format.
+    pub const NO_SIGNATURE: &str = "no_signature";
+    /// Valid signatures, by fewer distinct accepted keys than the threshold.
+    pub const BELOW_THRESHOLD: &str = "below_threshold";
+    /// A signature by a key that is not accepted now (retired by a KeyRotation).
+    pub const REFUSED_SIGNER: &str = "refused_signer";
+    /// The image reference cannot be parsed, so there is nothing to verify.
+    pub const INVALID_REFERENCE: &str = "invalid_reference";
 }
 
 /// The two places cosign keeps image signatures.
