@@ -22,8 +22,9 @@ CACHE="${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Real peers (first run builds them from the Go module proxy, ~20 min; then cached)"
-e2e/peers.sh all
+say "Real peers (first run builds them from the Go module proxy, ~30 min on 2 cores; then cached)"
+# Only those the demo runs: the tests' Prometheus, Sigstore stack and Rekor v1 are built by e2e/test.sh.
+e2e/peers.sh registries cosign cluster gitea
 eval "$(e2e/peers.sh env)"
 kubectl() { "$COUNTERSIGN_PEER_KUBECTL" --kubeconfig "$WORK/cluster/kubeconfig" "$@"; }
 cosign() { HOME="$WORK/home" TUF_ROOT="$WORK/tuf" COSIGN_PASSWORD=demo "$COUNTERSIGN_PEER_COSIGN3" "$@"; }
