@@ -36,7 +36,9 @@ use crate::{
         trust::CompiledRoot,
     },
     reference::{Digest, ImageRef},
-    verify::{AttestationState, Outcome, SignatureCache, SignatureSource, Signatures, check_all, decide},
+    verify::{
+        AttestationState, Outcome, SignatureCache, SignatureSource, Signatures, cause, check_all, decide,
+    },
 };
 
 /// A lookup's answer for judging: the signatures (or attestations) to judge by, or why there
@@ -285,16 +287,10 @@ fn signed(trust: &Trust, root: &CompiledRoot, digest: &Digest, signatures: &Sign
         Outcome::Verified { .. } => Answer::Verified,
         Outcome::Unsigned => Answer::Unsigned,
         Outcome::Error { reason, .. } => Answer::Unreachable(reason),
-        Outcome::Invalid { reason, .. } => {
-            let accepted = checks
-                .iter()
-                .filter_map(|c| c.key.as_deref())
-                .any(|k| trust.refusal(&root.name, k).is_none());
-            if accepted {
-                Answer::Threshold(reason)
-            } else {
-                Answer::Untrusted(reason)
-            }
+        // Some accepted key verified, too few of them: `decide` says so among its causes.
+        Outcome::Invalid { reason, causes } if causes.contains(&cause::BELOW_THRESHOLD) => {
+            Answer::Threshold(reason)
         }
+        Outcome::Invalid { reason, .. } => Answer::Untrusted(reason),
     }
 }

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::{
-    Candidate, Fetched, KeySet, NamedKey,
+    Candidate, Fetched, KeySet, NamedKey, cause,
     evaluate::{Rejection, keyless_root},
     predicate::PredicatePolicy,
 };
@@ -142,7 +142,7 @@ pub fn check_attestations(
             if let Ok((signer, _)) = &s.signed
                 && let Some(why) = refusal(signer)
             {
-                s.signed = Err(Rejection::new("refused_signer", format!("{signer} {why}")));
+                s.signed = Err(Rejection::new(cause::REFUSED_SIGNER, format!("{signer} {why}")));
             }
             s
         })
