@@ -373,6 +373,7 @@ async fn operator_verdicts(
     wait_verdict(&client, DEPLOYMENT, NS, "attested-v2", "Verified", within).await;
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untimed", "Failed", within).await;
     assert_eq!(a["causes"], "no_trusted_time", "{a:?}");
+    assert!(a["reason"].contains("no trusted time"), "{a:?}");
     // Transparency-log coverage (M7): v3 was logged in Rekor v2, v2 only timestamped (allowed by
     // `tlog: Optional`); `untimed` verifies not at all and is not counted.
     for (root, logged, unlogged) in [

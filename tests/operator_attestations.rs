@@ -106,8 +106,18 @@ async fn a_workload_is_verified_only_with_its_attestation_passing_the_policy() {
     assert_eq!(a["verifiedBy"], "provenance/ci");
     let a = wait_verdict(&client, DEPLOYMENT, NS, "late", "Failed", WAIT).await;
     assert_eq!(a["causes"], "attestation_missing", "{a:?}");
+    assert!(
+        a["reason"].contains(&format!("attestation {SLSA1} missing")),
+        "{a:?}"
+    );
     let a = wait_verdict(&client, DEPLOYMENT, NS, "policy", "Failed", WAIT).await;
     assert_eq!(a["causes"], "attestation_policy_failed", "{a:?}");
+    // The reason names the expression that failed.
+    let reason = &a["reason"];
+    assert!(
+        reason.contains(&format!("attestation {SLSA1} fails policy")) && reason.contains(POLICY),
+        "{a:?}"
+    );
     let e = wait_event(&client, NS, "Deployment", "late", "VerificationFailed", WAIT).await;
     assert!(e.note.contains(SLSA1), "{e:?}");
 

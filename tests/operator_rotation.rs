@@ -322,6 +322,11 @@ async fn a_rotation_from_schedule_to_retirement_through_resign() {
     .await;
     let late = wait_verdict(&client, DEPLOYMENT, "pay", "late", "Failed", WAIT).await;
     assert_eq!(late["causes"], "refused_signer", "{late:?}");
+    // The reason names the rotation that retired the key: what on-call needs to read.
+    assert!(
+        late["reason"].contains("retired by KeyRotation pay-new"),
+        "{late:?}"
+    );
     let root = status(&client, "pay").await.expect("status");
     assert_eq!(key_state(&root, "old"), Some(KeyState::Retired));
     for name in ["api", "worker", "both"] {

@@ -128,14 +128,21 @@ async fn verdicts_events_and_status_then_a_restart_repeats_nothing() {
 
     let a = wait_verdict(&client, POD, NS, "unsigned", "Unsigned", WAIT).await;
     assert_eq!(a["causes"], "no_signature", "{a:?}");
+    assert!(a["reason"].contains("no signature"), "{a:?}");
     let a = wait_verdict(&client, DEPLOYMENT, NS, "untrusted", "Failed", WAIT).await;
     assert_eq!(a["causes"], "no_trusted_key", "{a:?}");
+    assert!(a["reason"].contains("no trusted key verifies it"), "{a:?}");
     assert!(
         a["digests"].contains(&untrusted_digest),
         "resolved from the tag: {a:?}"
     );
     let a = wait_verdict(&client, STATEFULSET, NS, "strict", "Failed", WAIT).await;
     assert_eq!(a["causes"], "below_threshold", "{a:?}");
+    // The reason names the keys that did verify.
+    assert!(
+        a["reason"].contains("signed by 1 of the 2 distinct keys required (trusted)"),
+        "{a:?}"
+    );
 
     let verified = wait_event(&client, NS, "Deployment", "signed", "SignatureVerified", WAIT).await;
     assert_eq!(verified.type_, "Normal");
