@@ -26,9 +26,9 @@ if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/ini
 fi
 
 step "disk: the shared target folder keeps room to link"
-# Each checkout builds its own set of test executables (a path dependency's hash includes its
-# path), about 10 GB a set, so a target folder shared by several checkouts fills the disk, and the
-# linker then dies with SIGBUS (it did here, 2026-11-30). Below 20 GB free
+# Checkouts can each build their own set of test executables (about 3.3 GB a set with line
+# tables only, about 12 GB before), so a target folder shared by several checkouts fills the
+# disk, and the linker then dies with SIGBUS (it did here, 2026-11-30). Below 20 GB free
 # (COUNTERSIGN_MIN_FREE_GB), executables no build has written for an hour go; cargo rebuilds any
 # of them that is needed again.
 mkdir -p "$CARGO_TARGET_DIR"
