@@ -63,8 +63,8 @@ cargo test --workspace --no-run --quiet
 
 # The fuzz targets build with nightly and coverage instrumentation, so none of the build above is
 # reused: in the dev profile and without AddressSanitizer (the code under test is safe Rust; a
-# panic, a hang or unbounded memory is what fuzzing finds here) that costs a cold run about a
-# third of the optimised, sanitised build, and a 30-second smoke run needs no speed.
+# panic, a hang or unbounded memory is what fuzzing finds here) that costs a cold run about half
+# the optimised, sanitised build's wall time (docs/ci.md), and a 30-second smoke run needs no speed.
 fuzz_flags=(--dev --sanitizer none)
 fuzz_targets=(parsers specs)
 if cargo +nightly --version >/dev/null 2>&1; then

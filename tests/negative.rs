@@ -201,6 +201,7 @@ async fn invalid_base64_and_invalid_der_are_invalid() {
     let v = verify(&client(), &tag, &keys).await;
     assert_invalid(&v, &["format"], "not valid base64");
     assert_invalid(&v, &["format"], "not ASN.1 DER");
+    assert_eq!(v.signatures.len(), 2, "both layers rejected: {v:#?}");
 }
 
 #[tokio::test]
