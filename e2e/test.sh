@@ -61,17 +61,11 @@ e2e/check-deps.sh
 step "build the tests"
 cargo test --workspace --no-run --quiet
 
-# The fuzz targets build with nightly and coverage instrumentation, so none of the build above is
-# reused: in the dev profile and without AddressSanitizer (the code under test is safe Rust; a
-# panic, a hang or unbounded memory is what fuzzing finds here) that costs a cold run about half
-# the optimised, sanitised build's wall time (docs/ci.md), and a 30-second smoke run needs no speed.
-fuzz_flags=(--dev --sanitizer none)
-fuzz_targets=(parsers specs)
-if cargo +nightly --version >/dev/null 2>&1; then
-  step "build the fuzz targets"
-  command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
-  (cd fuzz && cargo +nightly fuzz build "${fuzz_flags[@]}" 2>&1 | tail -1)
-fi
+# The fuzz targets (fuzz/, a workspace member) are built on the same toolchain, instrumented for
+# libFuzzer: only countersign and the targets compile again; every dependency is the test build's
+# (e2e/fuzz.sh says how). cargo-fuzz would compile every crate again with nightly.
+step "build the fuzz targets"
+e2e/fuzz.sh build
 
 step "real peers: waiting for their build"
 if ! wait "$peers"; then
@@ -88,14 +82,7 @@ step "tests (unit, interop with real cosign and registries, operator on a real c
 e2e/run-tests.sh
 
 step "fuzz the parsers briefly"
-if cargo +nightly --version >/dev/null 2>&1; then
-  # Every target, sharing the time: registry bytes (parsers) and users' and Git's (specs).
-  share=$(( ${FUZZ_SECONDS:-30} / ${#fuzz_targets[@]} ))
-  for target in "${fuzz_targets[@]}"; do
-    (cd fuzz && cargo +nightly fuzz run "${fuzz_flags[@]}" "$target" -- -max_total_time="$(( share > 0 ? share : 1 ))" 2>&1 | tail -1)
-  done
-else
-  echo "skipped: no nightly toolchain (cargo fuzz needs one)"
-fi
+# Every target, sharing the time: registry bytes (parsers) and users' and Git's (specs).
+e2e/fuzz.sh run "${FUZZ_SECONDS:-30}"
 
 step "all checks passed in $((SECONDS - started))s"
