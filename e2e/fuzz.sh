@@ -15,8 +15,9 @@
 # For AddressSanitizer and instrumented dependencies: `cd fuzz && cargo +nightly fuzz run parsers`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/countersign/target}"
 export RUSTC_WORKSPACE_WRAPPER="$PWD/e2e/fuzz-rustc.sh"
+# Where cargo puts the targets: e2e/test.sh's shared folder when it calls this, else cargo's own.
+target_dir=${CARGO_TARGET_DIR:-target}
 all=(parsers specs)
 
 build() {
@@ -36,7 +37,7 @@ case "${1:-}" in
     trap 'rm -f "$log"' EXIT
     for target in "${targets[@]}"; do
       mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
-      if ! "$CARGO_TARGET_DIR/debug/$target" "fuzz/corpus/$target" -artifact_prefix="fuzz/artifacts/$target/" \
+      if ! "$target_dir/debug/$target" "fuzz/corpus/$target" -artifact_prefix="fuzz/artifacts/$target/" \
         -max_total_time="$(( share > 0 ? share : 1 ))" >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzzing $target failed: the input is in fuzz/artifacts/$target"

@@ -508,7 +508,7 @@ fn tar_of_one_file(name: &str, content: &[u8]) -> Vec<u8> {
 /// each pinned to a fake node in turn (`nodeName` in its pod template). Pinned, because the
 /// scheduler was the control plane's largest CPU consumer while the pods came up (its default
 /// spreading looks at the pods already placed, so each pod costs more as the cluster fills):
-/// at 150,000 pods it held pod creation to about 1,000 a minute on these 2 cores. The operator
+/// in a 150,000-pod run it held pod creation to about 1,000 a minute on these 2 cores. The operator
 /// reads no scheduling, so what it is measured on is the same.
 async fn create_workloads(client: &Client, images: &[Image], args: &Args, nodes: &[String]) -> Result<usize> {
     let n = images.len();
