@@ -3,10 +3,14 @@
 # e2e/fuzz.sh): the coverage instrumentation libFuzzer reads, the flags `cargo fuzz build --dev
 # --sanitizer none` gives (cargo-fuzz 0.13, src/project.rs), on the stable toolchain. Cargo calls
 # it as `fuzz-rustc.sh RUSTC ARGS…` for workspace members only, so dependencies keep the test
-# build's artifacts. Build scripts stay uninstrumented: they do not link libFuzzer.
+# build's artifacts. Build scripts stay uninstrumented: they do not link libFuzzer. A wrapper that
+# was set before e2e/fuzz.sh set this one (FUZZ_INNER_WRAPPER: clippy-driver in e2e/test.sh)
+# compiles our crates, called as cargo calls it: `WRAPPER RUSTC ARGS…`.
 set -euo pipefail
 rustc=$1
 shift
+compile=("$rustc")
+[ -z "${FUZZ_INNER_WRAPPER:-}" ] || compile=("$FUZZ_INNER_WRAPPER" "$rustc")
 crate=""
 previous=""
 for arg in "$@"; do
@@ -16,7 +20,7 @@ done
 case "$crate" in
   "" | ___ | build_script_*) exec "$rustc" "$@" ;;
 esac
-exec "$rustc" "$@" \
+exec "${compile[@]}" "$@" \
   -Cpasses=sancov-module \
   -Cllvm-args=-sanitizer-coverage-level=4 \
   -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \

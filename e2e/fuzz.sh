@@ -15,6 +15,9 @@
 # For AddressSanitizer and instrumented dependencies: `cd fuzz && cargo +nightly fuzz run parsers`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A wrapper already set (e2e/test.sh's clippy-driver, linting as it compiles) still runs, inside
+# ours: fuzz-rustc.sh calls it as cargo would have.
+export FUZZ_INNER_WRAPPER="${FUZZ_INNER_WRAPPER-${RUSTC_WORKSPACE_WRAPPER:-}}"
 export RUSTC_WORKSPACE_WRAPPER="$PWD/e2e/fuzz-rustc.sh"
 # Where cargo puts the targets: e2e/test.sh's shared folder when it calls this, else cargo's own.
 target_dir=${CARGO_TARGET_DIR:-target}
