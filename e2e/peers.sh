@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real programs the tests and the demo run against, at pinned versions, through the Go
 # module proxy, and caches them outside the work tree by name and version. Safe to run again: a
-# peer whose binary is already cached is not rebuilt.
+# peer whose binary is already cached is not rebuilt. Each file is renamed into place whole, once
+# built: tests may run beside this build and wait for a peer until its file exists.
 #
 #   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|policyreport|sigstore|rekor-v1|all]...   build (default: all)
 #   e2e/peers.sh path NAME                           print the cached binary's (or file's) path
@@ -92,7 +93,7 @@ go_main() {
     printf '%s\n' "$main" >main.go
     go get "$module@$version" >/dev/null
     go mod tidy >/dev/null 2>&1
-    go build -ldflags "-s -w" -o "$d/$bin" .
+    go build -ldflags "-s -w" -o "$d/$bin.tmp" . && mv "$d/$bin.tmp" "$d/$bin"
   )
   rm -rf "$w"
   log "built $name $version in $((SECONDS - start))s"
@@ -156,9 +157,11 @@ build_kubernetes() {
     ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
     ld+=" -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
-    go build -ldflags "$ld" -o "$d/" k8s.io/kubernetes/cmd/kube-apiserver \
+    rm -rf "$d.tmp" && mkdir -p "$d.tmp"
+    go build -ldflags "$ld" -o "$d.tmp/" k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
       k8s.io/kubernetes/cmd/kubectl
+    mv "$d.tmp"/* "$d/" && rmdir "$d.tmp"
   )
   rm -rf "$w"
   log "built kubernetes $KUBE_VERSION in $((SECONDS - start))s"
@@ -175,7 +178,7 @@ build_etcd() {
     cd "$w"
     go mod init local/etcdpeer >/dev/null 2>&1
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
-    go build -ldflags "-s -w" -o "$d/etcd" go.etcd.io/etcd/server/v3
+    go build -ldflags "-s -w" -o "$d/etcd.tmp" go.etcd.io/etcd/server/v3 && mv "$d/etcd.tmp" "$d/etcd"
   )
   rm -rf "$w"
 }
@@ -242,8 +245,8 @@ fetch_policyreport_crd() {
   src=$(GOFLAGS=-mod=mod go mod download -json "github.com/kyverno/kyverno@$KYVERNO_VERSION" |
     sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
   mkdir -p "$d"
-  cp "$src/config/crds/policyreport/wgpolicyk8s.io_policyreports.yaml" "$d/"
-  chmod u+w "$d/wgpolicyk8s.io_policyreports.yaml"
+  cp "$src/config/crds/policyreport/wgpolicyk8s.io_policyreports.yaml" "$d/crd.tmp"
+  chmod u+w "$d/crd.tmp" && mv "$d/crd.tmp" "$d/wgpolicyk8s.io_policyreports.yaml"
 }
 
 # The timestamp authority's own `timestamp-server serve` binds its Prometheus listener on the fixed
@@ -465,8 +468,10 @@ main() {
       sigstore) again build_sigstore ;;
       rekor-v1) again build_rekor_v1 ;;
       all)
-        for build in build_registries build_cosign build_cluster build_gitea build_prometheus \
-          fetch_policyreport_crd build_sigstore build_rekor_v1; do
+        # In the order most tests need them: a cold e2e/test.sh runs the tests while the later
+        # ones build, and the operator's tests need only the registries and the control plane.
+        for build in build_registries build_cluster fetch_policyreport_crd build_cosign build_gitea \
+          build_prometheus build_sigstore build_rekor_v1; do
           again "$build"
         done
         ;;

@@ -41,18 +41,50 @@ if [ $# -gt 0 ]; then printf '%s\0' "$@"; fi >"$logs/args"
 run_one() {
   local name=$1 dir=$2 exe=$3 args=() start=$SECONDS status=0
   [ -s "$LOGS/args" ] && mapfile -d '' args <"$LOGS/args"
-  (cd "$dir" && "$exe" "${args[@]}") >"$LOGS/$name.log" 2>&1 || status=$?
+  (cd "$dir" && COUNTERSIGN_TEST_WAITING="$LOGS/waiting/$name" "$exe" "${args[@]}") >"$LOGS/$name.log" 2>&1 || status=$?
   local took=$((SECONDS - start))
   printf '%s %s %s\n' "$name" "$took" "$status" >>"$LOGS/results"
   # One writer at a time, so that two executables' outputs never interleave.
   flock "$LOGS/print.lock" sh -c 'printf "\n==> %s (%ss, exit %s)\n" "$1" "$2" "$3"; cat "$4"' \
     _ "$name" "$took" "$status" "$LOGS/$name.log"
+  echo "$name" >&3 # wakes the loop below
 }
-export -f run_one
+
+# waiting NAME: whether a test of that executable waits for a peer that e2e/peers.sh is still
+# building (tests/harness/peers.rs marks it in the executable's folder). Only in a cold
+# e2e/test.sh, which runs the tests beside the peers' build: such an executable does not count
+# against the jobs, so another starts in its place, up to COUNTERSIGN_TEST_WAITING_JOBS more.
+waiting() { [ -n "$(ls -A "$LOGS/waiting/$1" 2>/dev/null)" ]; }
+limit=$((jobs + ${COUNTERSIGN_TEST_WAITING_JOBS:-3}))
 
 started=$SECONDS
-while read -r name dir exe; do printf '%s\0%s\0%s\0' "$name" "$dir" "$exe"; done <"$logs/queue" |
-  xargs -0 -n 3 -P "$jobs" bash -c 'run_one "$@"' run_one || true
+mapfile -t queue <"$logs/queue"
+# The loop sleeps on this pipe: an executable ending wakes it at once, and a second passes
+# otherwise, to notice tests that began or stopped waiting for a peer.
+mkfifo "$logs/ended" && exec 3<>"$logs/ended"
+declare -A running=() # pid → executable name
+next=0
+while [ "$next" -lt "${#queue[@]}" ] || [ "${#running[@]}" -gt 0 ]; do
+  alive=" $(jobs -rp | tr '\n' ' ') "
+  active=0
+  for pid in "${!running[@]}"; do
+    if [[ $alive != *" $pid "* ]]; then
+      unset "running[$pid]"
+    elif ! waiting "${running[$pid]}"; then
+      active=$((active + 1))
+    fi
+  done
+  if [ "$next" -lt "${#queue[@]}" ] && [ "$active" -lt "$jobs" ] && [ "${#running[@]}" -lt "$limit" ]; then
+    read -r name dir exe <<<"${queue[$next]}"
+    next=$((next + 1))
+    mkdir -p "$LOGS/waiting/$name"
+    run_one "$name" "$dir" "$exe" &
+    running[$!]=$name
+    continue
+  fi
+  read -r -t 1 _ <&3 || true
+done
+wait
 took=$((SECONDS - started))
 
 printf '\n==> doctests\n'

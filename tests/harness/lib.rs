@@ -11,6 +11,7 @@ pub mod http;
 pub mod images;
 pub mod monitoring;
 pub mod partition;
+mod peers;
 pub mod ports;
 pub mod prometheus;
 pub mod registry;
@@ -18,6 +19,7 @@ pub mod rekor_v1;
 pub mod replica;
 pub mod sigstore;
 
+pub use peers::peer_path;
 use std::path::{Path, PathBuf};
 
 /// The repository's top folder.
@@ -26,31 +28,6 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
-}
-
-/// The path of a peer binary built by `e2e/peers.sh` (`cosign3`, `cosign2`, `crane`,
-/// `ggcr-referrers`, `distribution`, `etcd`, `kwok`, `kube-apiserver`, …). Taken from
-/// `COUNTERSIGN_PEER_<NAME>` when set, otherwise asked of the script. Panics with the command to
-/// run when the peer has not been built: a test must never silently skip its real peer.
-pub fn peer_path(name: &str) -> PathBuf {
-    let var = format!("COUNTERSIGN_PEER_{}", name.to_uppercase().replace('-', "_"));
-    let path = match std::env::var_os(&var) {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let out = std::process::Command::new("bash")
-                .arg(repo_root().join("e2e/peers.sh"))
-                .args(["path", name])
-                .output()
-                .expect("run e2e/peers.sh");
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        }
-    };
-    assert!(
-        path.is_file(),
-        "peer {name} not built at {}: run e2e/peers.sh",
-        path.display()
-    );
-    path
 }
 
 /// A scratch folder removed when dropped (kept when COUNTERSIGN_KEEP_SCRATCH=1, to debug).
