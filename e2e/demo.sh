@@ -24,7 +24,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Real peers (first run builds them from the Go module proxy, ~30 min on 2 cores; then cached)"
 # Only those the demo runs: the tests' Prometheus, Sigstore stack and Rekor v1 are built by e2e/test.sh.
-e2e/peers.sh registries cosign cluster gitea
+e2e/peers.sh registries cosign cluster kubectl gitea
 eval "$(e2e/peers.sh env)"
 kubectl() { "$COUNTERSIGN_PEER_KUBECTL" --kubeconfig "$WORK/cluster/kubeconfig" "$@"; }
 cosign() { HOME="$WORK/home" TUF_ROOT="$WORK/tuf" COSIGN_PASSWORD=demo "$COUNTERSIGN_PEER_COSIGN3" "$@"; }

@@ -4,7 +4,8 @@
 # peer whose binary is already cached is not rebuilt. Each file is renamed into place whole, once
 # built: tests may run beside this build and wait for a peer until its file exists.
 #
-#   e2e/peers.sh [registries|cosign|cluster|gitea|prometheus|policyreport|sigstore|rekor-v1|all]...   build (default: all)
+#   e2e/peers.sh [registries|cosign|cluster|kubectl|gitea|prometheus|policyreport|sigstore|rekor-v1|all]...
+#                                                    build (default: all: what the tests need, no kubectl)
 #   e2e/peers.sh path NAME                           print the cached binary's (or file's) path
 #
 # Cache: ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/peers/<name>-<version>/
@@ -132,14 +133,17 @@ build_registries() {
   go_install distribution "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry registry
 }
 
-# Kubernetes' own go.mod replaces its staging modules with local paths, so `go install` refuses it;
-# a throw-away wrapper module pins each staging module to its published v0.<minor>.<patch> tag.
-build_kubernetes() {
-  have kubernetes "$KUBE_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl && return 0
+# kube_build COMMAND...: Kubernetes commands (kube-apiserver, kubectl, …) at KUBE_VERSION, into
+# one cache folder. Kubernetes' own go.mod replaces its staging modules with local paths, so `go
+# install` refuses it; a throw-away wrapper module pins each staging module to its published
+# v0.<minor>.<patch> tag.
+kube_build() {
+  have kubernetes "$KUBE_VERSION" "$@" && return 0
   local d; d=$(dir kubernetes "$KUBE_VERSION"); mkdir -p "$d"
   local staging="0.${KUBE_VERSION#1.}" minor; minor=$(cut -d. -f2 <<<"$KUBE_VERSION")
+  local pkgs=("${@/#/k8s.io/kubernetes/cmd/}")
   local w; w=$(mktemp -d)
-  log "building kubernetes $KUBE_VERSION"
+  log "building kubernetes $KUBE_VERSION: $*"
   local start=$SECONDS
   (
     cd "$w"
@@ -149,22 +153,24 @@ build_kubernetes() {
     for m in $(awk '$2=="=>" && $3 ~ /^\.\/staging\// {print $1}' "$gomod"); do
       go mod edit -replace="$m=$m@v$staging"
     done
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$KUBE_VERSION" \
-      "k8s.io/kubernetes/cmd/kube-controller-manager@v$KUBE_VERSION" \
-      "k8s.io/kubernetes/cmd/kube-scheduler@v$KUBE_VERSION" \
-      "k8s.io/kubernetes/cmd/kubectl@v$KUBE_VERSION" >/dev/null
+    go get "${pkgs[@]/%/@v$KUBE_VERSION}" >/dev/null
     local ld="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION"
     ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
     ld+=" -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
     rm -rf "$d.tmp" && mkdir -p "$d.tmp"
-    go build -ldflags "$ld" -o "$d.tmp/" k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl
+    go build -ldflags "$ld" -o "$d.tmp/" "${pkgs[@]}"
     mv "$d.tmp"/* "$d/" && rmdir "$d.tmp"
   )
   rm -rf "$w"
-  log "built kubernetes $KUBE_VERSION in $((SECONDS - start))s"
+  log "built kubernetes $KUBE_VERSION ($*) in $((SECONDS - start))s"
+}
+
+# The tests start the control plane's servers themselves and talk to it through kube's client;
+# only the demo (and a person looking at its cluster) runs kubectl, a build of its own (195
+# packages more, kustomize among them, and a link).
+build_kubectl() {
+  kube_build kubectl
 }
 
 # etcd's server module replaces its siblings with ../ paths; as a dependency of a wrapper module
@@ -186,7 +192,7 @@ build_etcd() {
 build_cluster() {
   build_etcd
   go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok
-  build_kubernetes
+  kube_build kube-apiserver kube-controller-manager kube-scheduler
 }
 
 # Gitea (a real Git host: smart HTTP, SSH with a host key, signed push webhooks). Its go.mod has
@@ -462,6 +468,7 @@ main() {
       registries) again build_registries ;;
       cosign) again build_cosign ;;
       cluster) again build_cluster ;;
+      kubectl) again build_kubectl ;;
       gitea) again build_gitea ;;
       prometheus) again build_prometheus ;;
       policyreport) again fetch_policyreport_crd ;;
