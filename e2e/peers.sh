@@ -475,8 +475,8 @@ main() {
       sigstore) again build_sigstore ;;
       rekor-v1) again build_rekor_v1 ;;
       all)
-        # In the order most tests need them: a cold e2e/test.sh runs the tests while the later
-        # ones build, and the operator's tests need only the registries and the control plane.
+        # In the order the tests need them: a cold e2e/test.sh runs the tests while the later ones
+        # build, and almost every operator test needs the registries and the control plane.
         for build in build_registries build_cluster fetch_policyreport_crd build_cosign build_gitea \
           build_prometheus build_sigstore build_rekor_v1; do
           again "$build"

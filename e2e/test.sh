@@ -80,10 +80,10 @@ e2e/fuzz.sh build
 
 step "tests (unit, interop with real cosign and registries, operator on a real control plane)"
 eval "$(e2e/peers.sh env)"
-# On a cold machine the peers are still building (Kubernetes first, then the rest: about 40
-# minutes of Go on 2 cores), and most tests need only the registries and the control plane. So
-# the tests start now: a test whose peer is not built yet waits for it, and e2e/run-tests.sh starts
-# another executable meanwhile. The build gives the tests the cores first from here on.
+# On a cold machine the peers are still building (registries and Kubernetes first: about 40
+# minutes of Go on 2 cores), which would leave the tests after it. So they start now: a test whose
+# peer is not built yet waits for it, and e2e/run-tests.sh starts another executable meanwhile.
+# The build gives the tests the cores first from here on.
 if [ -e "$building" ]; then
   echo "the peers are still building; tests that need one not built yet wait for it"
   renice -n 19 -g "$peers" >/dev/null 2>&1 || true

@@ -2,9 +2,9 @@
 //! is still building them.
 //!
 //! A cold `e2e/test.sh` starts the tests as soon as the Rust build is done, beside the peers'
-//! build (docs/ci.md): most tests need only the registries and the control plane, built first,
-//! and the rest then wait here for theirs. It says so with `COUNTERSIGN_PEERS_BUILDING`, a file
-//! that exists while the build runs, whether it succeeds or fails. Each peer's files appear whole
+//! build (docs/ci.md), and a test whose peer is not built yet waits here for it. It says so with
+//! `COUNTERSIGN_PEERS_BUILDING`, a file that exists until the build ends, in success or failure,
+//! so that a test never waits for a peer that will not come. Each peer's files appear whole
 //! and last of its build (`e2e/peers.sh` renames them into place), so one that exists is complete.
 
 use std::path::{Path, PathBuf};
