@@ -2,7 +2,8 @@
 # Builds the real programs the tests and the demo run against, at pinned versions, through the Go
 # module proxy, and caches them outside the work tree by name and version. Safe to run again: a
 # peer whose binary is already cached is not rebuilt. Each file is renamed into place whole, once
-# built: tests may run beside this build and wait for a peer until its file exists.
+# built (go_build_to, copy_to): tests may run beside this build and wait for a peer until its file
+# exists.
 #
 #   e2e/peers.sh [registries|cosign|cluster|kubectl|gitea|prometheus|policyreport|sigstore|rekor-v1|all]...
 #                                                    build (default: all: what the tests need, no kubectl)
@@ -63,6 +64,20 @@ have() {
   for b in "$@"; do [ -x "$d/$b" ] || return 1; done
 }
 
+# Every file a test asks for is renamed into place whole, last: a test running beside this build
+# waits until the file exists (tests/harness/peers.rs), so a file that exists must be complete.
+
+# go_build_to FILE ARGS...: `go build ARGS` (stripped) into FILE.
+go_build_to() {
+  local out=$1; shift
+  go build -ldflags "-s -w" -o "$out.tmp" "$@" && mv "$out.tmp" "$out"
+}
+
+# copy_to SRC FILE: a copy of a file out of the read-only Go module cache, writable.
+copy_to() {
+  cp "$1" "$2.tmp" && chmod u+w "$2.tmp" && mv "$2.tmp" "$2"
+}
+
 # go_install NAME VERSION MODULE_PATH BINARY [extra env]: `go install` into the peer's cache folder.
 # MODULE_PATH may carry its own @version when the cache key differs from it (build tags).
 go_install() {
@@ -94,7 +109,7 @@ go_main() {
     printf '%s\n' "$main" >main.go
     go get "$module@$version" >/dev/null
     go mod tidy >/dev/null 2>&1
-    go build -ldflags "-s -w" -o "$d/$bin.tmp" . && mv "$d/$bin.tmp" "$d/$bin"
+    go_build_to "$d/$bin" .
   )
   rm -rf "$w"
   log "built $name $version in $((SECONDS - start))s"
@@ -184,7 +199,7 @@ build_etcd() {
     cd "$w"
     go mod init local/etcdpeer >/dev/null 2>&1
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
-    go build -ldflags "-s -w" -o "$d/etcd.tmp" go.etcd.io/etcd/server/v3 && mv "$d/etcd.tmp" "$d/etcd"
+    go_build_to "$d/etcd" go.etcd.io/etcd/server/v3
   )
   rm -rf "$w"
 }
@@ -251,8 +266,7 @@ fetch_policyreport_crd() {
   src=$(GOFLAGS=-mod=mod go mod download -json "github.com/kyverno/kyverno@$KYVERNO_VERSION" |
     sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
   mkdir -p "$d"
-  cp "$src/config/crds/policyreport/wgpolicyk8s.io_policyreports.yaml" "$d/crd.tmp"
-  chmod u+w "$d/crd.tmp" && mv "$d/crd.tmp" "$d/wgpolicyk8s.io_policyreports.yaml"
+  copy_to "$src/config/crds/policyreport/wgpolicyk8s.io_policyreports.yaml" "$d/wgpolicyk8s.io_policyreports.yaml"
 }
 
 # The timestamp authority's own `timestamp-server serve` binds its Prometheus listener on the fixed
@@ -323,8 +337,7 @@ build_trillian() {
   go_install trillian "$TRILLIAN_BUILD" "$module/cmd/trillian_log_signer@$TRILLIAN_VERSION" trillian_log_signer GOFLAGS="$flags"
   local src
   src=$(GOFLAGS=-mod=mod go mod download -json "$module@$TRILLIAN_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
-  cp "$src/storage/postgresql/schema/storage.sql" "$d/storage.sql.tmp"
-  chmod u+w "$d/storage.sql.tmp" && mv "$d/storage.sql.tmp" "$d/storage.sql"
+  copy_to "$src/storage/postgresql/schema/storage.sql" "$d/storage.sql"
 }
 
 # Rekor v1's own `rekor-server serve` binds its Prometheus listener on the fixed :2112 (all
