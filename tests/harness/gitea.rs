@@ -22,16 +22,13 @@ use std::sync::Arc;
 use base64::Engine;
 use countersign::admission::certs::{self, Pair};
 
-use crate::{peer_path, ports::listening_ports, scratch_dir};
+use crate::{peer_path, ports, ports::listening_ports, scratch_dir};
 
-/// A free port on 127.0.0.1 at the time of asking. Gitea must be told its ports (its ROOT_URL
-/// names the HTTP one), so it cannot start on port 0; another process may take a port before
-/// Gitea binds it, which `start` detects (Gitea does not hold it) and retries on fresh ports.
+/// A free port on 127.0.0.1 (see [`ports::free_port`]). Gitea must be told its ports (its
+/// ROOT_URL names the HTTP one), so it cannot start on port 0; `start` detects a port taken
+/// meanwhile (Gitea does not hold it) and retries on fresh ports.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    ports::free_port().expect("a free port on 127.0.0.1")
 }
 
 pub const USER: &str = "countersign";

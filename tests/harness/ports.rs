@@ -14,6 +14,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A free port on 127.0.0.1 at the time of asking, for a server that must be told its port
+/// (it advertises it): another process may take it before the server binds it, which the caller
+/// detects with [`listening_ports`] and answers by trying other ports.
+pub fn free_port() -> io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
 /// The TCP ports (IPv4 and IPv6) on which process `pid` holds a listening socket. Empty once the
 /// process is gone.
 pub fn listening_ports(pid: u32) -> BTreeSet<u16> {
