@@ -2,11 +2,11 @@
 //! node (controller-manager, scheduler and kwok at work), kwok reports the image IDs our stage
 //! promises, and RBAC refuses a ServiceAccount until a Role grants it.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, ensure};
 use countersign_tests::cluster::{IMAGE_ID_ANNOTATION_PREFIX, LocalCluster, create};
+use countersign_tests::eventually;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
@@ -37,7 +37,7 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
     let deployed = Instant::now();
     create(&Api::<Deployment>::namespaced(client.clone(), NS), deployment()).await;
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
-    eventually("a ReplicaSet owned by Deployment web", || async {
+    eventually("a ReplicaSet owned by Deployment web", WAIT, || async {
         let list = replicasets.list(&ListParams::default().labels("app=web")).await?;
         let owned = list.items.iter().any(|rs| {
             rs.metadata
@@ -52,7 +52,7 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
     .await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let running = eventually("3 Running pods of web on a kwok node", || async {
+    let running = eventually("3 Running pods of web on a kwok node", WAIT, || async {
         let list = pods.list(&ListParams::default().labels("app=web")).await?;
         let running: Vec<Pod> = list
             .items
@@ -78,7 +78,7 @@ async fn local_control_plane_schedules_runs_and_enforces_rbac() {
 
     // A pod pinned by digest reports that digest, as a kubelet would; no annotation needed.
     create(&pods.clone(), bare_pod("pinned", PULLED)).await;
-    let pinned = eventually("pod pinned Running", || async {
+    let pinned = eventually("pod pinned Running", WAIT, || async {
         let pod = pods.get("pinned").await?;
         ensure!(is_running_on(&pod, cluster.node_names()), "not Running yet");
         Ok(pod)
@@ -130,7 +130,7 @@ async fn check_rbac(cluster: &LocalCluster) {
         "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NS}],
     });
     create(&Api::<RoleBinding>::namespaced(client.clone(), NS), binding).await;
-    eventually("the bound ServiceAccount to list pods", || async {
+    eventually("the bound ServiceAccount to list pods", WAIT, || async {
         as_reader
             .list(&ListParams::default())
             .await
@@ -181,22 +181,4 @@ fn image_ids(pod: &Pod) -> Vec<String> {
         .flat_map(|s| s.container_statuses.iter().flatten())
         .map(|c| c.image_id.clone())
         .collect()
-}
-
-/// Polls `probe` until it succeeds; panics after [`WAIT`] with its last error.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("timed out after {WAIT:?} waiting for {what}: {e:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }

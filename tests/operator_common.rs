@@ -5,9 +5,8 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    future::Future,
     path::Path,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail, ensure};
@@ -16,6 +15,8 @@ use countersign::{
     operator,
 };
 use countersign_tests::cluster::{ClusterOptions, IMAGE_ID_ANNOTATION_PREFIX, LocalCluster};
+/// Polls a condition (one helper for every test, in the harness).
+pub use countersign_tests::eventually;
 use k8s_openapi::{
     api::events::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::Time,
@@ -546,24 +547,6 @@ pub fn condition<'a>(
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
-}
-
-/// Polls `probe` until it succeeds; panics after `within` with its last error.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("timed out after {within:?} waiting for {what}: {e:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 /// Runs a blocking helper (crane, cosign) off the async workers.

@@ -30,6 +30,26 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Polls `probe` every 100 ms until it succeeds and returns its value; panics after `within`
+/// with what it waited for and the probe's last error. A test waits on a condition this way,
+/// never on a fixed sleep.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                panic!("timed out after {within:?} waiting for {what}: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// A scratch folder removed when dropped (kept when COUNTERSIGN_KEEP_SCRATCH=1, to debug).
 pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     let mut dir = tempfile::Builder::new()
