@@ -299,6 +299,28 @@ pub fn truncate_to(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// Findings for unit tests, here and in `reports`: image `n` of `reg.example`, pinned by a digest
+/// of `n` repeated.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Check, Finding};
+    use crate::reference::Digest;
+
+    pub fn digest(n: u8) -> Digest {
+        Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn finding(n: u8, root: &str, check: Option<Check>, stale: Option<&'static str>) -> Finding {
+        Finding {
+            image: format!("reg.example/app{n}@{}", digest(n)),
+            digest: Some(digest(n)),
+            root: root.into(),
+            check,
+            stale,
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "verdict_tests.rs"]
 mod tests;

@@ -1,21 +1,8 @@
+use super::fixtures::{digest, finding};
 use super::*;
 
 const NOW: &str = "2026-09-01T10:00:00Z";
 const EARLIER: &str = "2026-08-01T10:00:00Z";
-
-fn digest(n: u8) -> Digest {
-    Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn finding(n: u8, root: &str, check: Option<Check>, stale: Option<&'static str>) -> Finding {
-    Finding {
-        image: format!("reg.example/app{n}@{}", digest(n)),
-        digest: Some(digest(n)),
-        root: root.into(),
-        check,
-        stale,
-    }
-}
 
 fn verified(keys: &[&str]) -> Option<Check> {
     Some(Check::Verified {

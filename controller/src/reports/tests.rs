@@ -1,19 +1,6 @@
 use super::*;
-use crate::{operator::workload::WorkloadKind, reference::Digest};
-
-fn digest(n: u8) -> Digest {
-    Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn finding(n: u8, root: &str, check: Option<Check>, stale: Option<&'static str>) -> Finding {
-    Finding {
-        image: format!("reg.example/app{n}@{}", digest(n)),
-        digest: Some(digest(n)),
-        root: root.into(),
-        check,
-        stale,
-    }
-}
+use crate::operator::verdict::fixtures::{digest, finding};
+use crate::operator::workload::WorkloadKind;
 
 fn entry(namespace: &str, name: &str, findings: Vec<Finding>) -> Entry {
     Entry {
