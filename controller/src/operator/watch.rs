@@ -97,115 +97,53 @@ pub fn all(
     index: &Arc<Index>,
     metrics: &Arc<Metrics>,
 ) -> Vec<BoxFuture<'static, ()>> {
-    let c = client;
+    let w = Watches {
+        client: client.clone(),
+        lists,
+        index: index.clone(),
+        metrics: metrics.clone(),
+    };
     vec![
-        run(
-            Api::<Pod>::all(c.clone()),
-            pod_feed(),
-            lists,
-            index.clone(),
-            |i| &i.pods,
-            metrics.clone(),
-        ),
-        run(
-            Api::<PartialObjectMeta<ReplicaSet>>::all(c.clone()),
-            meta_feed("replicasets"),
-            lists,
-            index.clone(),
-            |i| &i.replicasets,
-            metrics.clone(),
-        ),
-        run(
-            Api::<PartialObjectMeta<Deployment>>::all(c.clone()),
-            meta_feed("deployments"),
-            lists,
-            index.clone(),
-            |i| &i.deployments,
-            metrics.clone(),
-        ),
-        run(
-            Api::<PartialObjectMeta<StatefulSet>>::all(c.clone()),
-            meta_feed("statefulsets"),
-            lists,
-            index.clone(),
-            |i| &i.statefulsets,
-            metrics.clone(),
-        ),
-        run(
-            Api::<PartialObjectMeta<DaemonSet>>::all(c.clone()),
-            meta_feed("daemonsets"),
-            lists,
-            index.clone(),
-            |i| &i.daemonsets,
-            metrics.clone(),
-        ),
-        run(
-            Api::<PartialObjectMeta<Job>>::all(c.clone()),
-            meta_feed("jobs"),
-            lists,
-            index.clone(),
-            |i| &i.jobs,
-            metrics.clone(),
-        ),
-        run(
-            Api::<PartialObjectMeta<CronJob>>::all(c.clone()),
-            meta_feed("cronjobs"),
-            lists,
-            index.clone(),
-            |i| &i.cronjobs,
-            metrics.clone(),
-        ),
-        run(
-            Api::<PartialObjectMeta<Namespace>>::all(c.clone()),
-            Feed {
-                resource: "namespaces",
-                reduce: |ns| Some(Arc::new(ns.metadata.labels.clone().unwrap_or_default())),
-                matters: |new, old| new != old,
-                owner: |_| None,
-                wakes: true,
-            },
-            lists,
-            index.clone(),
-            |i| &i.namespaces,
-            metrics.clone(),
-        ),
-        run(
-            Api::<DeserializeGuard<TrustRoot>>::all(c.clone()),
-            Feed {
-                resource: "trustroots",
-                reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
-                matters: trust_root_matters,
-                owner: |_| None,
-                wakes: true,
-            },
-            lists,
-            index.clone(),
-            |i| &i.trust_roots,
-            metrics.clone(),
-        ),
-        run(
-            Api::<DeserializeGuard<KeyRotation>>::all(c.clone()),
-            Feed {
-                resource: "keyrotations",
-                reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
-                matters: key_rotation_matters,
-                owner: |_| None,
-                wakes: true,
-            },
-            lists,
-            index.clone(),
-            |i| &i.key_rotations,
-            metrics.clone(),
-        ),
-        run(
-            Api::<DeserializeGuard<WorkloadVerdict>>::all(c.clone()),
-            verdict_feed(),
-            lists,
-            index.clone(),
-            |i| &i.verdicts,
-            metrics.clone(),
-        ),
+        w.of(pod_feed(), |i| &i.pods),
+        w.of(meta_feed::<ReplicaSet>("replicasets"), |i| &i.replicasets),
+        w.of(meta_feed::<Deployment>("deployments"), |i| &i.deployments),
+        w.of(meta_feed::<StatefulSet>("statefulsets"), |i| &i.statefulsets),
+        w.of(meta_feed::<DaemonSet>("daemonsets"), |i| &i.daemonsets),
+        w.of(meta_feed::<Job>("jobs"), |i| &i.jobs),
+        w.of(meta_feed::<CronJob>("cronjobs"), |i| &i.cronjobs),
+        w.of(namespace_feed(), |i| &i.namespaces),
+        w.of(trust_root_feed(), |i| &i.trust_roots),
+        w.of(key_rotation_feed(), |i| &i.key_rotations),
+        w.of(verdict_feed(), |i| &i.verdicts),
     ]
+}
+
+/// What every watch shares.
+struct Watches {
+    client: Client,
+    lists: InitialLists,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+}
+
+impl Watches {
+    /// The watch of every `K` in the cluster, kept through `feed` in the index's `mirror`.
+    fn of<K, T>(&self, feed: Feed<K, T>, mirror: fn(&Index) -> &Mirror<T>) -> BoxFuture<'static, ()>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default,
+        T: Send + Sync + 'static,
+    {
+        let api = Api::all(self.client.clone());
+        run(
+            api,
+            feed,
+            self.lists,
+            self.index.clone(),
+            mirror,
+            self.metrics.clone(),
+        )
+    }
 }
 
 fn pod_feed() -> Feed<Pod, pods::PodInfo> {
@@ -214,6 +152,37 @@ fn pod_feed() -> Feed<Pod, pods::PodInfo> {
         reduce: pods::reduce,
         matters: pods::PodInfo::matters,
         owner: |p| p.shape.owner.as_ref().map(|o| o.name.as_str()),
+        wakes: true,
+    }
+}
+
+/// A namespace's labels decide which TrustRoots govern its workloads.
+fn namespace_feed() -> Feed<PartialObjectMeta<Namespace>, Arc<BTreeMap<String, String>>> {
+    Feed {
+        resource: "namespaces",
+        reduce: |ns| Some(Arc::new(ns.metadata.labels.clone().unwrap_or_default())),
+        matters: |new, old| new != old,
+        owner: |_| None,
+        wakes: true,
+    }
+}
+
+fn trust_root_feed() -> Feed<DeserializeGuard<TrustRoot>, TrustRootEntry> {
+    Feed {
+        resource: "trustroots",
+        reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
+        matters: trust_root_matters,
+        owner: |_| None,
+        wakes: true,
+    }
+}
+
+fn key_rotation_feed() -> Feed<DeserializeGuard<KeyRotation>, KeyRotationEntry> {
+    Feed {
+        resource: "keyrotations",
+        reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
+        matters: key_rotation_matters,
+        owner: |_| None,
         wakes: true,
     }
 }
