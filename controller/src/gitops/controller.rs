@@ -175,98 +175,113 @@ async fn sync_steps(
     ctx: &Context,
     attempted: &mut Option<String>,
 ) -> Result<Applied, Error> {
-    let name = source.name_any();
     let timeout = source.timeout().map_err(Error::Spec)?;
     source.interval().map_err(Error::Spec)?;
     let url = RepoUrl::parse(&source.spec.url).map_err(|m| Error::Spec(FieldError::new("spec.url", m)))?;
-    let ns = &ctx.config.namespace;
-    let (credentials, ca) = match &source.spec.secret_ref {
-        Some(r) => {
-            let credentials =
-                Credentials::from_data(&credentials::read_secret(&ctx.client, ns, &r.name).await?);
-            // Read before any fetch: a bundle that cannot be used is the Secret's fault, said
-            // as such, not a TLS failure of the server.
-            let ca = credentials
-                .ca
-                .as_deref()
-                .map(|pem| {
-                    let origin = format!("{} of Secret {ns}/{}", credentials::CA, r.name);
-                    CaBundle::parse(pem, &origin).map_err(Error::Credentials)
-                })
-                .transpose()?;
-            (credentials, ca)
-        }
-        None => (Credentials::default(), None),
-    };
+    let (credentials, ca) = credentials_of(source, ctx).await?;
     let signers = match &source.spec.verify {
         Some(v) => Some(allowed_signers(ctx, v).await?),
         None => None,
     };
-    let uid = source.uid().unwrap_or_default();
-    let dir = fetch::cache_dir(&ctx.config.cache_dir, &name, &uid);
+    let checkout = fetch_and_read(source, ctx, url, credentials, ca, timeout).await?;
+    *attempted = Some(checkout.fetched.revision.clone());
+    ctx.metrics
+        .gitops_fetched(checkout.fetched.received_objects, checkout.fetched.received_bytes);
+    if let Some(signers) = signers {
+        verify::check(checkout.signature.as_deref(), &checkout.signed_data, &signers).map_err(|message| {
+            Error::Signature {
+                commit: checkout.fetched.commit.to_string(),
+                message,
+            }
+        })?;
+    }
+    let revision = checkout.revision?;
+    apply_revision(source, ctx, &checkout.fetched.revision, &revision).await
+}
+
+/// The credentials of `spec.secretRef` (none without one), and its CA bundle parsed. Read before
+/// any fetch: a bundle that cannot be used is the Secret's fault, said as such, not a TLS failure
+/// of the server.
+async fn credentials_of(
+    source: &TrustSource,
+    ctx: &Context,
+) -> Result<(Credentials, Option<CaBundle>), Error> {
+    let Some(r) = &source.spec.secret_ref else {
+        return Ok((Credentials::default(), None));
+    };
+    let ns = &ctx.config.namespace;
+    let credentials = Credentials::from_data(&credentials::read_secret(&ctx.client, ns, &r.name).await?);
+    let ca = credentials
+        .ca
+        .as_deref()
+        .map(|pem| {
+            let origin = format!("{} of Secret {ns}/{}", credentials::CA, r.name);
+            CaBundle::parse(pem, &origin).map_err(Error::Credentials)
+        })
+        .transpose()?;
+    Ok((credentials, ca))
+}
+
+/// Fetches the source's ref into its cache folder and reads its tree, on a blocking thread (one
+/// fetch at a time per folder), given up after `timeout` and [`FETCH_GRACE`].
+async fn fetch_and_read(
+    source: &TrustSource,
+    ctx: &Context,
+    url: RepoUrl,
+    credentials: Credentials,
+    ca: Option<CaBundle>,
+    timeout: Duration,
+) -> Result<Checkout, Error> {
+    let name = source.name_any();
+    let dir = fetch::cache_dir(&ctx.config.cache_dir, &name, &source.uid().unwrap_or_default());
     let lock = {
         let mut locks = lock(&ctx.locks);
         locks.entry(dir.display().to_string()).or_default().clone()
     };
     let spec = source.spec.clone();
-    let path = spec.path.clone().unwrap_or_default();
-    let fetched = tokio::time::timeout(
-        timeout + FETCH_GRACE,
-        tokio::task::spawn_blocking(move || -> Result<Fetched_, Error> {
-            let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let request = fetch::Request {
-                url: &url,
-                git_ref: &spec.git_ref,
-                credentials: &credentials,
-                ca: ca.as_ref(),
-                dir: &dir,
-                limits: fetch::Limits {
-                    timeout,
-                    max_bytes: MAX_FETCH_BYTES,
-                },
-            };
-            let fetched = fetch::fetch(&request)?;
-            let repo = fetch::open(&dir).map_err(|e| Error::Kube(e.message().to_string()))?;
-            let signature = repo
-                .extract_signature(&fetched.commit, None)
-                .ok()
-                .map(|(s, d)| (s.to_vec(), d.to_vec()));
-            let signed_data = match &signature {
-                Some((_, d)) => d.clone(),
-                None => Vec::new(),
-            };
-            let revision = read::read_tree(&repo, fetched.commit, &path, &name, read::Limits::default());
-            Ok(Fetched_ {
-                fetched,
-                signature: signature.map(|(s, _)| s),
-                signed_data,
-                revision,
-            })
-        }),
-    )
-    .await
-    .map_err(|_| Error::Limit {
-        url: super::url::redact(&source.spec.url),
-        message: format!("the fetch did not finish within {timeout:?}"),
-    })?
-    .map_err(|e| Error::Kube(format!("the fetch task failed: {e}")))??;
-    *attempted = Some(fetched.fetched.revision.clone());
-    ctx.metrics
-        .gitops_fetched(fetched.fetched.received_objects, fetched.fetched.received_bytes);
-    if let Some(signers) = signers {
-        verify::check(fetched.signature.as_deref(), &fetched.signed_data, &signers).map_err(|message| {
-            Error::Signature {
-                commit: fetched.fetched.commit.to_string(),
-                message,
-            }
-        })?;
-    }
-    let revision = fetched.revision?;
-    apply_revision(source, ctx, &fetched.fetched.revision, &revision).await
+    let blocking = move || {
+        let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let request = fetch::Request {
+            url: &url,
+            git_ref: &spec.git_ref,
+            credentials: &credentials,
+            ca: ca.as_ref(),
+            dir: &dir,
+            limits: fetch::Limits {
+                timeout,
+                max_bytes: MAX_FETCH_BYTES,
+            },
+        };
+        checkout(&request, spec.path.as_deref().unwrap_or_default(), &name)
+    };
+    tokio::time::timeout(timeout + FETCH_GRACE, tokio::task::spawn_blocking(blocking))
+        .await
+        .map_err(|_| Error::Limit {
+            url: super::url::redact(&source.spec.url),
+            message: format!("the fetch did not finish within {timeout:?}"),
+        })?
+        .map_err(|e| Error::Kube(format!("the fetch task failed: {e}")))?
 }
 
-/// What the blocking part hands back.
-struct Fetched_ {
+/// The blocking part: fetch, then the fetched commit's signature and tree.
+fn checkout(request: &fetch::Request<'_>, path: &str, name: &str) -> Result<Checkout, Error> {
+    let fetched = fetch::fetch(request)?;
+    let repo = fetch::open(request.dir).map_err(|e| Error::Kube(e.message().to_string()))?;
+    let (signature, signed_data) = match repo.extract_signature(&fetched.commit, None) {
+        Ok((s, d)) => (Some(s.to_vec()), d.to_vec()),
+        Err(_) => (None, Vec::new()),
+    };
+    let revision = read::read_tree(&repo, fetched.commit, path, name, read::Limits::default());
+    Ok(Checkout {
+        fetched,
+        signature,
+        signed_data,
+        revision,
+    })
+}
+
+/// A fetched commit: its signature (if signed), the data it signs, and the tree read at its path.
+struct Checkout {
     fetched: Fetched,
     signature: Option<Vec<u8>>,
     signed_data: Vec<u8>,
