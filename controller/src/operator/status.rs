@@ -77,74 +77,31 @@ pub fn build(
         generation: report.generation,
         now,
     };
-    let condition =
-        |type_: &str, ok: bool, reason: &str, message: String| conditions.set(type_, ok, reason, message);
-    let keys_ok = report.key_errors.is_empty();
-    let keys_valid = condition(
-        "KeysValid",
-        keys_ok,
-        if keys_ok { "KeysLoaded" } else { "InvalidKey" },
-        if keys_ok {
-            format!("{} key(s) loaded", report.keys.len())
-        } else {
-            join(&report.key_errors)
-        },
-    );
-    let mut keys = observed.keys.clone().unwrap_or_else(|| report.keys.clone());
-    for key in &mut keys {
-        let before = previous.and_then(|p| p.keys.iter().find(|k| k.name == key.name));
-        // A rotation says when its states began; otherwise the state began when it was first seen.
-        key.since = key.since.clone().or_else(|| match before {
-            Some(b) if b.state == key.state && b.fingerprint == key.fingerprint => b.since.clone(),
-            _ => Some(Time(now)),
-        });
-    }
+    let keys = key_states(report, observed, previous, now);
     let (ready_ok, reason, message) = readiness(report, observed, &keys);
-    // What verifies now: the generation in force (which may be an earlier one), less the keys
-    // a rotation holds back or retired.
-    let accepted: Vec<&str> = report
-        .active
-        .iter()
-        .flat_map(|a| a.keys.names())
-        .filter(|name| {
-            keys.iter()
-                .find(|k| k.name == *name)
-                .is_none_or(|k| is_accepted(k.state))
-        })
-        .collect();
-    let retired: Vec<String> = keys
-        .iter()
-        .filter(|k| k.state == KeyState::Retired)
-        .map(|k| {
-            format!(
-                "{} (retired by KeyRotation {})",
-                k.name,
-                k.rotation.as_deref().unwrap_or("(deleted)")
-            )
-        })
-        .collect();
-    let retired_removed = if retired.is_empty() {
-        condition(
-            "RetiredKeysRemoved",
-            true,
-            "NoRetiredKeys",
-            "no retired key is declared".into(),
-        )
+    let keys_ok = report.key_errors.is_empty();
+    let keys_valid = if keys_ok {
+        let message = format!("{} key(s) loaded", report.keys.len());
+        conditions.set("KeysValid", true, "KeysLoaded", message)
     } else {
-        condition(
-            "RetiredKeysRemoved",
-            false,
-            "RetiredKeyDeclared",
-            format!(
-                "remove from spec.keys: {}; retired keys are never accepted again while declared",
-                retired.join(", ")
-            ),
-        )
+        conditions.set("KeysValid", false, "InvalidKey", join(&report.key_errors))
     };
+    let retired = retired_keys(&keys);
+    let retired_removed = if retired.is_empty() {
+        let message = "no retired key is declared".into();
+        conditions.set("RetiredKeysRemoved", true, "NoRetiredKeys", message)
+    } else {
+        let message = format!(
+            "remove from spec.keys: {}; retired keys are never accepted again while declared",
+            retired.join(", ")
+        );
+        conditions.set("RetiredKeysRemoved", false, "RetiredKeyDeclared", message)
+    };
+    let accepted = accepted_keys(report, &keys);
     TrustRootStatus {
         observed_generation: report.generation,
         conditions: vec![
-            condition("Ready", ready_ok, reason, message),
+            conditions.set("Ready", ready_ok, reason, message),
             keys_valid,
             retired_removed,
         ],
@@ -153,6 +110,54 @@ pub fn build(
         workloads: Some(observed.counts),
         last_sweep: observed.last_sweep.clone(),
     }
+}
+
+/// Each declared key's state (with rotations applied when the pass observed them), and since
+/// when: a rotation says when its states began; otherwise a state began when it was first seen.
+fn key_states(
+    report: &RootReport,
+    observed: &Observed,
+    previous: Option<&TrustRootStatus>,
+    now: Timestamp,
+) -> Vec<KeyStatus> {
+    let mut keys = observed.keys.clone().unwrap_or_else(|| report.keys.clone());
+    for key in &mut keys {
+        let before = previous.and_then(|p| p.keys.iter().find(|k| k.name == key.name));
+        key.since = key.since.clone().or_else(|| match before {
+            Some(b) if b.state == key.state && b.fingerprint == key.fingerprint => b.since.clone(),
+            _ => Some(Time(now)),
+        });
+    }
+    keys
+}
+
+/// What verifies now: the keys of the generation in force (which may be an earlier one), less
+/// those a rotation holds back or retired.
+fn accepted_keys<'r>(report: &'r RootReport, keys: &[KeyStatus]) -> Vec<&'r str> {
+    report
+        .active
+        .iter()
+        .flat_map(|a| a.keys.names())
+        .filter(|name| {
+            keys.iter()
+                .find(|k| k.name == *name)
+                .is_none_or(|k| is_accepted(k.state))
+        })
+        .collect()
+}
+
+/// The retired keys still declared, each with the KeyRotation that retired it.
+fn retired_keys(keys: &[KeyStatus]) -> Vec<String> {
+    keys.iter()
+        .filter(|k| k.state == KeyState::Retired)
+        .map(|k| {
+            format!(
+                "{} (retired by KeyRotation {})",
+                k.name,
+                k.rotation.as_deref().unwrap_or("(deleted)")
+            )
+        })
+        .collect()
 }
 
 /// Whether signatures by a key in this state are accepted.
