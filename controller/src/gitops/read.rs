@@ -255,62 +255,72 @@ fn check_document(file: &str, i: usize, doc: Value) -> Result<(Kind, String, Val
             "a document must be a mapping (an object)",
         ));
     };
+    let kind = check_kind(&map).map_err(|(field, message)| at(field, message))?;
+    let metadata = map.remove("metadata").unwrap_or(Value::Null);
+    let (name, metadata) = check_metadata(kind, &metadata).map_err(|(field, message)| at(field, message))?;
+    map.insert("metadata".into(), metadata);
+    let body = Value::Object(map);
+    check_as_type(kind, file, i, &body)?;
+    Ok((kind, name, body))
+}
+
+/// `apiVersion` and `kind`: one of ours. No `status`: countersign writes it. An error names its
+/// field.
+fn check_kind(map: &serde_json::Map<String, Value>) -> Result<Kind, (&'static str, String)> {
     let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let expected = format!("{GROUP}/{VERSION}");
     if api_version != expected {
-        return Err(at(
-            "apiVersion",
-            format!("{api_version:?}: only {expected} objects are accepted from a TrustSource"),
-        ));
+        let message = format!("{api_version:?}: only {expected} objects are accepted from a TrustSource");
+        return Err(("apiVersion", message));
     }
     let kind_text = map.get("kind").and_then(Value::as_str).unwrap_or_default();
     let kind = Kind::parse(kind_text).ok_or_else(|| {
-        at(
-            "kind",
-            format!("{kind_text:?}: only TrustRoot and KeyRotation are accepted from a TrustSource"),
-        )
+        let message =
+            format!("{kind_text:?}: only TrustRoot and KeyRotation are accepted from a TrustSource");
+        ("kind", message)
     })?;
     if map.contains_key("status") {
-        return Err(at(
-            "status",
-            "status is written by countersign, not declared".into(),
-        ));
+        return Err(("status", "status is written by countersign, not declared".into()));
     }
-    let metadata = map.remove("metadata").unwrap_or(Value::Null);
+    Ok(kind)
+}
+
+/// A valid name, no namespace (both kinds are cluster-scoped), labels a mapping. Returns the name
+/// and the metadata to apply: name, labels and annotations, nothing else the file says. Whatever
+/// the labels say, the source label is set to the TrustSource applying it (by `Collector::add`).
+fn check_metadata(kind: Kind, metadata: &Value) -> Result<(String, Value), (&'static str, String)> {
     let name = metadata
         .get("name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     if !is_dns_subdomain(&name) {
-        return Err(at(
-            "metadata.name",
-            format!("{name:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253)"),
-        ));
+        let message =
+            format!("{name:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253)");
+        return Err(("metadata.name", message));
     }
     if metadata.get("namespace").is_some_and(|n| !n.is_null()) {
-        return Err(at(
-            "metadata.namespace",
-            format!("{} is cluster-scoped: remove metadata.namespace", kind.as_str()),
-        ));
+        let message = format!("{} is cluster-scoped: remove metadata.namespace", kind.as_str());
+        return Err(("metadata.namespace", message));
     }
     let labels = metadata.get("labels").cloned().unwrap_or_else(|| json!({}));
     if !labels.is_object() {
-        return Err(at("metadata.labels", "labels must be a mapping".into()));
+        return Err(("metadata.labels", "labels must be a mapping".into()));
     }
-    // Whatever the file says, the source label is set to the TrustSource applying it (by
-    // `Collector::add`).
     let mut meta = json!({"name": name, "labels": labels});
     if let Some(annotations) = metadata.get("annotations").filter(|a| !a.is_null()) {
         meta["annotations"] = annotations.clone();
     }
-    map.insert("metadata".into(), meta);
-    let body = Value::Object(map);
+    Ok((name, meta))
+}
+
+/// The document as its type, validated as the API server's admission would: the first invalid
+/// field is the error's location, every one is in its message.
+fn check_as_type(kind: Kind, file: &str, i: usize, body: &Value) -> Result<(), Error> {
     match kind {
         Kind::TrustRoot => {
-            let root: TrustRoot = typed(file, i, &body)?;
+            let root: TrustRoot = typed(file, i, body)?;
             if let Err(errors) = root.validate() {
-                // The location names the first field; the others follow in full.
                 let first = errors.first().map(|e| e.path.clone());
                 let mut parts = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
                 if let Some(e) = errors.first() {
@@ -320,19 +330,17 @@ fn check_document(file: &str, i: usize, doc: Value) -> Result<(Kind, String, Val
             }
         }
         Kind::KeyRotation => {
-            let rotation: KeyRotation = typed(file, i, &body)?;
+            let rotation: KeyRotation = typed(file, i, body)?;
             rotation
                 .window_duration()
                 .map_err(|e| invalid(file, Some(i), Some(&e.path), e.message))?;
             if rotation.spec.from_key == rotation.spec.to_key {
-                return Err(at(
-                    "spec.toKey",
-                    "fromKey and toKey must name two different keys".into(),
-                ));
+                let message = "fromKey and toKey must name two different keys";
+                return Err(invalid(file, Some(i), Some("spec.toKey"), message));
             }
         }
     }
-    Ok((kind, name, body))
+    Ok(())
 }
 
 fn typed<T: serde::de::DeserializeOwned>(file: &str, i: usize, body: &Value) -> Result<T, Error> {
