@@ -294,74 +294,93 @@ fn callbacks<'a>(
     });
     let max_bytes = request.limits.max_bytes;
     let progress_abort = abort.clone();
-    cb.transfer_progress(move |p| {
-        let over = if Instant::now() > deadline {
-            Some("timed out".to_string())
-        } else if p.received_bytes() > max_bytes {
-            Some(format!("the repository is larger than {max_bytes} bytes"))
-        } else {
-            None
-        };
-        match over {
+    cb.transfer_progress(
+        move |p| match over_limit(deadline, p.received_bytes(), max_bytes) {
             Some(why) => {
                 lock(&progress_abort).limit = Some(why);
                 false
             }
             None => true,
-        }
-    });
+        },
+    );
     let sideband_abort = abort.clone();
-    cb.sideband_progress(move |_| {
-        if Instant::now() > deadline {
-            lock(&sideband_abort).limit = Some("timed out".into());
-            return false;
+    cb.sideband_progress(move |_| match over_limit(deadline, 0, max_bytes) {
+        Some(why) => {
+            lock(&sideband_abort).limit = Some(why);
+            false
         }
-        true
+        None => true,
     });
     let transport = request.url.transport.clone();
     let known_hosts = credentials.known_hosts.clone();
     let ca = request.ca.cloned();
     let cert_abort = abort.clone();
     cb.certificate_check(move |cert, host| {
+        // Each refusal is also kept in `Abort`, so that the error says which check refused.
         if let Some(hostkey) = cert.as_hostkey() {
-            let Transport::Ssh { host, port, .. } = &transport else {
-                return Ok(CertificateCheckStatus::CertificatePassthrough);
-            };
-            let checked = match (&known_hosts, hostkey.hostkey()) {
-                (None, _) => {
-                    Err("the Secret has no known_hosts: SSH host keys are never trusted on first use".into())
-                }
-                (_, None) => Err("the server sent no host key".into()),
-                (Some(kh), Some(key)) => known_host(kh, host, *port, key),
-            };
-            return checked
-                .map(|()| CertificateCheckStatus::CertificateOk)
-                .map_err(|why| {
-                    let e = git2::Error::from_str(&why);
-                    lock(&cert_abort).host_key = Some(why);
-                    e
-                });
-        }
-        let Some(ca) = &ca else {
-            // libgit2 checks the chain and host name against the system's roots (and fails
-            // with an SSL-class error, which `classify` names, when they do not hold).
-            return Ok(CertificateCheckStatus::CertificatePassthrough);
-        };
-        // libgit2's own verdict (against the system's roots) is overridden either way: `ca.crt`
-        // replaces the system's roots.
-        let checked = match cert.as_x509() {
-            Some(x509) => ca.check(x509.data(), host),
-            None => Err("the server presented no X.509 certificate".into()),
-        };
-        checked
-            .map(|()| CertificateCheckStatus::CertificateOk)
-            .map_err(|why| {
+            return check_host_key(&transport, known_hosts.as_deref(), hostkey.hostkey()).map_err(|why| {
                 let e = git2::Error::from_str(&why);
-                lock(&cert_abort).certificate = Some(why);
+                lock(&cert_abort).host_key = Some(why);
                 e
-            })
+            });
+        }
+        check_tls(ca.as_ref(), cert.as_x509().map(|x509| x509.data()), host).map_err(|why| {
+            let e = git2::Error::from_str(&why);
+            lock(&cert_abort).certificate = Some(why);
+            e
+        })
     });
     cb
+}
+
+/// Why a transfer must stop, if it must: past its deadline, or more than `max_bytes` received.
+fn over_limit(deadline: Instant, received_bytes: usize, max_bytes: usize) -> Option<String> {
+    if Instant::now() > deadline {
+        Some("timed out".to_string())
+    } else if received_bytes > max_bytes {
+        Some(format!("the repository is larger than {max_bytes} bytes"))
+    } else {
+        None
+    }
+}
+
+/// An SSH server's host key, checked against the Secret's `known_hosts`: never trusted on first
+/// use. (A host key over another transport is libgit2's to judge.)
+fn check_host_key(
+    transport: &Transport,
+    known_hosts: Option<&str>,
+    key: Option<&[u8]>,
+) -> Result<CertificateCheckStatus, String> {
+    let Transport::Ssh { host, port, .. } = transport else {
+        return Ok(CertificateCheckStatus::CertificatePassthrough);
+    };
+    match (known_hosts, key) {
+        (None, _) => {
+            Err("the Secret has no known_hosts: SSH host keys are never trusted on first use".into())
+        }
+        (_, None) => Err("the server sent no host key".into()),
+        (Some(kh), Some(key)) => known_host(kh, host, *port, key),
+    }
+    .map(|()| CertificateCheckStatus::CertificateOk)
+}
+
+/// An HTTPS server's certificate: with the Secret's `ca.crt`, checked against it alone (libgit2's
+/// own verdict against the system's roots is overridden either way); without one, libgit2 checks
+/// the chain and host name against the system's roots (and fails with an SSL-class error, which
+/// `classify` names, when they do not hold).
+fn check_tls(
+    ca: Option<&CaBundle>,
+    der: Option<&[u8]>,
+    host: &str,
+) -> Result<CertificateCheckStatus, String> {
+    let Some(ca) = ca else {
+        return Ok(CertificateCheckStatus::CertificatePassthrough);
+    };
+    match der {
+        Some(der) => ca.check(der, host),
+        None => Err("the server presented no X.509 certificate".into()),
+    }
+    .map(|()| CertificateCheckStatus::CertificateOk)
 }
 
 fn credential(c: &Credentials, username: Option<&str>, allowed: CredentialType) -> Result<Cred, git2::Error> {
