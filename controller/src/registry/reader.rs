@@ -198,55 +198,72 @@ impl Reader {
             if let Some(value) = authorization.as_deref() {
                 request = request.header(header::AUTHORIZATION, value);
             }
-            let started = Instant::now();
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    let error = RegistryError::from_transport(registry, &e);
-                    self.observe(op, error.category(), started);
-                    return Err(error);
-                }
-            };
-            let status = response.status();
-            self.observe(op, outcome_of(status), started);
-            if status == StatusCode::TOO_MANY_REQUESTS
-                && let Some(after) = retry_after_of(&response)
-            {
-                self.throttled.note(registry, after, Instant::now());
-            }
-            if status != StatusCode::UNAUTHORIZED || answered_401 {
+            let response = self.send_once(op, registry, request).await?;
+            if response.status() != StatusCode::UNAUTHORIZED || answered_401 {
                 return Ok(response);
             }
             answered_401 = true;
-            let challenge = response
-                .headers()
-                .get_all(header::WWW_AUTHENTICATE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(parse_challenge);
-            let Some(challenge) = challenge else {
+            if !self.answer_again(repo, &response, authorization.as_deref()).await {
                 return Ok(response);
-            };
-            let bearer = matches!(challenge, Challenge::Bearer { .. });
-            let sent_basic = authorization.as_deref().is_some_and(|a| a.starts_with("Basic "));
-            lock(&self.challenges).insert(registry.to_string(), challenge);
-            if !bearer && (sent_basic || self.basic_credentials(registry).is_none()) {
-                // Basic credentials (or none, having none) were sent as asked: asking again
-                // changes nothing.
-                return Ok(response);
-            }
-            if bearer {
-                // The token we sent is worth nothing now (expired early, revoked). Only that
-                // one: requests that went out together without a token must share the one
-                // the first of them fetches, not discard it.
-                let slot = self.token_slot(repo);
-                let mut token = slot.lock().await;
-                let sent = |t: &Token| authorization.as_deref() == Some(&format!("Bearer {}", t.value));
-                if token.as_ref().is_some_and(sent) {
-                    *token = None;
-                }
             }
         }
+    }
+
+    /// Sends `request` and counts it, by its status or its transport error's category; a 429's
+    /// `Retry-After` holds back every request to the registry until it has passed.
+    async fn send_once(
+        &self,
+        op: &'static str,
+        registry: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| {
+            let error = RegistryError::from_transport(registry, &e);
+            self.observe(op, error.category(), started);
+            error
+        })?;
+        let status = response.status();
+        self.observe(op, outcome_of(status), started);
+        if status == StatusCode::TOO_MANY_REQUESTS
+            && let Some(after) = retry_after_of(&response)
+        {
+            self.throttled.note(registry, after, Instant::now());
+        }
+        Ok(response)
+    }
+
+    /// After a `401` to a request sent with `authorization`: keeps the registry's challenge and
+    /// says whether asking again can change the answer.
+    async fn answer_again(&self, repo: &ImageRef, response: &Response, authorization: Option<&str>) -> bool {
+        let registry = repo.registry();
+        let challenge = response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(parse_challenge);
+        let Some(challenge) = challenge else {
+            return false;
+        };
+        let bearer = matches!(challenge, Challenge::Bearer { .. });
+        let sent_basic = authorization.is_some_and(|a| a.starts_with("Basic "));
+        lock(&self.challenges).insert(registry.to_string(), challenge);
+        if !bearer {
+            // Basic credentials (or none, having none) were sent as asked: asking again changes
+            // nothing.
+            return !sent_basic && self.basic_credentials(registry).is_some();
+        }
+        // The token we sent is worth nothing now (expired early, revoked). Only that one:
+        // requests that went out together without a token must share the one the first of them
+        // fetches, not discard it.
+        let slot = self.token_slot(repo);
+        let mut token = slot.lock().await;
+        let sent = |t: &Token| authorization == Some(format!("Bearer {}", t.value).as_str());
+        if token.as_ref().is_some_and(sent) {
+            *token = None;
+        }
+        true
     }
 
     /// The `Authorization` header for `repo`, fetching a token first when the registry wants
