@@ -159,13 +159,8 @@ pub async fn run_on(
         let started = crate::admission::start(admission, shared)
             .map_err(|e| Error::Http(std::io::Error::other(e.to_string())))?;
         background.spawn(started.keepers);
-        servers.spawn(serve(
-            "admission",
-            listener,
-            started.router,
-            Some(started.tls),
-            &stop,
-        ));
+        let tls = Some(started.tls);
+        servers.spawn(serve("admission", listener, started.router, tls, &stop));
     }
     // The Git webhook receiver answers on every replica (it only annotates TrustSources).
     if let Some(listener) = listeners.git {
@@ -181,30 +176,31 @@ pub async fn run_on(
         pool: &pool,
     };
     let leading = lead(&client, &config, shared, stop.subscribe());
-    tokio::pin!(shutdown, leading);
-    enum Ended {
-        Leading(Result<()>),
-        Http(Error),
-        Shutdown,
-    }
-    let ended = tokio::select! {
-        r = &mut leading => Ended::Leading(r),
-        Some(r) = servers.join_next() => Ended::Http(http_error(r)),
-        () = &mut shutdown => Ended::Shutdown,
-    };
-    let result = match ended {
-        Ended::Leading(r) => r,
-        Ended::Http(e) => Err(e),
-        Ended::Shutdown => {
-            tracing::info!("shutting down");
-            let _ = stop.send(true);
-            leading.await
-        }
-    };
+    let result = until_ended(leading, &mut servers, shutdown, &stop).await;
     background.abort_all();
     let _ = stop.send(true);
     while servers.join_next().await.is_some() {}
     result
+}
+
+/// Waits for the first of: the leader's work ending (its result), a server failing, or
+/// `shutdown`, which stops the leader's work (releasing the Lease) and returns its result.
+async fn until_ended(
+    leading: impl Future<Output = Result<()>>,
+    servers: &mut JoinSet<std::io::Result<()>>,
+    shutdown: impl Future<Output = ()>,
+    stop: &signal::Sender<bool>,
+) -> Result<()> {
+    tokio::pin!(shutdown, leading);
+    tokio::select! {
+        r = &mut leading => r,
+        Some(r) = servers.join_next() => Err(http_error(r)),
+        () = &mut shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+            leading.await
+        }
+    }
 }
 
 /// One server of the shared stack, stopping when `stop` turns true.
