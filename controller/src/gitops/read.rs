@@ -86,17 +86,7 @@ pub fn read_tree(
     let git = |e: git2::Error| invalid(path, None, None, e.message().to_string());
     let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(git)?;
     let root = path.trim_matches('/');
-    let start = if root.is_empty() {
-        tree
-    } else {
-        let entry = tree
-            .get_path(std::path::Path::new(root))
-            .map_err(|_| invalid(root, None, None, "the path does not exist in this commit"))?;
-        entry
-            .to_object(repo)
-            .and_then(|o| o.peel_to_tree())
-            .map_err(|_| invalid(root, None, None, "the path is not a folder"))?
-    };
+    let start = folder_at(repo, tree, root)?;
     let mut collector = Collector::new(source, limits);
     let mut stack = vec![(root.to_string(), start)];
     let mut entries = 0usize;
@@ -104,15 +94,11 @@ pub fn read_tree(
         for entry in tree.iter() {
             entries += 1;
             if entries > limits.max_entries {
-                return Err(invalid(
-                    root,
-                    None,
-                    None,
-                    format!(
-                        "more than {} files and folders under the path",
-                        limits.max_entries
-                    ),
-                ));
+                let message = format!(
+                    "more than {} files and folders under the path",
+                    limits.max_entries
+                );
+                return Err(invalid(root, None, None, message));
             }
             let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
             let file = if dir.is_empty() {
@@ -132,19 +118,7 @@ pub fn read_tree(
                     check_link(repo, &entry, root, &file)?;
                 }
                 Some(ObjectType::Blob) if is_yaml(&name) => {
-                    let blob = repo.find_blob(entry.id()).map_err(git)?;
-                    if blob.size() > limits.max_file_bytes {
-                        return Err(invalid(
-                            &file,
-                            None,
-                            None,
-                            format!(
-                                "{} bytes, more than the {} allowed for one file",
-                                blob.size(),
-                                limits.max_file_bytes
-                            ),
-                        ));
-                    }
+                    let blob = read_file(repo, &entry, &file, path, limits)?;
                     collector.add(&file, &parse_file(&file, blob.content(), limits)?)?;
                 }
                 // Submodules (commits) and other files are not ours to read.
@@ -153,6 +127,43 @@ pub fn read_tree(
         }
     }
     Ok(collector.finish())
+}
+
+/// The folder at `root` (the whole tree when empty), or an error naming it.
+fn folder_at<'r>(repo: &'r Repository, tree: git2::Tree<'r>, root: &str) -> Result<git2::Tree<'r>, Error> {
+    if root.is_empty() {
+        return Ok(tree);
+    }
+    let entry = tree
+        .get_path(std::path::Path::new(root))
+        .map_err(|_| invalid(root, None, None, "the path does not exist in this commit"))?;
+    entry
+        .to_object(repo)
+        .and_then(|o| o.peel_to_tree())
+        .map_err(|_| invalid(root, None, None, "the path is not a folder"))
+}
+
+/// One file, unless it is larger than one file may be. A Git error names `path`,
+/// the TrustSource's folder, as every Git error of the read does.
+fn read_file<'r>(
+    repo: &'r Repository,
+    entry: &git2::TreeEntry<'_>,
+    file: &str,
+    path: &str,
+    limits: Limits,
+) -> Result<git2::Blob<'r>, Error> {
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| invalid(path, None, None, e.message().to_string()))?;
+    if blob.size() > limits.max_file_bytes {
+        let message = format!(
+            "{} bytes, more than the {} allowed for one file",
+            blob.size(),
+            limits.max_file_bytes
+        );
+        return Err(invalid(file, None, None, message));
+    }
+    Ok(blob)
 }
 
 fn is_yaml(name: &str) -> bool {
