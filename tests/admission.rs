@@ -6,7 +6,10 @@ mod common;
 #[path = "operator_common.rs"]
 mod operator_common;
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use common::Keys;
 use countersign_tests::{
@@ -53,122 +56,219 @@ async fn enforce_denies_audit_warns_and_rotations_and_keys_are_seen_at_once() {
     let mut registry = Registry::start(RegistryKind::Referrers);
     let host = registry.host.clone();
     let (a, b) = blocking(|| (Keys::generate_named("a"), Keys::generate_named("b"))).await;
-    let image = |path: &str, content: &str| {
-        let digest = push_image(&format!("{host}/adm/{path}:v1"), content);
-        (format!("{host}/adm/{path}"), digest)
+    let images = Images::push_and_sign(&host, &a, &b);
+    let f = Fixture {
+        pods: pods_path(NS),
+        client,
+        host,
+        a,
+        b,
+        images,
     };
-    let sign = |keys: &Keys, repo: &str, digest: &str| {
-        let run = keys
-            .cosign3
-            .sign(&keys.private, &format!("{repo}@{digest}"), false);
-        assert!(run.success, "cosign sign: {}", run.stderr);
-    };
-    let (signed, signed_digest) = image("prod/signed", "signed by a");
-    sign(&a, &signed, &signed_digest);
-    let (by_b, by_b_digest) = image("prod/by-b", "signed by b");
-    sign(&b, &by_b, &by_b_digest);
-    let (unsigned, unsigned_digest) = image("prod/unsigned", "not signed");
-    let (never_seen, never_seen_digest) = image("prod/never-seen", "never asked before the outage");
-    sign(&a, &never_seen, &never_seen_digest);
-    let (audited, audited_digest) = image("audit/unsigned", "audit, unsigned");
-    let (pinned, pinned_digest) = image("pinned/app", "pinned");
-    sign(&a, &pinned, &pinned_digest);
+    set_up_trust_roots_and_namespaces(&f).await;
+    let replica = Replica::start(&cluster, "admission-test").await;
+    install_webhooks(&f.client, &[replica.admission], true).await;
+    wait_ca_bundles(&f.client).await.expect("caBundles");
 
-    let root = |images: &str, mode: &str, keys: Value| json!({"images": [format!("{host}/adm/{images}/**")], "keys": keys, "mode": mode, "reverifyInterval": "1m"});
+    admits_a_signed_pod_silently(&f).await;
+    denies_unsigned_and_untrusted_saying_why(&f).await;
+    audit_admits_with_a_warning_and_an_event(&f).await;
+    // A denial is recorded too.
+    wait_event(&f.client, NS, "Pod", "unsigned", "AdmissionDenied", WAIT).await;
+    checks_an_image_change_but_not_a_label(&f).await;
+    skips_a_namespace_labelled_out(&f).await;
+    pins_the_verified_tag_to_its_digest(&f).await;
+    denies_a_removed_key_at_once(&f).await;
+    // A rotation b → a: before its window a is held back, during it both are accepted, after
+    // it (AtWindowEnd) b is retired.
+    holds_a_back_before_the_rotations_window(&f).await;
+    accepts_both_keys_in_the_window(&f).await;
+    retires_b_once_the_window_closed(&f).await;
+    answers_from_the_cache_while_the_registry_is_gone(&f, &mut registry).await;
+    counts_denials_and_cache_hits(replica.metrics).await;
+    replica.stop().await;
+    cluster.stop();
+}
+
+/// What the steps share: the admin client, the registry's host, the key pairs `a` and `b`, the
+/// images and the path of the pods of [`NS`].
+struct Fixture {
+    client: kube::Client,
+    host: String,
+    a: Keys,
+    b: Keys,
+    images: Images,
+    pods: String,
+}
+
+impl Fixture {
+    /// A TrustRoot's spec for the images under `adm/<images>/`.
+    fn root(&self, images: &str, mode: &str, keys: Value) -> Value {
+        let host = &self.host;
+        json!({"images": [format!("{host}/adm/{images}/**")], "keys": keys, "mode": mode, "reverifyInterval": "1m"})
+    }
+
+    /// Posts a pod of `image`.
+    async fn post_pod(&self, name: &str, image: &str, dry_run: bool) -> Created {
+        post(&self.client, &self.pods, &pod(name, image), dry_run).await
+    }
+}
+
+/// An image pushed as `<host>/adm/<path>:v1`.
+struct Image {
+    repo: String,
+    digest: String,
+}
+
+impl Image {
+    fn push(host: &str, path: &str, content: &str) -> Self {
+        let digest = push_image(&format!("{host}/adm/{path}:v1"), content);
+        Image {
+            repo: format!("{host}/adm/{path}"),
+            digest,
+        }
+    }
+
+    fn sign(&self, keys: &Keys) {
+        let run = keys.cosign3.sign(&keys.private, &self.by_digest(), false);
+        assert!(run.success, "cosign sign: {}", run.stderr);
+    }
+
+    fn by_digest(&self) -> String {
+        format!("{}@{}", self.repo, self.digest)
+    }
+
+    fn by_tag(&self) -> String {
+        format!("{}:v1", self.repo)
+    }
+}
+
+/// The images, under `prod/` (Enforce), `audit/` (Audit) and `pinned/` (Enforce, pinning).
+struct Images {
+    /// Signed by a.
+    signed: Image,
+    /// Signed by b.
+    by_b: Image,
+    /// Not signed.
+    unsigned: Image,
+    /// Signed by a, and first asked about while the registry is gone.
+    never_seen: Image,
+    /// Not signed.
+    audited: Image,
+    /// Signed by a.
+    pinned: Image,
+}
+
+impl Images {
+    fn push_and_sign(host: &str, a: &Keys, b: &Keys) -> Self {
+        let signed = Image::push(host, "prod/signed", "signed by a");
+        signed.sign(a);
+        let by_b = Image::push(host, "prod/by-b", "signed by b");
+        by_b.sign(b);
+        let unsigned = Image::push(host, "prod/unsigned", "not signed");
+        let never_seen = Image::push(host, "prod/never-seen", "never asked before the outage");
+        never_seen.sign(a);
+        let audited = Image::push(host, "audit/unsigned", "audit, unsigned");
+        let pinned = Image::push(host, "pinned/app", "pinned");
+        pinned.sign(a);
+        Images {
+            signed,
+            by_b,
+            unsigned,
+            never_seen,
+            audited,
+            pinned,
+        }
+    }
+}
+
+/// TrustRoots `prod` (Enforce), `audit` (Audit) and `pinned` (Enforce, pinning to digests), each
+/// holding key a; namespace [`NS`], and [`SKIPPED`] labelled out of admission.
+async fn set_up_trust_roots_and_namespaces(f: &Fixture) {
+    let client = &f.client;
     trust_root(
-        &client,
+        client,
         "prod",
-        root("prod", "Enforce", json!([key("a", &a.public)])),
+        f.root("prod", "Enforce", json!([key("a", &f.a.public)])),
     )
     .await
     .expect("TrustRoot prod");
     trust_root(
-        &client,
+        client,
         "audit",
-        root("audit", "Audit", json!([key("a", &a.public)])),
+        f.root("audit", "Audit", json!([key("a", &f.a.public)])),
     )
     .await
     .expect("TrustRoot audit");
-    let mut pin = root("pinned", "Enforce", json!([key("a", &a.public)]));
+    let mut pin = f.root("pinned", "Enforce", json!([key("a", &f.a.public)]));
     pin["pinToDigest"] = json!(true);
-    trust_root(&client, "pinned", pin)
-        .await
-        .expect("TrustRoot pinned");
-    namespace(&client, NS, json!({})).await;
-    namespace(&client, SKIPPED, json!({"countersign.dev/admission": "disabled"})).await;
+    trust_root(client, "pinned", pin).await.expect("TrustRoot pinned");
+    namespace(client, NS, json!({})).await;
+    namespace(client, SKIPPED, json!({"countersign.dev/admission": "disabled"})).await;
+}
 
-    let replica = Replica::start(&cluster, "admission-test").await;
-    install_webhooks(&client, &[replica.admission], true).await;
-    wait_ca_bundles(&client).await.expect("caBundles");
-    let pods = pods_path(NS);
-
-    // Signed by a trusted key: admitted, silently. The first call may still race the API
-    // server's reload of the configuration's caBundle, hence the wait on the first answer.
+/// Signed by a trusted key: admitted, silently. The first call may still race the API server's
+/// reload of the configuration's caBundle, hence the wait on the first answer.
+async fn admits_a_signed_pod_silently(f: &Fixture) {
     let first = eventually("the API server to call the webhook", WAIT, || async {
-        let created = post(
-            &client,
-            &pods,
-            &pod("signed", &format!("{signed}@{signed_digest}")),
-            false,
-        )
-        .await;
+        let created = f.post_pod("signed", &f.images.signed.by_digest(), false).await;
         anyhow::ensure!(created.code == 201, "{created:?}");
         Ok(created)
     })
     .await;
     assert!(first.warnings.is_empty(), "{first:?}");
+}
 
-    // Unsigned, and signed by a key the TrustRoot does not hold: denied, saying which and why.
-    let no_sig = post(&client, &pods, &pod("unsigned", &format!("{unsigned}:v1")), false).await;
+/// Unsigned, and signed by a key the TrustRoot does not hold: denied, saying which and why.
+async fn denies_unsigned_and_untrusted_saying_why(f: &Fixture) {
+    let unsigned = &f.images.unsigned;
+    let no_sig = f.post_pod("unsigned", &unsigned.by_tag(), false).await;
     denied(
         &no_sig,
         &[
-            &format!("image {unsigned}:v1 ({unsigned_digest})"),
+            &format!("image {} ({})", unsigned.by_tag(), unsigned.digest),
             "TrustRoot prod (Enforce): no signature",
         ],
     );
-    let untrusted = post(
-        &client,
-        &pods,
-        &pod("by-b", &format!("{by_b}@{by_b_digest}")),
-        false,
-    )
-    .await;
+    let untrusted = f.post_pod("by-b", &f.images.by_b.by_digest(), false).await;
     denied(&untrusted, &["TrustRoot prod (Enforce): no trusted key"]);
     // A Deployment is refused at apply time, not discovered later as pods failing to appear.
     let deploy = post(
-        &client,
+        &f.client,
         &deployments_path(NS),
-        &deployment("web", &format!("{unsigned}:v1")),
+        &deployment("web", &unsigned.by_tag()),
         false,
     )
     .await;
     denied(&deploy, &["TrustRoot prod (Enforce): no signature"]);
+}
 
-    // Audit: admitted with a warning kubectl prints, and an Event; a dry run records nothing.
-    let audited_image = format!("{audited}@{audited_digest}");
-    let dry = post(&client, &pods, &pod("dry", &audited_image), true).await;
+/// Audit: admitted with a warning kubectl prints, and an Event; a dry run records nothing.
+async fn audit_admits_with_a_warning_and_an_event(f: &Fixture) {
+    let audited_image = f.images.audited.by_digest();
+    let dry = f.post_pod("dry", &audited_image, true).await;
     admitted(&dry);
     assert_eq!(dry.warnings.len(), 1, "{dry:?}");
     assert!(
         dry.warnings[0].contains("TrustRoot audit (Audit): no signature"),
         "{dry:?}"
     );
-    admitted(&post(&client, &pods, &pod("audited", &audited_image), false).await);
-    let event = wait_event(&client, NS, "Pod", "audited", "AdmissionAudited", WAIT).await;
+    admitted(&f.post_pod("audited", &audited_image, false).await);
+    let event = wait_event(&f.client, NS, "Pod", "audited", "AdmissionAudited", WAIT).await;
     assert_eq!(event.type_, "Warning");
     assert!(
-        events(&client, NS, "Pod", "dry")
+        events(&f.client, NS, "Pod", "dry")
             .await
             .unwrap_or_default()
             .is_empty()
     );
-    // A denial is recorded too.
-    wait_event(&client, NS, "Pod", "unsigned", "AdmissionDenied", WAIT).await;
+}
 
-    // Changing a running pod's image to one that does not verify is an UPDATE that is checked.
-    let pod_api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), NS);
-    let swap = json!({"spec": {"containers": [{"name": "app", "image": format!("{unsigned}:v1")}]}});
+/// Changing a running pod's image to one that does not verify is an UPDATE that is checked; a
+/// label is an UPDATE that changes no image: not even sent to the webhook.
+async fn checks_an_image_change_but_not_a_label(f: &Fixture) {
+    let pod_api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(f.client.clone(), NS);
+    let swap = json!({"spec": {"containers": [{"name": "app", "image": f.images.unsigned.by_tag()}]}});
     let swapped = pod_api
         .patch("signed", &PatchParams::default(), &Patch::Strategic(swap))
         .await;
@@ -176,59 +276,67 @@ async fn enforce_denies_audit_warns_and_rotations_and_keys_are_seen_at_once() {
         matches!(&swapped, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("no signature")),
         "{swapped:?}"
     );
-    // A label is an UPDATE that changes no image: not even sent to the webhook.
     let labelled = json!({"metadata": {"labels": {"team": "payments"}}});
     pod_api
         .patch("signed", &PatchParams::default(), &Patch::Merge(labelled))
         .await
         .expect("a label added");
+}
 
-    // A namespace labelled out is not checked.
+/// A namespace labelled out is not checked.
+async fn skips_a_namespace_labelled_out(f: &Fixture) {
     admitted(
         &post(
-            &client,
+            &f.client,
             &pods_path(SKIPPED),
-            &pod("anything", &format!("{unsigned}:v1")),
+            &pod("anything", &f.images.unsigned.by_tag()),
             false,
         )
         .await,
     );
+}
 
-    // Pin to digest: the tag that was verified is what the kubelet will pull.
-    let stored = post(&client, &pods, &pod("pinned", &format!("{pinned}:v1")), false).await;
+/// Pin to digest: the tag that was verified is what the kubelet will pull.
+async fn pins_the_verified_tag_to_its_digest(f: &Fixture) {
+    let pinned = &f.images.pinned;
+    let stored = f.post_pod("pinned", &pinned.by_tag(), false).await;
     admitted(&stored);
     assert_eq!(
         stored.body["spec"]["containers"][0]["image"],
-        json!(format!("{pinned}:v1@{pinned_digest}"))
+        json!(format!("{}@{}", pinned.by_tag(), pinned.digest))
     );
+}
 
-    // Key a removed from prod: a pod it signed is denied within moments, no restart needed.
-    let signed_pod = |name: &str| pod(name, &format!("{signed}@{signed_digest}"));
+/// Key a removed from prod: a pod it signed is denied within moments, no restart needed.
+async fn denies_a_removed_key_at_once(f: &Fixture) {
     let removed = Instant::now();
     trust_root(
-        &client,
+        &f.client,
         "prod",
-        root("prod", "Enforce", json!([key("b", &b.public)])),
+        f.root("prod", "Enforce", json!([key("b", &f.b.public)])),
     )
     .await
     .expect("TrustRoot prod without a");
     eventually("key a's signature refused", WAIT, || async {
-        let c = post(&client, &pods, &signed_pod("after-removal"), true).await;
+        let c = f
+            .post_pod("after-removal", &f.images.signed.by_digest(), true)
+            .await;
         anyhow::ensure!(c.code == 403, "{c:?}");
         Ok(())
     })
     .await;
     eprintln!("key removed → denied at admission after {:?}", removed.elapsed());
+}
 
-    // A rotation b → a: before its window a is held back, during it both are accepted, after
-    // it (AtWindowEnd) b is retired.
+/// Prod holds b and a, and a KeyRotation b → a has its window an hour from now.
+async fn holds_a_back_before_the_rotations_window(f: &Fixture) {
     trust_root(
-        &client,
+        &f.client,
         "prod",
-        root(
+        f.root(
             "prod",
             "Enforce",
-            json!([key("b", &b.public), key("a", &a.public)]),
+            json!([key("b", &f.b.public), key("a", &f.a.public)]),
         ),
     )
     .await
@@ -236,7 +344,7 @@ async fn enforce_denies_audit_warns_and_rotations_and_keys_are_seen_at_once() {
     let spec = json!({"trustRootRef": "prod", "fromKey": "b", "toKey": "a", "retirement": "AtWindowEnd",
                       "window": {"start": at(3600), "duration": "1h"}});
     apply(
-        &client,
+        &f.client,
         "countersign.dev/v1alpha1",
         "KeyRotation",
         None,
@@ -245,80 +353,71 @@ async fn enforce_denies_audit_warns_and_rotations_and_keys_are_seen_at_once() {
     .await
     .expect("KeyRotation b-to-a");
     eventually("a held back before the window", WAIT, || async {
-        let c = post(&client, &pods, &signed_pod("scheduled"), true).await;
+        let c = f.post_pod("scheduled", &f.images.signed.by_digest(), true).await;
         anyhow::ensure!(c.code == 403 && c.message().contains("held back"), "{c:?}");
         Ok(())
     })
     .await;
-    let rotations = Api::<countersign::crd::KeyRotation>::all(client.clone());
-    let window = |start: String, duration: &str| {
-        Patch::Merge(json!({"spec": {"window": {"start": start, "duration": duration}}}))
-    };
+}
+
+/// The window moved to open in two seconds: a accepted, and b still.
+async fn accepts_both_keys_in_the_window(f: &Fixture) {
+    let rotations = Api::<countersign::crd::KeyRotation>::all(f.client.clone());
     rotations
         .patch("b-to-a", &PatchParams::default(), &window(at(2), "1h"))
         .await
         .expect("open the window");
     eventually("a accepted once the window opens", WAIT, || async {
-        let c = post(&client, &pods, &signed_pod("window"), true).await;
+        let c = f.post_pod("window", &f.images.signed.by_digest(), true).await;
         anyhow::ensure!(c.code == 201, "{c:?}");
         Ok(())
     })
     .await;
-    admitted(
-        &post(
-            &client,
-            &pods,
-            &pod("b-in-window", &format!("{by_b}@{by_b_digest}")),
-            true,
-        )
-        .await,
-    );
+    admitted(&f.post_pod("b-in-window", &f.images.by_b.by_digest(), true).await);
+}
+
+/// The window moved to have closed a minute ago: b retired.
+async fn retires_b_once_the_window_closed(f: &Fixture) {
+    let rotations = Api::<countersign::crd::KeyRotation>::all(f.client.clone());
     rotations
         .patch("b-to-a", &PatchParams::default(), &window(at(-120), "1m"))
         .await
         .expect("close the window");
     eventually("b retired once the window closed", WAIT, || async {
-        let c = post(
-            &client,
-            &pods,
-            &pod("b-retired", &format!("{by_b}@{by_b_digest}")),
-            true,
-        )
-        .await;
+        let c = f.post_pod("b-retired", &f.images.by_b.by_digest(), true).await;
         anyhow::ensure!(c.code == 403 && c.message().contains("retired"), "{c:?}");
         Ok(())
     })
     .await;
+}
 
-    // The registry goes away: a digest verified before is admitted from the cache; one never
-    // seen cannot be shown to be signed, and Enforce denies it, saying why.
+/// A patch of a KeyRotation's window.
+fn window(start: String, duration: &str) -> Patch<Value> {
+    Patch::Merge(json!({"spec": {"window": {"start": start, "duration": duration}}}))
+}
+
+/// The registry goes away: a digest verified before is admitted from the cache; one never seen
+/// cannot be shown to be signed, and Enforce denies it, saying why.
+async fn answers_from_the_cache_while_the_registry_is_gone(f: &Fixture, registry: &mut Registry) {
     registry.stop();
-    admitted(&post(&client, &pods, &signed_pod("cached"), true).await);
-    let unknown = post(
-        &client,
-        &pods,
-        &pod("never-seen", &format!("{never_seen}@{never_seen_digest}")),
-        true,
-    )
-    .await;
+    admitted(&f.post_pod("cached", &f.images.signed.by_digest(), true).await);
+    let unknown = f
+        .post_pod("never-seen", &f.images.never_seen.by_digest(), true)
+        .await;
     denied(&unknown, &["TrustRoot prod (Enforce): registry unreachable"]);
+}
 
+async fn counts_denials_and_cache_hits(metrics: SocketAddr) {
     let denials = metric(
-        replica.metrics,
+        metrics,
         r#"countersign_admission_requests_total{decision="denied",reason="unsigned"}"#,
     )
     .await;
-    let hits = metric(
-        replica.metrics,
-        r#"countersign_admission_cache_total{result="hit"}"#,
-    )
-    .await;
+    let hits = metric(metrics, r#"countersign_admission_cache_total{result="hit"}"#).await;
     assert!(
         denials >= 2.0 && hits >= 1.0,
         "denied/unsigned {denials}, cache hits {hits}"
     );
-    replica.stop().await;
-    cluster.stop();
 }
 
 /// Two replicas, each called by the API server (one webhook entry per replica): the standby
