@@ -1,6 +1,6 @@
 //! Helpers shared by the operator tests (`operator_*.rs`): a local control plane with the CRDs,
 //! the operator started in-process (the library entry point `countersign run` calls), and
-//! polling helpers that read annotations, Events and TrustRoot status the way a person would.
+//! polling helpers that read WorkloadVerdicts, Events and TrustRoot status the way a person would.
 #![allow(dead_code)]
 
 use std::{

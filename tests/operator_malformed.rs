@@ -26,6 +26,7 @@ use countersign_tests::{
     registry::{Registry, RegistryKind},
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use operator_common::*;
 use serde_json::{Value, json};
 
@@ -67,9 +68,40 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
     let keys = blocking(|| Keys::generate_named("ci")).await;
     let bad_glob = format!("{host}/glob/***");
 
-    // The API server refuses a bad glob, naming the field.
+    the_apiserver_refuses_a_bad_glob_naming_the_field(&client, &host, &bad_glob, &keys).await;
+    hostile_specs::refused_by_the_apiserver(&client).await;
+
+    // Without the CEL rules, as for objects stored before a rule existed: the operator's own
+    // validation must name the field.
+    install_crds(&client, without_cel()).await;
+    let images = push_and_sign_an_image_each(&host, &keys);
+    let good_key = key("ci", &keys.public);
+    create_a_good_and_two_broken_trust_roots(&client, &host, &bad_glob, &good_key).await;
+    namespace(&client, NS, json!({})).await;
+    let operator = Operator::start(&cluster, "malformed-test");
+    for (name, image) in ["good", "pem", "glob"].iter().zip(&images) {
+        pod(&client, NS, name, image, None).await;
+    }
+
+    wait_verdict(&client, POD, NS, "good", "Verified", WAIT).await;
+    names_the_bad_pem_in_its_conditions(&client).await;
+    names_the_bad_glob_in_its_conditions(&client).await;
+    let hostile = hostile_specs::named_in_status(&client, WAIT).await;
+    the_others_are_unaffected_and_the_broken_ones_govern_nothing(&client).await;
+    fixed_it_verifies_and_says_so(&client, &host, good_key).await;
+    hostile_specs::delete_trust_roots(&client, &hostile).await;
+    operator.stop().await;
+}
+
+/// The API server refuses a bad glob, naming the field.
+async fn the_apiserver_refuses_a_bad_glob_naming_the_field(
+    client: &Client,
+    host: &str,
+    bad_glob: &str,
+    keys: &Keys,
+) {
     let refused = trust_root(
-        &client,
+        client,
         "bad-glob",
         json!({"images": [format!("{host}/glob/**"), bad_glob], "keys": [key("ci", &keys.public)]}),
     )
@@ -97,9 +129,11 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
             .any(|c| c.field == "spec.images" && c.message.ends_with(GLOB_RULE)),
         "{answer:?}"
     );
-    hostile_specs::refused_by_the_apiserver(&client).await;
+}
 
-    install_crds(&client, without_cel()).await;
+/// An image each for `good`, `pem` and `glob`, signed by the key as a legacy .sig (cosign v2);
+/// returns them pinned by digest, in that order.
+fn push_and_sign_an_image_each(host: &str, keys: &Keys) -> Vec<String> {
     let mut images = Vec::new();
     for name in ["good", "pem", "glob"] {
         let repo = format!("{host}/{name}/app");
@@ -109,38 +143,52 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
         assert!(run.success, "cosign2 sign: {}", run.stderr);
         images.push(image);
     }
-    let good_key = key("ci", &keys.public);
+    images
+}
+
+/// The spec of `bad-pem`, with `keys`.
+fn pem_spec(host: &str, keys: Value) -> Value {
+    json!({"images": [format!("{host}/pem/**")], "keys": keys})
+}
+
+/// `good`; `bad-pem`, one of its keys a bad PEM between the right markers; `bad-glob`, now that
+/// no CEL rule refuses it.
+async fn create_a_good_and_two_broken_trust_roots(
+    client: &Client,
+    host: &str,
+    bad_glob: &str,
+    good_key: &Value,
+) {
     trust_root(
-        &client,
+        client,
         "good",
         json!({"images": [format!("{host}/good/**")], "keys": [good_key.clone()]}),
     )
     .await
     .expect("good");
-    let pem_spec = |keys: Value| json!({"images": [format!("{host}/pem/**")], "keys": keys});
     trust_root(
-        &client,
+        client,
         "bad-pem",
-        pem_spec(json!([good_key.clone(), {"name": "broken", "publicKey": BAD_PEM}])),
+        pem_spec(
+            host,
+            json!([good_key.clone(), {"name": "broken", "publicKey": BAD_PEM}]),
+        ),
     )
     .await
     .expect("bad-pem (CEL only checks the markers)");
     trust_root(
-        &client,
+        client,
         "bad-glob",
         json!({"images": [format!("{host}/glob/**"), bad_glob], "keys": [good_key.clone()]}),
     )
     .await
     .expect("bad-glob, without CEL");
-    namespace(&client, NS, json!({})).await;
-    let operator = Operator::start(&cluster, "malformed-test");
-    for (name, image) in ["good", "pem", "glob"].iter().zip(&images) {
-        pod(&client, NS, name, image, None).await;
-    }
+}
 
-    wait_verdict(&client, POD, NS, "good", "Verified", WAIT).await;
+/// `bad-pem`: KeysValid names the key's field, Ready says nothing is verified, the key is Invalid.
+async fn names_the_bad_pem_in_its_conditions(client: &Client) {
     let pem = eventually("bad-pem's conditions", WAIT, || async {
-        let s = status(&client, "bad-pem").await?;
+        let s = status(client, "bad-pem").await?;
         let keys = condition(&s, "KeysValid").context("KeysValid")?;
         ensure!(keys.status == "False", "{keys:?}");
         Ok(s)
@@ -161,9 +209,12 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
     assert_eq!(ready.observed_generation, Some(1));
     let broken = pem.keys.iter().find(|k| k.name == "broken").expect("key status");
     assert_eq!(broken.state, countersign::crd::KeyState::Invalid);
+}
 
+/// `bad-glob`: Ready names the glob's field; its keys are valid.
+async fn names_the_bad_glob_in_its_conditions(client: &Client) {
     let glob = eventually("bad-glob's conditions", WAIT, || async {
-        let s = status(&client, "bad-glob").await?;
+        let s = status(client, "bad-glob").await?;
         ensure!(
             condition(&s, "Ready").is_some_and(|c| c.status == "False"),
             "{s:?}"
@@ -178,25 +229,30 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
         condition(&glob, "KeysValid").map(|c| c.status.as_str()),
         Some("True")
     );
+}
 
-    let hostile = hostile_specs::named_in_status(&client, WAIT).await;
-
-    // The others are unaffected; the broken ones govern nothing.
-    let good = status(&client, "good").await.expect("good status");
+/// The others are unaffected; the broken ones govern nothing.
+async fn the_others_are_unaffected_and_the_broken_ones_govern_nothing(client: &Client) {
+    let good = status(client, "good").await.expect("good status");
     assert_eq!(condition(&good, "Ready").map(|c| c.status.as_str()), Some("True"));
     assert_eq!(good.workloads.map(|w| (w.total, w.verified)), Some((1, 1)));
     for name in ["pem", "glob"] {
-        let a = recorded(&client, "Pod", NS, name).await.expect("pod");
-        assert!(a.is_empty(), "{name} is governed by nothing in force: {a:?}");
+        let verdict = recorded(client, "Pod", NS, name).await.expect("pod");
+        assert!(
+            verdict.is_empty(),
+            "{name} is governed by nothing in force: {verdict:?}"
+        );
     }
+}
 
-    // Fixed: it verifies, and says so.
-    trust_root(&client, "bad-pem", pem_spec(json!([good_key])))
+/// Fixed: it verifies, and says so.
+async fn fixed_it_verifies_and_says_so(client: &Client, host: &str, good_key: Value) {
+    trust_root(client, "bad-pem", pem_spec(host, json!([good_key])))
         .await
         .expect("fixed");
-    wait_verdict(&client, POD, NS, "pem", "Verified", WAIT).await;
+    wait_verdict(client, POD, NS, "pem", "Verified", WAIT).await;
     eventually("bad-pem Ready", WAIT, || async {
-        let s = status(&client, "bad-pem").await?;
+        let s = status(client, "bad-pem").await?;
         let ready = condition(&s, "Ready").context("Ready")?;
         ensure!(
             ready.status == "True" && ready.observed_generation == Some(2),
@@ -209,6 +265,4 @@ async fn malformed_trust_roots_name_the_field_and_leave_the_others_alone() {
         Ok(())
     })
     .await;
-    hostile_specs::delete_trust_roots(&client, &hostile).await;
-    operator.stop().await;
 }
