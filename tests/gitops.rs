@@ -171,55 +171,107 @@ async fn a_trust_source_over_http_follows_its_branch() {
     let cache = scratch_dir("git-cache");
     let ops = start_gitops(&cluster, cache.path()).await;
     secret(&client, "git-webhook", json!({"token": WEBHOOK_TOKEN})).await;
+    let team = Team::new(&client, &gitea, &ops.webhook);
+    let first = pushes_a_first_trust_root(&team);
 
-    gitea.create_repo("trust");
-    gitea.add_webhook("trust", &ops.webhook, WEBHOOK_TOKEN);
-    let tree = WorkTree::new(&gitea, "trust");
-    let gitea_url = gitea.http_url("trust");
-    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 1, "10m"));
-    tree.write("README.md", "not YAML, not read\n");
-    let first = tree.commit("payments trust root", None);
-    tree.push(false);
+    refuses_a_wrong_password_without_showing_it(&team).await;
+    applies_the_branchs_trust_roots(&team, &first).await;
+    let second = applies_a_push_the_webhook_announces(&team).await;
+    keeps_the_last_good_revision_over_a_broken_commit(&team, &second).await;
+    let fixed = recovers_and_prunes_a_removed_file(&team).await;
+    reverts_a_manual_edit_and_announces_it_once(&team).await;
+    refuses_a_yaml_bomb(&team, &fixed).await;
+    let rewritten = follows_force_pushed_history(&team, &fixed).await;
+    let after_outage = keeps_its_revision_while_the_server_is_down(&team, &mut gitea, &rewritten).await;
+    keeps_everything_when_its_branch_is_deleted(&team, &after_outage).await;
+    shows_no_credential(&client).await;
+    drop(ops);
+    drop(team);
+    drop(gitea);
+    cluster.stop();
+}
 
-    // Wrong password: nothing applied, the reason says why, the password is nowhere.
-    secret(
-        &client,
-        "git-http",
-        json!({"username": gitea::USER, "password": "wrong-pa55"}),
-    )
-    .await;
-    trust_source(
-        &client,
-        "team",
-        json!({"url": gitea_url, "ref": {"branch": "main"}, "path": "trust", "interval": "1h", "secretRef": {"name": "git-http"}}),
-    )
-    .await;
-    let failed = wait_ready(&client, "team", "FetchFailed", |s| {
+/// The `team` TrustSource and what it follows: the `trust` repository on Gitea over HTTP, and a
+/// work tree that pushes to it.
+struct Team<'a> {
+    client: &'a Client,
+    tree: WorkTree,
+    url: String,
+}
+
+impl<'a> Team<'a> {
+    /// Creates the repository, with a push webhook to the receiver.
+    fn new(client: &'a Client, gitea: &Gitea, webhook: &str) -> Self {
+        gitea.create_repo("trust");
+        gitea.add_webhook("trust", webhook, WEBHOOK_TOKEN);
+        let tree = WorkTree::new(gitea, "trust");
+        let url = gitea.http_url("trust");
+        Team { client, tree, url }
+    }
+
+    /// The `git-http` Secret: Gitea's user with `password`.
+    async fn password(&self, password: &str) {
+        let data = json!({"username": gitea::USER, "password": password});
+        secret(self.client, "git-http", data).await;
+    }
+
+    /// Applies the TrustSource: `branch`'s `trust/` folder, fetched every `interval` as `git-http`.
+    async fn follow(&self, branch: &str, interval: &str) {
+        let spec = json!({"url": self.url, "ref": {"branch": branch}, "path": "trust", "interval": interval, "secretRef": {"name": "git-http"}});
+        trust_source(self.client, "team", spec).await;
+    }
+
+    /// Commits everything and pushes it to `main`; returns the commit id.
+    fn commit_and_push(&self, message: &str) -> String {
+        let commit = self.tree.commit(message, None);
+        self.tree.push(false);
+        commit
+    }
+
+    /// Waits until the source is Ready with `reason` and `revision` is the last it applied.
+    async fn wait_applied(&self, reason: &str, revision: &str) -> TrustSourceStatus {
+        wait_ready(self.client, "team", reason, |s| {
+            s.last_applied_revision.as_deref() == Some(revision)
+        })
+        .await
+    }
+
+    /// Waits until the source is Ready with `reason` and `revision` is the last it attempted.
+    async fn wait_attempted(&self, reason: &str, revision: &str) -> TrustSourceStatus {
+        wait_ready(self.client, "team", reason, |s| {
+            s.last_attempted_revision.as_deref() == Some(revision)
+        })
+        .await
+    }
+}
+
+/// A TrustRoot under `trust/`, and a README outside it that is never read; returns the commit.
+fn pushes_a_first_trust_root(team: &Team<'_>) -> String {
+    team.tree
+        .write("trust/payments.yaml", &trust_root_yaml("payments", 1, "10m"));
+    team.tree.write("README.md", "not YAML, not read\n");
+    team.commit_and_push("payments trust root")
+}
+
+/// Wrong password: nothing applied, the reason says why, the password is nowhere.
+async fn refuses_a_wrong_password_without_showing_it(team: &Team<'_>) {
+    team.password("wrong-pa55").await;
+    team.follow("main", "1h").await;
+    let failed = wait_ready(team.client, "team", "FetchFailed", |s| {
         s.last_applied_revision.is_none()
     })
     .await;
     assert!(!format!("{failed:?}").contains("wrong-pa55"));
+}
 
-    // The right password: first sync.
-    secret(
-        &client,
-        "git-http",
-        json!({"username": gitea::USER, "password": gitea::PASSWORD}),
-    )
-    .await;
+/// The right password: first sync, the TrustRoot labelled with the source that applied it.
+async fn applies_the_branchs_trust_roots(team: &Team<'_>, first: &str) {
+    team.password(gitea::PASSWORD).await;
     // A spec change (interval) makes the controller look again at once.
-    trust_source(
-        &client,
-        "team",
-        json!({"url": gitea_url, "ref": {"branch": "main"}, "path": "trust", "interval": "59m", "secretRef": {"name": "git-http"}}),
-    )
-    .await;
-    let synced = wait_ready(&client, "team", "Synced", |s| {
-        s.last_applied_revision.as_deref() == Some(&revision(&first))
-    })
-    .await;
+    team.follow("main", "59m").await;
+    let synced = team.wait_applied("Synced", &revision(first)).await;
     assert_eq!(synced.inventory.len(), 1);
-    let root = Api::<TrustRoot>::all(client.clone())
+    let root = Api::<TrustRoot>::all(team.client.clone())
         .get("payments")
         .await
         .unwrap();
@@ -231,77 +283,73 @@ async fn a_trust_source_over_http_follows_its_branch() {
             .map(String::as_str),
         Some("team")
     );
-    wait_event(&client, "default", "TrustSource", "team", "Synced", WAIT).await;
+    wait_event(team.client, "default", "TrustSource", "team", "Synced", WAIT).await;
+}
 
-    // A push arrives through the webhook (the interval is an hour): a KeyRotation comes in.
-    tree.write("trust/rotation.yaml", ROTATION);
-    let second = tree.commit("rotate payments", None);
-    tree.push(false);
-    let pushed = wait_ready(&client, "team", "Synced", |s| {
-        s.last_applied_revision.as_deref() == Some(&revision(&second))
-    })
-    .await;
+/// A push arrives through the webhook (the interval is an hour): a KeyRotation comes in.
+async fn applies_a_push_the_webhook_announces(team: &Team<'_>) -> String {
+    team.tree.write("trust/rotation.yaml", ROTATION);
+    let second = team.commit_and_push("rotate payments");
+    let pushed = team.wait_applied("Synced", &revision(&second)).await;
     assert!(pushed.last_handled_requested_at.is_some(), "{pushed:?}");
-    let rotation = dynamic(&client, "countersign.dev/v1alpha1", "KeyRotation", None)
+    let rotation = dynamic(team.client, "countersign.dev/v1alpha1", "KeyRotation", None)
         .get("payments-rotation")
         .await
         .unwrap();
     assert_eq!(rotation.data["spec"]["toKey"], "ci-next");
+    second
+}
 
-    // A broken commit applies nothing: the last good revision stays in force.
-    tree.write(
+/// A broken commit applies nothing: the last good revision stays in force, and the failure
+/// names the file, the document and the field.
+async fn keeps_the_last_good_revision_over_a_broken_commit(team: &Team<'_>, good: &str) {
+    team.tree.write(
         "trust/payments.yaml",
         &trust_root_yaml("payments", 2, "10 minutes"),
     );
-    tree.write("trust/other.yaml", &trust_root_yaml("other", 1, "10m"));
-    let broken = tree.commit("broken", None);
-    tree.push(false);
-    let status = wait_ready(&client, "team", "InvalidObject", |s| {
-        s.last_attempted_revision.as_deref() == Some(&revision(&broken))
-    })
-    .await;
-    assert_eq!(status.last_applied_revision, Some(revision(&second)));
+    team.tree
+        .write("trust/other.yaml", &trust_root_yaml("other", 1, "10m"));
+    let broken = team.commit_and_push("broken");
+    let status = team.wait_attempted("InvalidObject", &revision(&broken)).await;
+    assert_eq!(status.last_applied_revision, Some(revision(good)));
     let failure = status.failure.clone().unwrap();
     assert_eq!(failure.file.as_deref(), Some("trust/payments.yaml"));
     assert_eq!(failure.document, Some(0));
     assert_eq!(failure.field.as_deref(), Some("spec.reverifyInterval"));
-    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+    assert_eq!(threshold(team.client, "payments").await.unwrap(), 1);
     assert!(
-        Api::<TrustRoot>::all(client.clone())
+        Api::<TrustRoot>::all(team.client.clone())
             .get_opt("other")
             .await
             .unwrap()
             .is_none()
     );
-    wait_event(&client, "default", "TrustSource", "team", "SyncFailed", WAIT).await;
+    wait_event(team.client, "default", "TrustSource", "team", "SyncFailed", WAIT).await;
+}
 
-    // Recovery, and prune: the rotation file is removed.
-    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 2, "10m"));
-    tree.remove("trust/rotation.yaml");
-    let fixed = tree.commit("fixed; rotation dropped", None);
-    tree.push(false);
-    wait_ready(&client, "team", "Synced", |s| {
-        s.last_applied_revision.as_deref() == Some(&revision(&fixed))
-    })
-    .await;
-    assert_eq!(threshold(&client, "payments").await.unwrap(), 2);
+/// Recovery, and prune: the rotation file is removed, and so is its KeyRotation.
+async fn recovers_and_prunes_a_removed_file(team: &Team<'_>) -> String {
+    team.tree
+        .write("trust/payments.yaml", &trust_root_yaml("payments", 2, "10m"));
+    team.tree.remove("trust/rotation.yaml");
+    let fixed = team.commit_and_push("fixed; rotation dropped");
+    team.wait_applied("Synced", &revision(&fixed)).await;
+    assert_eq!(threshold(team.client, "payments").await.unwrap(), 2);
     eventually("the rotation pruned", WAIT, || async {
-        let r = dynamic(&client, "countersign.dev/v1alpha1", "KeyRotation", None)
+        let r = dynamic(team.client, "countersign.dev/v1alpha1", "KeyRotation", None)
             .get_opt("payments-rotation")
             .await?;
         ensure!(r.is_none(), "still there");
         Ok(())
     })
     .await;
+    fixed
+}
 
-    // A manual edit is reverted within one interval and announced once.
-    trust_source(
-        &client,
-        "team",
-        json!({"url": gitea_url, "ref": {"branch": "main"}, "path": "trust", "interval": "5s", "secretRef": {"name": "git-http"}}),
-    )
-    .await;
-    let roots = dynamic(&client, "countersign.dev/v1alpha1", "TrustRoot", None);
+/// A manual edit is reverted within one interval and announced once.
+async fn reverts_a_manual_edit_and_announces_it_once(team: &Team<'_>) {
+    team.follow("main", "5s").await;
+    let roots = dynamic(team.client, "countersign.dev/v1alpha1", "TrustRoot", None);
     roots
         .patch(
             "payments",
@@ -312,14 +360,14 @@ async fn a_trust_source_over_http_follows_its_branch() {
         .unwrap();
     eventually("the manual edit reverted", WAIT, || async {
         ensure!(
-            threshold(&client, "payments").await? == 2,
+            threshold(team.client, "payments").await? == 2,
             "threshold still edited"
         );
         Ok(())
     })
     .await;
     let reverted = wait_event(
-        &client,
+        team.client,
         "default",
         "TrustSource",
         "team",
@@ -328,8 +376,19 @@ async fn a_trust_source_over_http_follows_its_branch() {
     )
     .await;
     assert_eq!(reverted.count, 1);
+}
 
-    // Bomb YAML: refused, nothing applied.
+/// Bomb YAML: refused, nothing applied.
+async fn refuses_a_yaml_bomb(team: &Team<'_>, fixed: &str) {
+    team.tree.write("trust/bomb.yaml", &yaml_bomb());
+    let bombed = team.commit_and_push("bomb");
+    let status = team.wait_attempted("InvalidObject", &revision(&bombed)).await;
+    assert_eq!(status.failure.unwrap().file.as_deref(), Some("trust/bomb.yaml"));
+    assert_eq!(status.last_applied_revision, Some(revision(fixed)));
+}
+
+/// A few hundred bytes of aliases, nine to a level and ten levels deep: 9^10 scalars expanded.
+fn yaml_bomb() -> String {
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
     for i in 1..10 {
         let p = i - 1;
@@ -337,76 +396,64 @@ async fn a_trust_source_over_http_follows_its_branch() {
             "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
         ));
     }
-    tree.write("trust/bomb.yaml", &bomb);
-    let bombed = tree.commit("bomb", None);
-    tree.push(false);
-    let status = wait_ready(&client, "team", "InvalidObject", |s| {
-        s.last_attempted_revision.as_deref() == Some(&revision(&bombed))
-    })
-    .await;
-    assert_eq!(status.failure.unwrap().file.as_deref(), Some("trust/bomb.yaml"));
-    assert_eq!(status.last_applied_revision, Some(revision(&fixed)));
+    bomb
+}
 
-    // Force-pushed history: the branch is rewritten to a new commit on top of `fixed`'s parent.
-    tree.git(&["reset", "-q", "--hard", &fixed]);
-    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 1, "10m"));
-    let rewritten = tree.commit("rewritten", None);
-    tree.push(true);
-    wait_ready(&client, "team", "Synced", |s| {
-        s.last_applied_revision.as_deref() == Some(&revision(&rewritten))
-    })
-    .await;
-    assert_eq!(threshold(&client, "payments").await.unwrap(), 1);
+/// Force-pushed history: the branch is rewritten to a new commit on top of `fixed`, the bomb
+/// dropped.
+async fn follows_force_pushed_history(team: &Team<'_>, fixed: &str) -> String {
+    team.tree.git(&["reset", "-q", "--hard", fixed]);
+    team.tree
+        .write("trust/payments.yaml", &trust_root_yaml("payments", 1, "10m"));
+    let rewritten = team.tree.commit("rewritten", None);
+    team.tree.push(true);
+    team.wait_applied("Synced", &revision(&rewritten)).await;
+    assert_eq!(threshold(team.client, "payments").await.unwrap(), 1);
+    rewritten
+}
 
-    // The server down: the last revision stays in force; back up, synced again.
+/// The server down: the last revision stays in force; back up, synced again.
+async fn keeps_its_revision_while_the_server_is_down(
+    team: &Team<'_>,
+    gitea: &mut Gitea,
+    rewritten: &str,
+) -> String {
     gitea.stop();
-    wait_ready(&client, "team", "FetchFailed", |s| {
-        s.last_applied_revision.as_deref() == Some(&revision(&rewritten))
-    })
-    .await;
+    team.wait_applied("FetchFailed", &revision(rewritten)).await;
     assert!(
-        Api::<TrustRoot>::all(client.clone())
+        Api::<TrustRoot>::all(team.client.clone())
             .get_opt("payments")
             .await
             .unwrap()
             .is_some()
     );
     gitea.restart();
-    tree.write("trust/payments.yaml", &trust_root_yaml("payments", 2, "10m"));
-    let after_outage = tree.commit("after the outage", None);
-    tree.push(false);
-    wait_ready(&client, "team", "Synced", |s| {
-        s.last_applied_revision.as_deref() == Some(&revision(&after_outage))
-    })
-    .await;
+    team.tree
+        .write("trust/payments.yaml", &trust_root_yaml("payments", 2, "10m"));
+    let after_outage = team.commit_and_push("after the outage");
+    team.wait_applied("Synced", &revision(&after_outage)).await;
+    after_outage
+}
 
-    // The branch deleted: a fetch error, the last revision stays in force, nothing is pruned.
-    // (Gitea refuses to delete its default branch, so the source follows another one first.)
-    tree.push_to("staging", false);
-    trust_source(
-        &client,
-        "team",
-        json!({"url": gitea_url, "ref": {"branch": "staging"}, "path": "trust", "interval": "5s", "secretRef": {"name": "git-http"}}),
-    )
-    .await;
+/// The branch deleted: a fetch error, the last revision stays in force, nothing is pruned.
+/// (Gitea refuses to delete its default branch, so the source follows another one first.)
+async fn keeps_everything_when_its_branch_is_deleted(team: &Team<'_>, after_outage: &str) {
+    team.tree.push_to("staging", false);
+    team.follow("staging", "5s").await;
     let staging = format!("staging@sha1:{after_outage}");
-    wait_ready(&client, "team", "Synced", |s| {
-        s.last_applied_revision.as_deref() == Some(&staging)
-    })
-    .await;
-    tree.delete_remote_branch("staging");
-    let status = wait_ready(&client, "team", "FetchFailed", |s| {
-        s.last_applied_revision.as_deref() == Some(&staging)
-    })
-    .await;
+    team.wait_applied("Synced", &staging).await;
+    team.tree.delete_remote_branch("staging");
+    let status = team.wait_applied("FetchFailed", &staging).await;
     assert_eq!(status.inventory.len(), 2, "{status:?}");
-    assert_eq!(threshold(&client, "payments").await.unwrap(), 2);
+    assert_eq!(threshold(team.client, "payments").await.unwrap(), 2);
+}
 
-    // No credential anywhere a person or a scraper looks.
-    let status = format!("{:?}", source_status(&client, "team").await.unwrap());
+/// No credential anywhere a person or a scraper looks: the source's status and its Events.
+async fn shows_no_credential(client: &Client) {
+    let status = format!("{:?}", source_status(client, "team").await.unwrap());
     let events = format!(
         "{:?}",
-        events(&client, "default", "TrustSource", "team").await.unwrap()
+        events(client, "default", "TrustSource", "team").await.unwrap()
     );
     for text in [&status, &events] {
         assert!(
@@ -414,10 +461,6 @@ async fn a_trust_source_over_http_follows_its_branch() {
             "{text}"
         );
     }
-    drop(ops);
-    drop(tree);
-    drop(gitea);
-    cluster.stop();
 }
 
 /// Over SSH: the host key must be in the Secret's known_hosts (a wrong one is refused), and with

@@ -17,13 +17,14 @@ use countersign_tests::{
     images::push_image,
     registry::{Registry, RegistryKind},
 };
+use kube::{Api, Client, api::DynamicObject};
 use operator_common::*;
 use serde_json::{Value, json};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The report's results by workload name, when it has exactly `expected` of them.
+/// The report's results by workload name.
 fn results_by_name(report: &Value) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
     report["results"]
         .as_array()
@@ -45,45 +46,104 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
     let host = registry.host.clone();
     let (trusted, other) =
         blocking(|| (Keys::generate_named("trusted"), Keys::generate_named("other"))).await;
-    let push = |repo: &str| {
-        let digest = push_image(&format!("{host}/{repo}:v1"), repo);
-        (format!("{host}/{repo}"), digest)
-    };
-    let (signed_repo, signed) = push("shop/signed");
-    let (unsigned_repo, unsigned) = push("shop/unsigned");
-    let run = trusted
-        .cosign3
-        .sign(&trusted.private, &format!("{signed_repo}@{signed}"), false);
-    assert!(run.success, "cosign sign: {}", run.stderr);
-
-    trust_root(
-        &client,
-        "shop",
-        json!({"images": [format!("{host}/shop/**")], "keys": [key("trusted", &trusted.public)]}),
-    )
-    .await
-    .expect("TrustRoot shop");
+    let images = Images::push_and_sign(&host, &trusted);
+    shop_trust_root(&client, &host, key("trusted", &trusted.public))
+        .await
+        .expect("TrustRoot shop");
     namespace(&client, NS, json!({})).await;
     let mut config = config("reports", None);
     config.policy_reports = true;
     let operator = Operator::start_config(&cluster, config);
-    deployment(&client, NS, "signed", &format!("{signed_repo}:v1"), Some(&signed)).await;
-    deployment(
-        &client,
-        NS,
-        "unsigned",
-        &format!("{unsigned_repo}@{unsigned}"),
-        None,
-    )
-    .await;
+    create_deployments(&client, &images).await;
 
     let reports = policy_reports(&client, Some(NS));
-    let get = || async {
-        let report = reports.get("countersign").await.context("get the PolicyReport")?;
-        serde_json::to_value(report).context("as JSON")
-    };
+    let report = reports_a_pass_and_a_fail(&reports).await;
+    let results = results_by_name(&report).unwrap();
+    describes_the_pass(&client, &results["signed"], &images.signed).await;
+    leaves_an_unchanged_report_unwritten(&client, &reports, &report, &images.unsigned).await;
+    describes_the_fail(&client, &results["unsigned"], &images.unsigned).await;
+    fails_the_signed_deployment_without_its_key(&client, &reports, &host, &other).await;
+    drops_deleted_workloads_then_the_report(&client, &reports).await;
+    operator.stop().await;
+}
+
+/// An image pushed to the registry as `<repo>:v1`.
+struct Image {
+    /// `<host>/<repo>`.
+    repo: String,
+    digest: String,
+}
+
+impl Image {
+    fn push(host: &str, repo: &str) -> Self {
+        let digest = push_image(&format!("{host}/{repo}:v1"), repo);
+        Image {
+            repo: format!("{host}/{repo}"),
+            digest,
+        }
+    }
+
+    /// `<repo>@<digest>`.
+    fn pinned(&self) -> String {
+        format!("{}@{}", self.repo, self.digest)
+    }
+}
+
+/// `signed`, signed by digest with the real cosign v3 and the `trusted` key; `unsigned`, not.
+struct Images {
+    signed: Image,
+    unsigned: Image,
+}
+
+impl Images {
+    fn push_and_sign(host: &str, trusted: &Keys) -> Self {
+        let signed = Image::push(host, "shop/signed");
+        let unsigned = Image::push(host, "shop/unsigned");
+        let run = trusted.cosign3.sign(&trusted.private, &signed.pinned(), false);
+        assert!(run.success, "cosign sign: {}", run.stderr);
+        Images { signed, unsigned }
+    }
+}
+
+/// TrustRoot `shop`: the registry's `shop/` images, verified by `trusted_key` alone.
+async fn shop_trust_root(client: &Client, host: &str, trusted_key: Value) -> anyhow::Result<()> {
+    trust_root(
+        client,
+        "shop",
+        json!({"images": [format!("{host}/shop/**")], "keys": [trusted_key]}),
+    )
+    .await
+}
+
+/// `signed` runs its tag (the kubelet reported the digest); `unsigned` runs its digest.
+async fn create_deployments(client: &Client, images: &Images) {
+    let signed = &images.signed;
+    let tagged = format!("{}:v1", signed.repo);
+    deployment(client, NS, "signed", &tagged, Some(&signed.digest)).await;
+    deployment(client, NS, "unsigned", &images.unsigned.pinned(), None).await;
+}
+
+/// The namespace's PolicyReport as JSON.
+async fn report_json(reports: &Api<DynamicObject>) -> anyhow::Result<Value> {
+    let report = reports.get("countersign").await.context("get the PolicyReport")?;
+    serde_json::to_value(report).context("as JSON")
+}
+
+/// The uid of Deployment `name` in [`NS`].
+async fn deployment_uid(client: &Client, name: &str) -> String {
+    dynamic(client, "apps/v1", "Deployment", Some(NS))
+        .get(name)
+        .await
+        .expect("the Deployment")
+        .metadata
+        .uid
+        .expect("a uid")
+}
+
+/// The report, labelled as countersign's, with a result and a summary for each Deployment.
+async fn reports_a_pass_and_a_fail(reports: &Api<DynamicObject>) -> Value {
     let report = eventually("a pass and a fail in the report", WAIT, || async {
-        let report = get().await?;
+        let report = report_json(reports).await?;
         let results = results_by_name(&report)?;
         ensure!(results.len() == 2, "results {results:?}");
         ensure!(
@@ -107,25 +167,16 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
         report["summary"],
         json!({"pass": 1, "fail": 1, "warn": 0, "error": 0, "skip": 0})
     );
-    let results = results_by_name(&report).unwrap();
-    let pass = &results["signed"];
+    report
+}
+
+/// The signed Deployment's `pass`: the TrustRoot as its rule, the key that verified it, the
+/// workload by uid, the image it runs and when.
+async fn describes_the_pass(client: &Client, pass: &Value, signed: &Image) {
     assert_eq!(pass["policy"], "countersign");
     assert_eq!(pass["source"], "countersign");
     assert_eq!(pass["rule"], "shop");
     assert_eq!(pass["message"], "verified by trusted");
-    let deployment_uid = |name: &str| {
-        let client = client.clone();
-        let name = name.to_string();
-        async move {
-            dynamic(&client, "apps/v1", "Deployment", Some(NS))
-                .get(&name)
-                .await
-                .expect("the Deployment")
-                .metadata
-                .uid
-                .expect("a uid")
-        }
-    };
     assert_eq!(
         pass["resources"][0],
         json!({
@@ -133,29 +184,30 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
             "kind": "Deployment",
             "namespace": NS,
             "name": "signed",
-            "uid": deployment_uid("signed").await,
+            "uid": deployment_uid(client, "signed").await,
         })
     );
-    assert_eq!(pass["properties"]["digest"], signed);
-    assert_eq!(pass["properties"]["image"], format!("{signed_repo}@{signed}"));
+    assert_eq!(pass["properties"]["digest"], signed.digest);
+    assert_eq!(pass["properties"]["image"], signed.pinned());
     assert!(
         pass["timestamp"]["seconds"].as_i64().is_some_and(|s| s > 0),
         "{pass}"
     );
-    // Only a change is written: a pass that another namespace's new workload starts writes
-    // that namespace's report and leaves this one as it was.
+}
+
+/// Only a change is written: a pass that another namespace's new workload starts writes
+/// that namespace's report and leaves this one as it was.
+async fn leaves_an_unchanged_report_unwritten(
+    client: &Client,
+    reports: &Api<DynamicObject>,
+    report: &Value,
+    unsigned: &Image,
+) {
     let written = report["metadata"]["resourceVersion"].clone();
-    namespace(&client, "other", json!({})).await;
-    deployment(
-        &client,
-        "other",
-        "unsigned",
-        &format!("{unsigned_repo}@{unsigned}"),
-        None,
-    )
-    .await;
+    namespace(client, "other", json!({})).await;
+    deployment(client, "other", "unsigned", &unsigned.pinned(), None).await;
     eventually("the other namespace's report", WAIT, || async {
-        let other = policy_reports(&client, Some("other")).get("countersign").await?;
+        let other = policy_reports(client, Some("other")).get("countersign").await?;
         ensure!(
             other.data["summary"]["fail"] == 1,
             "summary {}",
@@ -169,21 +221,30 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
         written,
         "an unchanged report is not written again"
     );
-    let fail = &results["unsigned"];
-    assert_eq!(fail["message"], "no signature");
-    assert_eq!(fail["properties"]["digest"], unsigned);
-    assert_eq!(fail["resources"][0]["uid"], deployment_uid("unsigned").await);
+}
 
-    // The key that signed is taken out of the TrustRoot: the signed Deployment fails too.
-    trust_root(
-        &client,
-        "shop",
-        json!({"images": [format!("{host}/shop/**")], "keys": [key("other", &other.public)]}),
-    )
-    .await
-    .expect("TrustRoot shop without the key");
+/// The unsigned Deployment's `fail`: why, the digest and the workload by uid.
+async fn describes_the_fail(client: &Client, fail: &Value, unsigned: &Image) {
+    assert_eq!(fail["message"], "no signature");
+    assert_eq!(fail["properties"]["digest"], unsigned.digest);
+    assert_eq!(
+        fail["resources"][0]["uid"],
+        deployment_uid(client, "unsigned").await
+    );
+}
+
+/// The key that signed is taken out of the TrustRoot: the signed Deployment fails too.
+async fn fails_the_signed_deployment_without_its_key(
+    client: &Client,
+    reports: &Api<DynamicObject>,
+    host: &str,
+    other: &Keys,
+) {
+    shop_trust_root(client, host, key("other", &other.public))
+        .await
+        .expect("TrustRoot shop without the key");
     let report = eventually("the signed result to turn fail", WAIT, || async {
-        let report = get().await?;
+        let report = report_json(reports).await?;
         let results = results_by_name(&report)?;
         ensure!(
             results["signed"]["result"] == "fail",
@@ -205,15 +266,17 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
         "{}",
         results["signed"]
     );
+}
 
-    // Deleted workloads leave the report; the last one takes the report with it.
-    let deployments = dynamic(&client, "apps/v1", "Deployment", Some(NS));
+/// Deleted workloads leave the report; the last one takes the report with it.
+async fn drops_deleted_workloads_then_the_report(client: &Client, reports: &Api<DynamicObject>) {
+    let deployments = dynamic(client, "apps/v1", "Deployment", Some(NS));
     deployments
         .delete("unsigned", &Default::default())
         .await
         .expect("delete unsigned");
     let report = eventually("the unsigned result to go", WAIT, || async {
-        let report = get().await?;
+        let report = report_json(reports).await?;
         let results = results_by_name(&report)?;
         ensure!(results.keys().eq(["signed"]), "results {results:?}");
         Ok(report)
@@ -234,5 +297,4 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
         }
     })
     .await;
-    operator.stop().await;
 }
