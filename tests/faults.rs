@@ -375,7 +375,7 @@ async fn registry_partition_dns_failure_and_429_storm_are_stale_never_false() {
     }
     let a = fixture::current(&client, DEPLOYMENT, NS)
         .await
-        .expect("annotations");
+        .expect("the recorded verdict");
     assert_eq!(
         a["dns"].get(VERDICT).map(String::as_str),
         Some("Unknown"),

@@ -87,7 +87,9 @@ async fn a_stopped_registry_keeps_verdicts_stale_without_drift_and_recovers_sile
     registry.stop();
     sweeps_after(&client, "private", swept, 2, SWEEPS).await;
     for (kind, name) in [(POD, "pulled"), (DEPLOYMENT, "global")] {
-        let a = recorded(&client, kind.1, NS, name).await.expect("annotations");
+        let a = recorded(&client, kind.1, NS, name)
+            .await
+            .expect("the recorded verdict");
         assert_eq!(a["verdict"], "Verified", "the verdict is kept: {a:?}");
         assert_eq!(
             a.get("stale").map(String::as_str),
@@ -109,7 +111,9 @@ async fn a_stopped_registry_keeps_verdicts_stale_without_drift_and_recovers_sile
     registry.restart();
     sweeps_after(&client, "private", swept, 2, SWEEPS).await;
     for (kind, name) in [(POD, "pulled"), (DEPLOYMENT, "global")] {
-        let a = recorded(&client, kind.1, NS, name).await.expect("annotations");
+        let a = recorded(&client, kind.1, NS, name)
+            .await
+            .expect("the recorded verdict");
         assert!(!a.contains_key("stale"), "{name} current again: {a:?}");
         assert_eq!(a["verdict"], "Verified", "{a:?}");
     }

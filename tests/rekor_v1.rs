@@ -262,7 +262,7 @@ async fn tampered(
     edit_layer(&image, Layer::Sig, |annotations| {
         annotations
             .as_object_mut()
-            .expect("annotations")
+            .expect("the recorded verdict")
             .remove(REKOR_BUNDLE_ANNOTATION)
             .expect("a SET annotation");
     })
