@@ -12,7 +12,7 @@ mod common;
 #[path = "operator_common.rs"]
 mod operator_common;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, ensure};
 use common::Keys;
@@ -46,83 +46,159 @@ async fn alerts_fire_are_silenced_by_a_rotation_resolve_and_dashboards_have_data
     let cluster = cluster().await;
     let client = cluster.client();
     let registry = Registry::start(RegistryKind::Referrers);
-    let host = registry.host.clone();
-    let (a, b, c) = blocking(|| {
-        let key = |name| Arc::new(Keys::generate_named(name));
-        (key("a"), key("b"), key("c"))
-    })
-    .await;
-    let image = |name: &str| format!("{host}/shop/{name}:v1");
-    let pinned = |name: &str, digest: &str| format!("{host}/shop/{name}@{digest}");
-    let mut digests = std::collections::HashMap::new();
-    for (name, signer) in [("web", Some(&a)), ("api", Some(&b)), ("tool", None)] {
-        let (image, signer, repo) = (image(name), signer.cloned(), pinned(name, ""));
-        let digest = blocking(move || {
-            let digest = push_image(&image, name);
-            if let Some(keys) = signer {
-                let run = keys
-                    .cosign3
-                    .sign(&keys.private, &format!("{repo}{digest}"), false);
-                assert!(run.success, "cosign sign {name}: {}", run.stderr);
-            }
-            digest
-        })
-        .await;
-        digests.insert(name, digest);
-    }
-    let root =
-        |keys: Value| json!({"images": [format!("{host}/shop/**")], "keys": keys, "reverifyInterval": "10s"});
-    trust_root(
-        &client,
-        "shop",
-        root(json!([key("a", &a.public), key("b", &b.public)])),
-    )
-    .await
-    .expect("TrustRoot shop");
-    namespace(&client, NS, json!({})).await;
-    for name in ["web", "api"] {
-        deployment(&client, NS, name, &image(name), Some(&digests[name])).await;
-    }
-
+    let shop = Shop::push_and_sign(&registry.host).await;
+    deploy_web_and_api_trusting_a_and_b(&client, &shop).await;
     let dir = scratch_dir("monitoring-e2e");
     let log = dir.path().join("operator.log");
-    let mut operator = OperatorProcess::start(&countersign_bin(), cluster.kubeconfig_path(), &log, &[])
-        .expect("start countersign run");
-    let metrics = operator.metrics_addr(&log).expect("metrics address");
+    let (operator, metrics, prometheus) = start_operator_and_prometheus(cluster.kubeconfig_path(), &log);
+    let scene = Scene {
+        client: &client,
+        prometheus: &prometheus,
+        shop: &shop,
+    };
+    verifies_web_and_api_with_no_alert_active(&scene).await;
+
+    an_unsigned_workload_fires_below_objective(&scene).await;
+    removing_a_key_fires_drift_then_failing(&scene).await;
+    dashboards_have_data(&prometheus, &metrics).await;
+    a_planned_rotation_silences_the_signature_alerts(&scene).await;
+    its_closed_window_fires_stalled_and_keeps_the_silence(&scene).await;
+    aborting_the_rotation_resolves_the_stall_and_ends_the_silence(&scene).await;
+    fixing_everything_resolves_every_alert(&scene).await;
+    stopping_the_operator_fires_operator_down(operator, &prometheus).await;
+}
+
+/// The `shop/` images in the registry and the keys: `web` is signed by `a`, `api` by `b`, `tool`
+/// by none; `c` is the key a rotation brings in.
+struct Shop {
+    host: String,
+    keys: HashMap<&'static str, Arc<Keys>>,
+    digests: HashMap<&'static str, String>,
+}
+
+impl Shop {
+    async fn push_and_sign(host: &str) -> Self {
+        let keys: HashMap<_, _> = blocking(|| {
+            ["a", "b", "c"]
+                .map(|name| (name, Arc::new(Keys::generate_named(name))))
+                .into()
+        })
+        .await;
+        let mut digests = HashMap::new();
+        for (name, signer) in [("web", Some("a")), ("api", Some("b")), ("tool", None)] {
+            let (repo, signer) = (
+                format!("{host}/shop/{name}"),
+                signer.map(|k| Arc::clone(&keys[k])),
+            );
+            let digest = blocking(move || {
+                let digest = push_image(&format!("{repo}:v1"), name);
+                if let Some(keys) = signer {
+                    let run = keys
+                        .cosign3
+                        .sign(&keys.private, &format!("{repo}@{digest}"), false);
+                    assert!(run.success, "cosign sign {name}: {}", run.stderr);
+                }
+                digest
+            })
+            .await;
+            digests.insert(name, digest);
+        }
+        let host = host.to_string();
+        Shop { host, keys, digests }
+    }
+
+    /// `<host>/shop/<name>:v1`, the reference its workload runs.
+    fn image(&self, name: &str) -> String {
+        format!("{}/shop/{name}:v1", self.host)
+    }
+
+    /// `<host>/shop/<name>@<digest>`.
+    fn pinned(&self, name: &str) -> String {
+        format!("{}/shop/{name}@{}", self.host, self.digests[name])
+    }
+
+    /// The spec of TrustRoot `shop`: every `shop/` image, under the keys `names`, re-verified
+    /// every 10 s.
+    fn trust_root(&self, names: &[&str]) -> Value {
+        let keys: Vec<Value> = names
+            .iter()
+            .map(|&name| key(name, &self.keys[name].public))
+            .collect();
+        json!({"images": [format!("{}/shop/**", self.host)], "keys": keys, "reverifyInterval": "10s"})
+    }
+
+    /// The Deployment `name`, running its image, whose digest the kubelet reported.
+    async fn deploy(&self, client: &kube::Client, name: &str) {
+        deployment(client, NS, name, &self.image(name), Some(&self.digests[name])).await;
+    }
+}
+
+async fn deploy_web_and_api_trusting_a_and_b(client: &kube::Client, shop: &Shop) {
+    trust_root(client, "shop", shop.trust_root(&["a", "b"]))
+        .await
+        .expect("TrustRoot shop");
+    namespace(client, NS, json!({})).await;
+    for name in ["web", "api"] {
+        shop.deploy(client, name).await;
+    }
+}
+
+/// `countersign run`, logging to `log`, and Prometheus scraping it with the real rules
+/// accelerated: returns the operator, its metrics address and Prometheus.
+fn start_operator_and_prometheus(kubeconfig: &Path, log: &Path) -> (OperatorProcess, String, Prometheus) {
+    let mut operator =
+        OperatorProcess::start(&countersign_bin(), kubeconfig, log, &[]).expect("start countersign run");
+    let metrics = operator.metrics_addr(log).expect("metrics address");
     let rules = monitoring::accelerated(&monitoring::load_yaml(&monitoring::rules_path()));
     let prometheus = Prometheus::start(std::slice::from_ref(&metrics), &rules).expect("start prometheus");
     eprintln!("prometheus on {}, scraping {metrics}", prometheus.addr);
+    (operator, metrics, prometheus)
+}
+
+/// What the steps after the start act on and wait on.
+struct Scene<'a> {
+    client: &'a kube::Client,
+    prometheus: &'a Prometheus,
+    shop: &'a Shop,
+}
+
+async fn verifies_web_and_api_with_no_alert_active(scene: &Scene<'_>) {
     for name in ["web", "api"] {
-        wait_verdict(&client, DEPLOYMENT, NS, name, "Verified", WAIT).await;
+        wait_verdict(scene.client, DEPLOYMENT, NS, name, "Verified", WAIT).await;
     }
-    quiet(&prometheus).await;
+    quiet(scene.prometheus).await;
+}
 
-    // 1. An unsigned workload: M1 under its objective (2 of 3 verify).
-    deployment(&client, NS, "tool", &image("tool"), Some(&digests["tool"])).await;
-    wait_verdict(&client, DEPLOYMENT, NS, "tool", "Unsigned", WAIT).await;
-    wait_alert(&prometheus, "CountersignSignedWorkloadsBelowObjective", "firing").await;
+/// An unsigned workload: M1 under its objective (2 of 3 verify).
+async fn an_unsigned_workload_fires_below_objective(scene: &Scene<'_>) {
+    scene.shop.deploy(scene.client, "tool").await;
+    wait_verdict(scene.client, DEPLOYMENT, NS, "tool", "Unsigned", WAIT).await;
+    wait_alert(
+        scene.prometheus,
+        "CountersignSignedWorkloadsBelowObjective",
+        "firing",
+    )
+    .await;
+}
 
-    // 2. Key b removed: api drifts (the alert holds 15 s here, so it is awaited first) and fails.
-    trust_root(&client, "shop", root(json!([key("a", &a.public)])))
+/// Key b removed: api drifts (the alert holds 15 s here, so it is awaited first) and fails.
+async fn removing_a_key_fires_drift_then_failing(scene: &Scene<'_>) {
+    trust_root(scene.client, "shop", scene.shop.trust_root(&["a"]))
         .await
         .expect("TrustRoot without b");
-    wait_alert(&prometheus, "CountersignSignatureDrift", "firing").await;
-    wait_verdict(&client, DEPLOYMENT, NS, "api", "Failed", WAIT).await;
-    wait_alert(&prometheus, "CountersignWorkloadsFailing", "firing").await;
-    dashboards_have_data(&prometheus, &metrics).await;
+    wait_alert(scene.prometheus, "CountersignSignatureDrift", "firing").await;
+    wait_verdict(scene.client, DEPLOYMENT, NS, "api", "Failed", WAIT).await;
+    wait_alert(scene.prometheus, "CountersignWorkloadsFailing", "firing").await;
+}
 
-    // 3. A planned rotation a → c: while it holds two keys, the signature alerts are silent,
-    // though a workload still fails. Its window closes with web on a alone: Stalled.
-    trust_root(
-        &client,
-        "shop",
-        root(json!([key("a", &a.public), key("c", &c.public)])),
-    )
-    .await
-    .expect("TrustRoot with c");
-    let window = |start: i64, duration: &str| json!({"start": (Timestamp::now() + SignedDuration::from_secs(start)).to_string(), "duration": duration});
+/// A planned rotation a → c: while it holds two keys, the signature alerts are silent, though a
+/// workload still fails.
+async fn a_planned_rotation_silences_the_signature_alerts(scene: &Scene<'_>) {
+    trust_root(scene.client, "shop", scene.shop.trust_root(&["a", "c"]))
+        .await
+        .expect("TrustRoot with c");
     apply(
-        &client,
+        scene.client,
         KR,
         "KeyRotation",
         None,
@@ -130,14 +206,20 @@ async fn alerts_fire_are_silenced_by_a_rotation_resolve_and_dashboards_have_data
     )
     .await
     .expect("KeyRotation shop-c");
-    wait_phase(&client, "shop-c", "DualAcceptance").await;
+    wait_phase(scene.client, "shop-c", "DualAcceptance").await;
     for name in SILENCED {
-        wait_inactive(&prometheus, name).await;
+        wait_inactive(scene.prometheus, name).await;
     }
-    patch_rotation(&client, json!({"window": window(-120, "1m")})).await;
-    wait_phase(&client, "shop-c", "Stalled").await;
-    wait_alert(&prometheus, "CountersignRotationStalled", "firing").await;
-    let failed = prometheus
+}
+
+/// The rotation's window closes with web on a alone: Stalled fires, and the signature alerts
+/// stay silent though a workload still fails.
+async fn its_closed_window_fires_stalled_and_keeps_the_silence(scene: &Scene<'_>) {
+    patch_rotation(scene.client, json!({"window": window(-120, "1m")})).await;
+    wait_phase(scene.client, "shop-c", "Stalled").await;
+    wait_alert(scene.prometheus, "CountersignRotationStalled", "firing").await;
+    let failed = scene
+        .prometheus
         .query(r#"job:countersign_workloads:max{verdict="Failed"} > 0"#)
         .await
         .expect("query");
@@ -147,33 +229,44 @@ async fn alerts_fire_are_silenced_by_a_rotation_resolve_and_dashboards_have_data
         "a workload still fails while silenced: {failed:?}"
     );
     for name in SILENCED {
-        let state = prometheus.alert_state(name).await.expect("alerts");
+        let state = scene.prometheus.alert_state(name).await.expect("alerts");
         assert_eq!(state, None, "{name} is silenced during the rotation");
     }
+}
 
-    // 4. The rotation aborted: the stall resolves, the silence ends.
-    patch_rotation(&client, json!({"abort": true})).await;
-    wait_phase(&client, "shop-c", "Aborted").await;
-    wait_inactive(&prometheus, "CountersignRotationStalled").await;
-    wait_alert(&prometheus, "CountersignWorkloadsFailing", "firing").await;
+/// The rotation aborted: the stall resolves, the silence ends.
+async fn aborting_the_rotation_resolves_the_stall_and_ends_the_silence(scene: &Scene<'_>) {
+    patch_rotation(scene.client, json!({"abort": true})).await;
+    wait_phase(scene.client, "shop-c", "Aborted").await;
+    wait_inactive(scene.prometheus, "CountersignRotationStalled").await;
+    wait_alert(scene.prometheus, "CountersignWorkloadsFailing", "firing").await;
+}
 
-    // 5. Fixed: b declared again, the unsigned image signed. Every alert resolves.
-    let (signer, tool) = (Arc::clone(&a), pinned("tool", &digests["tool"]));
+/// Fixed: b declared again, the unsigned image signed. Every alert resolves.
+async fn fixing_everything_resolves_every_alert(scene: &Scene<'_>) {
+    let (signer, tool) = (Arc::clone(&scene.shop.keys["a"]), scene.shop.pinned("tool"));
     let run = blocking(move || signer.cosign3.sign(&signer.private, &tool, false)).await;
     assert!(run.success, "cosign sign tool: {}", run.stderr);
-    let keys = json!([key("a", &a.public), key("b", &b.public), key("c", &c.public)]);
-    trust_root(&client, "shop", root(keys))
+    trust_root(scene.client, "shop", scene.shop.trust_root(&["a", "b", "c"]))
         .await
         .expect("TrustRoot fixed");
     for name in ["web", "api", "tool"] {
-        wait_verdict(&client, DEPLOYMENT, NS, name, "Verified", WAIT).await;
+        wait_verdict(scene.client, DEPLOYMENT, NS, name, "Verified", WAIT).await;
     }
-    quiet(&prometheus).await;
+    quiet(scene.prometheus).await;
+}
 
-    // 6. The operator stopped: no replica is scraped.
+/// The operator stopped: no replica is scraped.
+async fn stopping_the_operator_fires_operator_down(operator: OperatorProcess, prometheus: &Prometheus) {
     let how = blocking(move || operator.stop()).await;
     eprintln!("operator stopped: {how}");
-    wait_alert(&prometheus, "CountersignOperatorDown", "firing").await;
+    wait_alert(prometheus, "CountersignOperatorDown", "firing").await;
+}
+
+/// A KeyRotation window that started `start` seconds from now (negative: in the past) and lasts
+/// `duration`.
+fn window(start: i64, duration: &str) -> Value {
+    json!({"start": (Timestamp::now() + SignedDuration::from_secs(start)).to_string(), "duration": duration})
 }
 
 /// Waits until alert `name` is in `state` (`pending`, `firing`).
