@@ -81,11 +81,14 @@ impl Meta {
     }
 }
 
-/// A TrustRoot as watched: decoded, or the reason it could not be.
-pub type TrustRootEntry = Result<Arc<TrustRoot>, Arc<InvalidObject>>;
+/// An object watched through `DeserializeGuard`: decoded, or the reason it could not be.
+pub type Guarded<K> = Result<Arc<K>, Arc<InvalidObject>>;
 
-/// A KeyRotation as watched: decoded, or the reason it could not be.
-pub type KeyRotationEntry = Result<Arc<KeyRotation>, Arc<InvalidObject>>;
+/// A TrustRoot as watched.
+pub type TrustRootEntry = Guarded<TrustRoot>;
+
+/// A KeyRotation as watched.
+pub type KeyRotationEntry = Guarded<KeyRotation>;
 
 /// Everything the watches keep.
 #[derive(Default)]

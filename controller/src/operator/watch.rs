@@ -33,12 +33,12 @@ use serde::de::DeserializeOwned;
 use super::{
     annotations::ours,
     error::Error,
-    index::{Index, Key, KeyRotationEntry, Meta, Mirror, Touch, TrustRootEntry},
+    index::{Guarded, Index, Key, KeyRotationEntry, Meta, Mirror, Touch, TrustRootEntry},
     metrics::Metrics,
     pods, records,
     workload::Owner,
 };
-use crate::crd::{KeyRotation, TrustRoot, WorkloadVerdict};
+use crate::crd::WorkloadVerdict;
 
 /// How one kind of object is kept.
 struct Feed<K, T> {
@@ -112,8 +112,10 @@ pub fn all(
         w.of(meta_feed::<Job>("jobs"), |i| &i.jobs),
         w.of(meta_feed::<CronJob>("cronjobs"), |i| &i.cronjobs),
         w.of(namespace_feed(), |i| &i.namespaces),
-        w.of(trust_root_feed(), |i| &i.trust_roots),
-        w.of(key_rotation_feed(), |i| &i.key_rotations),
+        w.of(guarded_feed("trustroots", trust_root_matters), |i| &i.trust_roots),
+        w.of(guarded_feed("keyrotations", key_rotation_matters), |i| {
+            &i.key_rotations
+        }),
         w.of(verdict_feed(), |i| &i.verdicts),
     ]
 }
@@ -167,21 +169,19 @@ fn namespace_feed() -> Feed<PartialObjectMeta<Namespace>, Arc<BTreeMap<String, S
     }
 }
 
-fn trust_root_feed() -> Feed<DeserializeGuard<TrustRoot>, TrustRootEntry> {
+/// A cluster-scoped object of ours, kept whole, or as the error that says why it does not decode
+/// (reported by the pass rather than wedging the watch); `matters` says which changes start one.
+fn guarded_feed<K>(
+    resource: &'static str,
+    matters: fn(&Guarded<K>, &Guarded<K>) -> bool,
+) -> Feed<DeserializeGuard<K>, Guarded<K>>
+where
+    K: Clone,
+{
     Feed {
-        resource: "trustroots",
+        resource,
         reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
-        matters: trust_root_matters,
-        owner: |_| None,
-        wakes: true,
-    }
-}
-
-fn key_rotation_feed() -> Feed<DeserializeGuard<KeyRotation>, KeyRotationEntry> {
-    Feed {
-        resource: "keyrotations",
-        reduce: |g| Some(g.0.clone().map(Arc::new).map_err(Arc::new)),
-        matters: key_rotation_matters,
+        matters,
         owner: |_| None,
         wakes: true,
     }
