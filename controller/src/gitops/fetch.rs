@@ -294,23 +294,14 @@ fn callbacks<'a>(
     });
     let max_bytes = request.limits.max_bytes;
     let progress_abort = abort.clone();
-    cb.transfer_progress(
-        move |p| match over_limit(deadline, p.received_bytes(), max_bytes) {
-            Some(why) => {
-                lock(&progress_abort).limit = Some(why);
-                false
-            }
-            None => true,
-        },
-    );
-    let sideband_abort = abort.clone();
-    cb.sideband_progress(move |_| match over_limit(deadline, 0, max_bytes) {
-        Some(why) => {
-            lock(&sideband_abort).limit = Some(why);
-            false
-        }
-        None => true,
+    cb.transfer_progress(move |p| {
+        keep_going(
+            &progress_abort,
+            over_limit(deadline, p.received_bytes(), max_bytes),
+        )
     });
+    let sideband_abort = abort.clone();
+    cb.sideband_progress(move |_| keep_going(&sideband_abort, timed_out(deadline)));
     let transport = request.url.transport.clone();
     let known_hosts = credentials.known_hosts.clone();
     let ca = request.ca.cloned();
@@ -318,30 +309,44 @@ fn callbacks<'a>(
     cb.certificate_check(move |cert, host| {
         // Each refusal is also kept in `Abort`, so that the error says which check refused.
         if let Some(hostkey) = cert.as_hostkey() {
-            return check_host_key(&transport, known_hosts.as_deref(), hostkey.hostkey()).map_err(|why| {
-                let e = git2::Error::from_str(&why);
-                lock(&cert_abort).host_key = Some(why);
-                e
-            });
+            return check_host_key(&transport, known_hosts.as_deref(), hostkey.hostkey())
+                .map_err(|why| refused(&mut lock(&cert_abort).host_key, why));
         }
-        check_tls(ca.as_ref(), cert.as_x509().map(|x509| x509.data()), host).map_err(|why| {
-            let e = git2::Error::from_str(&why);
-            lock(&cert_abort).certificate = Some(why);
-            e
-        })
+        check_tls(ca.as_ref(), cert.as_x509().map(|x509| x509.data()), host)
+            .map_err(|why| refused(&mut lock(&cert_abort).certificate, why))
     });
     cb
 }
 
+/// Whether a transfer goes on: it stops (libgit2 aborts when a callback returns false) when it
+/// must, saying why in `Abort`.
+fn keep_going(abort: &Mutex<Abort>, stop: Option<String>) -> bool {
+    match stop {
+        Some(why) => {
+            lock(abort).limit = Some(why);
+            false
+        }
+        None => true,
+    }
+}
+
+fn timed_out(deadline: Instant) -> Option<String> {
+    (Instant::now() > deadline).then(|| "timed out".to_string())
+}
+
 /// Why a transfer must stop, if it must: past its deadline, or more than `max_bytes` received.
 fn over_limit(deadline: Instant, received_bytes: usize, max_bytes: usize) -> Option<String> {
-    if Instant::now() > deadline {
-        Some("timed out".to_string())
-    } else if received_bytes > max_bytes {
-        Some(format!("the repository is larger than {max_bytes} bytes"))
-    } else {
-        None
-    }
+    timed_out(deadline).or_else(|| {
+        (received_bytes > max_bytes).then(|| format!("the repository is larger than {max_bytes} bytes"))
+    })
+}
+
+/// A refused certificate or host key: the reason kept in `slot` of `Abort`, and the error that
+/// makes libgit2 stop.
+fn refused(slot: &mut Option<String>, why: String) -> git2::Error {
+    let e = git2::Error::from_str(&why);
+    *slot = Some(why);
+    e
 }
 
 /// An SSH server's host key, checked against the Secret's `known_hosts`: never trusted on first
