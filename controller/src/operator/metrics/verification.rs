@@ -37,10 +37,6 @@ struct OperationLabels {
     operation: &'static str,
 }
 
-fn registry_request_histogram() -> Histogram {
-    Histogram::new(REGISTRY_REQUEST_BUCKETS)
-}
-
 pub(super) struct VerificationMetrics {
     duration: Histogram,
     verifications: Family<OutcomeLabels, Counter>,
@@ -74,7 +70,7 @@ impl VerificationMetrics {
             registry_requests.clone(),
         );
         let registry_request_duration: HistogramFamily<OperationLabels> =
-            Family::new_with_constructor(registry_request_histogram);
+            Family::new_with_constructor(|| Histogram::new(REGISTRY_REQUEST_BUCKETS));
         registry.register_with_unit(
             "registry_request_duration",
             "Duration of one request to an image registry, by operation",
