@@ -14,7 +14,7 @@ use std::{
 use common::Keys;
 use countersign_tests::{
     admission::*,
-    images::push_image,
+    images::{Pushed, push_image},
     registry::{Registry, RegistryKind},
 };
 use jiff::{SignedDuration, Timestamp};
@@ -114,63 +114,45 @@ impl Fixture {
     }
 }
 
-/// An image pushed as `<host>/adm/<path>:v1`.
-struct Image {
-    repo: String,
-    digest: String,
+/// Pushes `<host>/adm/<path>:v1`.
+fn push(host: &str, path: &str, content: &str) -> Pushed {
+    Pushed::push(&format!("{host}/adm/{path}"), content)
 }
 
-impl Image {
-    fn push(host: &str, path: &str, content: &str) -> Self {
-        let digest = push_image(&format!("{host}/adm/{path}:v1"), content);
-        Image {
-            repo: format!("{host}/adm/{path}"),
-            digest,
-        }
-    }
-
-    fn sign(&self, keys: &Keys) {
-        let run = keys.cosign3.sign(&keys.private, &self.by_digest(), false);
-        assert!(run.success, "cosign sign: {}", run.stderr);
-    }
-
-    fn by_digest(&self) -> String {
-        format!("{}@{}", self.repo, self.digest)
-    }
-
-    fn by_tag(&self) -> String {
-        format!("{}:v1", self.repo)
-    }
+/// Signs `image` by digest with the real cosign v3 and `keys`.
+fn sign(image: &Pushed, keys: &Keys) {
+    let run = keys.cosign3.sign(&keys.private, &image.pinned(), false);
+    assert!(run.success, "cosign sign: {}", run.stderr);
 }
 
 /// The images, under `prod/` (Enforce), `audit/` (Audit) and `pinned/` (Enforce, pinning).
 struct Images {
     /// Signed by a.
-    signed: Image,
+    signed: Pushed,
     /// Signed by b.
-    by_b: Image,
+    by_b: Pushed,
     /// Not signed.
-    unsigned: Image,
+    unsigned: Pushed,
     /// Signed by a, and first asked about while the registry is gone.
-    never_seen: Image,
+    never_seen: Pushed,
     /// Not signed.
-    audited: Image,
+    audited: Pushed,
     /// Signed by a.
-    pinned: Image,
+    pinned: Pushed,
 }
 
 impl Images {
     fn push_and_sign(host: &str, a: &Keys, b: &Keys) -> Self {
-        let signed = Image::push(host, "prod/signed", "signed by a");
-        signed.sign(a);
-        let by_b = Image::push(host, "prod/by-b", "signed by b");
-        by_b.sign(b);
-        let unsigned = Image::push(host, "prod/unsigned", "not signed");
-        let never_seen = Image::push(host, "prod/never-seen", "never asked before the outage");
-        never_seen.sign(a);
-        let audited = Image::push(host, "audit/unsigned", "audit, unsigned");
-        let pinned = Image::push(host, "pinned/app", "pinned");
-        pinned.sign(a);
+        let signed = push(host, "prod/signed", "signed by a");
+        sign(&signed, a);
+        let by_b = push(host, "prod/by-b", "signed by b");
+        sign(&by_b, b);
+        let unsigned = push(host, "prod/unsigned", "not signed");
+        let never_seen = push(host, "prod/never-seen", "never asked before the outage");
+        sign(&never_seen, a);
+        let audited = push(host, "audit/unsigned", "audit, unsigned");
+        let pinned = push(host, "pinned/app", "pinned");
+        sign(&pinned, a);
         Images {
             signed,
             by_b,
@@ -211,7 +193,7 @@ async fn set_up_trust_roots_and_namespaces(f: &Fixture) {
 /// reload of the configuration's caBundle, hence the wait on the first answer.
 async fn admits_a_signed_pod_silently(f: &Fixture) {
     let first = eventually("the API server to call the webhook", WAIT, || async {
-        let created = f.post_pod("signed", &f.images.signed.by_digest(), false).await;
+        let created = f.post_pod("signed", &f.images.signed.pinned(), false).await;
         anyhow::ensure!(created.code == 201, "{created:?}");
         Ok(created)
     })
@@ -222,21 +204,21 @@ async fn admits_a_signed_pod_silently(f: &Fixture) {
 /// Unsigned, and signed by a key the TrustRoot does not hold: denied, saying which and why.
 async fn denies_unsigned_and_untrusted_saying_why(f: &Fixture) {
     let unsigned = &f.images.unsigned;
-    let no_sig = f.post_pod("unsigned", &unsigned.by_tag(), false).await;
+    let no_sig = f.post_pod("unsigned", &unsigned.tagged(), false).await;
     denied(
         &no_sig,
         &[
-            &format!("image {} ({})", unsigned.by_tag(), unsigned.digest),
+            &format!("image {} ({})", unsigned.tagged(), unsigned.digest),
             "TrustRoot prod (Enforce): no signature",
         ],
     );
-    let untrusted = f.post_pod("by-b", &f.images.by_b.by_digest(), false).await;
+    let untrusted = f.post_pod("by-b", &f.images.by_b.pinned(), false).await;
     denied(&untrusted, &["TrustRoot prod (Enforce): no trusted key"]);
     // A Deployment is refused at apply time, not discovered later as pods failing to appear.
     let deploy = post(
         &f.client,
         &deployments_path(NS),
-        &deployment("web", &unsigned.by_tag()),
+        &deployment("web", &unsigned.tagged()),
         false,
     )
     .await;
@@ -245,7 +227,7 @@ async fn denies_unsigned_and_untrusted_saying_why(f: &Fixture) {
 
 /// Audit: admitted with a warning kubectl prints, and an Event; a dry run records nothing.
 async fn audit_admits_with_a_warning_and_an_event(f: &Fixture) {
-    let audited_image = f.images.audited.by_digest();
+    let audited_image = f.images.audited.pinned();
     let dry = f.post_pod("dry", &audited_image, true).await;
     admitted(&dry);
     assert_eq!(dry.warnings.len(), 1, "{dry:?}");
@@ -268,7 +250,7 @@ async fn audit_admits_with_a_warning_and_an_event(f: &Fixture) {
 /// label is an UPDATE that changes no image: not even sent to the webhook.
 async fn checks_an_image_change_but_not_a_label(f: &Fixture) {
     let pod_api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(f.client.clone(), NS);
-    let swap = json!({"spec": {"containers": [{"name": "app", "image": f.images.unsigned.by_tag()}]}});
+    let swap = json!({"spec": {"containers": [{"name": "app", "image": f.images.unsigned.tagged()}]}});
     let swapped = pod_api
         .patch("signed", &PatchParams::default(), &Patch::Strategic(swap))
         .await;
@@ -289,7 +271,7 @@ async fn skips_a_namespace_labelled_out(f: &Fixture) {
         &post(
             &f.client,
             &pods_path(SKIPPED),
-            &pod("anything", &f.images.unsigned.by_tag()),
+            &pod("anything", &f.images.unsigned.tagged()),
             false,
         )
         .await,
@@ -299,11 +281,11 @@ async fn skips_a_namespace_labelled_out(f: &Fixture) {
 /// Pin to digest: the tag that was verified is what the kubelet will pull.
 async fn pins_the_verified_tag_to_its_digest(f: &Fixture) {
     let pinned = &f.images.pinned;
-    let stored = f.post_pod("pinned", &pinned.by_tag(), false).await;
+    let stored = f.post_pod("pinned", &pinned.tagged(), false).await;
     admitted(&stored);
     assert_eq!(
         stored.body["spec"]["containers"][0]["image"],
-        json!(format!("{}@{}", pinned.by_tag(), pinned.digest))
+        json!(format!("{}@{}", pinned.tagged(), pinned.digest))
     );
 }
 
@@ -318,9 +300,7 @@ async fn denies_a_removed_key_at_once(f: &Fixture) {
     .await
     .expect("TrustRoot prod without a");
     eventually("key a's signature refused", WAIT, || async {
-        let c = f
-            .post_pod("after-removal", &f.images.signed.by_digest(), true)
-            .await;
+        let c = f.post_pod("after-removal", &f.images.signed.pinned(), true).await;
         anyhow::ensure!(c.code == 403, "{c:?}");
         Ok(())
     })
@@ -353,7 +333,7 @@ async fn holds_a_back_before_the_rotations_window(f: &Fixture) {
     .await
     .expect("KeyRotation b-to-a");
     eventually("a held back before the window", WAIT, || async {
-        let c = f.post_pod("scheduled", &f.images.signed.by_digest(), true).await;
+        let c = f.post_pod("scheduled", &f.images.signed.pinned(), true).await;
         anyhow::ensure!(c.code == 403 && c.message().contains("held back"), "{c:?}");
         Ok(())
     })
@@ -368,12 +348,12 @@ async fn accepts_both_keys_in_the_window(f: &Fixture) {
         .await
         .expect("open the window");
     eventually("a accepted once the window opens", WAIT, || async {
-        let c = f.post_pod("window", &f.images.signed.by_digest(), true).await;
+        let c = f.post_pod("window", &f.images.signed.pinned(), true).await;
         anyhow::ensure!(c.code == 201, "{c:?}");
         Ok(())
     })
     .await;
-    admitted(&f.post_pod("b-in-window", &f.images.by_b.by_digest(), true).await);
+    admitted(&f.post_pod("b-in-window", &f.images.by_b.pinned(), true).await);
 }
 
 /// The window moved to have closed a minute ago: b retired.
@@ -384,7 +364,7 @@ async fn retires_b_once_the_window_closed(f: &Fixture) {
         .await
         .expect("close the window");
     eventually("b retired once the window closed", WAIT, || async {
-        let c = f.post_pod("b-retired", &f.images.by_b.by_digest(), true).await;
+        let c = f.post_pod("b-retired", &f.images.by_b.pinned(), true).await;
         anyhow::ensure!(c.code == 403 && c.message().contains("retired"), "{c:?}");
         Ok(())
     })
@@ -400,9 +380,9 @@ fn window(start: String, duration: &str) -> Patch<Value> {
 /// cannot be shown to be signed, and Enforce denies it, saying why.
 async fn answers_from_the_cache_while_the_registry_is_gone(f: &Fixture, registry: &mut Registry) {
     registry.stop();
-    admitted(&f.post_pod("cached", &f.images.signed.by_digest(), true).await);
+    admitted(&f.post_pod("cached", &f.images.signed.pinned(), true).await);
     let unknown = f
-        .post_pod("never-seen", &f.images.never_seen.by_digest(), true)
+        .post_pod("never-seen", &f.images.never_seen.pinned(), true)
         .await;
     denied(&unknown, &["TrustRoot prod (Enforce): registry unreachable"]);
 }

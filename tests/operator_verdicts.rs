@@ -16,7 +16,7 @@ use anyhow::ensure;
 use common::Keys;
 use countersign::{crd::WorkloadVerdict, operator};
 use countersign_tests::{
-    images::push_image,
+    images::Pushed,
     registry::{Registry, RegistryKind},
 };
 use k8s_openapi::{api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
@@ -89,45 +89,28 @@ impl KeyPairs {
     }
 }
 
-/// An image pushed to the registry: the references workloads run it by, and its digest.
-struct Image {
-    /// `<repo>:v1`.
-    tagged: String,
-    /// `<repo>@<digest>`.
-    pinned: String,
-    digest: String,
-}
-
 /// An image for each verdict; all but `unsigned` signed by the real cosign v3 (bundle) by digest.
 struct Images {
-    signed: Image,
-    unsigned: Image,
-    untrusted: Image,
-    strict: Image,
+    signed: Pushed,
+    unsigned: Pushed,
+    untrusted: Pushed,
+    strict: Pushed,
 }
 
 impl Images {
     fn push_and_sign(registry: &Registry, keys: &KeyPairs) -> Self {
-        let push = |repo: &str, tag: &str| {
-            let tagged = format!("{}:{tag}", registry.repo(repo));
-            let digest = push_image(&tagged, &format!("{repo} {tag}"));
-            let pinned = format!("{}@{digest}", registry.repo(repo));
-            Image {
-                tagged,
-                pinned,
-                digest,
-            }
-        };
+        // The content names the repository, so each image has a digest of its own.
+        let push = |repo: &str| Pushed::push(&registry.repo(repo), &format!("{repo} v1"));
         let images = Images {
-            signed: push("team/signed", "v1"),
-            unsigned: push("team/unsigned", "v1"),
-            untrusted: push("team/untrusted", "v1"),
-            strict: push("strict/app", "v1"),
+            signed: push("team/signed"),
+            unsigned: push("team/unsigned"),
+            untrusted: push("team/untrusted"),
+            strict: push("strict/app"),
         };
         for (keys, image) in [
-            (&keys.trusted, &images.signed.pinned),
-            (&keys.untrusted, &images.untrusted.pinned),
-            (&keys.trusted, &images.strict.pinned),
+            (&keys.trusted, &images.signed.pinned()),
+            (&keys.untrusted, &images.untrusted.pinned()),
+            (&keys.trusted, &images.strict.pinned()),
         ] {
             let run = keys.cosign3.sign(&keys.private, image, false);
             assert!(run.success, "cosign sign {image}: {}", run.stderr);
@@ -161,11 +144,11 @@ async fn create_trust_roots(client: &kube::Client, host: &str, keys: &KeyPairs) 
 async fn create_workloads(client: &kube::Client, images: &Images) {
     // Signed, running a tag whose digest the kubelet reported (imageID).
     let signed = &images.signed;
-    deployment(client, NS, "signed", &signed.tagged, Some(&signed.digest)).await;
+    deployment(client, NS, "signed", &signed.tagged(), Some(&signed.digest)).await;
     // Unsigned, pinned by digest: a bare pod.
-    pod(client, NS, "unsigned", &images.unsigned.pinned, None).await;
+    pod(client, NS, "unsigned", &images.unsigned.pinned(), None).await;
     // Signed by a key no TrustRoot trusts; no imageID yet, so the tag is resolved.
-    deployment(client, NS, "untrusted", &images.untrusted.tagged, None).await;
+    deployment(client, NS, "untrusted", &images.untrusted.tagged(), None).await;
     // One signature where two distinct keys are required: a StatefulSet. (Not a Job: kwok
     // completes Job pods at once, and a completed pod runs nothing to verify.)
     create(
@@ -180,7 +163,7 @@ async fn create_workloads(client: &kube::Client, images: &Images) {
                 "selector": {"matchLabels": {"app": "strict"}},
                 "template": {
                     "metadata": {"labels": {"app": "strict"}},
-                    "spec": {"containers": [{"name": "app", "image": images.strict.pinned}]},
+                    "spec": {"containers": [{"name": "app", "image": images.strict.pinned()}]},
                 },
             },
         }),
@@ -195,7 +178,7 @@ async fn records_a_verdict_for_each_workload(client: &kube::Client, images: &Ima
     let a = wait_verdict(client, DEPLOYMENT, NS, "signed", "Verified", WAIT).await;
     eprintln!("first verdict after {:.1}s", started.elapsed().as_secs_f64());
     assert_eq!(a["verifiedBy"], "team/trusted");
-    assert_eq!(a["digests"], images.signed.pinned);
+    assert_eq!(a["digests"], images.signed.pinned());
     assert!(a.contains_key("since"));
     assert!(!a.contains_key("stale"));
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use common::Keys;
 use countersign_tests::{
-    images::push_image,
+    images::Pushed,
     registry::{Registry, RegistryKind},
 };
 use kube::{Api, Client, api::DynamicObject};
@@ -67,38 +67,21 @@ async fn a_report_per_namespace_that_follows_the_verdicts() {
     operator.stop().await;
 }
 
-/// An image pushed to the registry as `<repo>:v1`.
-struct Image {
-    /// `<host>/<repo>`.
-    repo: String,
-    digest: String,
-}
-
-impl Image {
-    fn push(host: &str, repo: &str) -> Self {
-        let digest = push_image(&format!("{host}/{repo}:v1"), repo);
-        Image {
-            repo: format!("{host}/{repo}"),
-            digest,
-        }
-    }
-
-    /// `<repo>@<digest>`.
-    fn pinned(&self) -> String {
-        format!("{}@{}", self.repo, self.digest)
-    }
+/// Pushes `<host>/<repo>:v1`, its content the repository's name.
+fn push(host: &str, repo: &str) -> Pushed {
+    Pushed::push(&format!("{host}/{repo}"), repo)
 }
 
 /// `signed`, signed by digest with the real cosign v3 and the `trusted` key; `unsigned`, not.
 struct Images {
-    signed: Image,
-    unsigned: Image,
+    signed: Pushed,
+    unsigned: Pushed,
 }
 
 impl Images {
     fn push_and_sign(host: &str, trusted: &Keys) -> Self {
-        let signed = Image::push(host, "shop/signed");
-        let unsigned = Image::push(host, "shop/unsigned");
+        let signed = push(host, "shop/signed");
+        let unsigned = push(host, "shop/unsigned");
         let run = trusted.cosign3.sign(&trusted.private, &signed.pinned(), false);
         assert!(run.success, "cosign sign: {}", run.stderr);
         Images { signed, unsigned }
@@ -172,7 +155,7 @@ async fn reports_a_pass_and_a_fail(reports: &Api<DynamicObject>) -> Value {
 
 /// The signed Deployment's `pass`: the TrustRoot as its rule, the key that verified it, the
 /// workload by uid, the image it runs and when.
-async fn describes_the_pass(client: &Client, pass: &Value, signed: &Image) {
+async fn describes_the_pass(client: &Client, pass: &Value, signed: &Pushed) {
     assert_eq!(pass["policy"], "countersign");
     assert_eq!(pass["source"], "countersign");
     assert_eq!(pass["rule"], "shop");
@@ -201,7 +184,7 @@ async fn leaves_an_unchanged_report_unwritten(
     client: &Client,
     reports: &Api<DynamicObject>,
     report: &Value,
-    unsigned: &Image,
+    unsigned: &Pushed,
 ) {
     let written = report["metadata"]["resourceVersion"].clone();
     namespace(client, "other", json!({})).await;
@@ -224,7 +207,7 @@ async fn leaves_an_unchanged_report_unwritten(
 }
 
 /// The unsigned Deployment's `fail`: why, the digest and the workload by uid.
-async fn describes_the_fail(client: &Client, fail: &Value, unsigned: &Image) {
+async fn describes_the_fail(client: &Client, fail: &Value, unsigned: &Pushed) {
     assert_eq!(fail["message"], "no signature");
     assert_eq!(fail["properties"]["digest"], unsigned.digest);
     assert_eq!(

@@ -10,6 +10,34 @@ pub fn push_image(reference: &str, content: &str) -> String {
     push_image_as(None, reference, content)
 }
 
+/// An image pushed as `<repo>:v1` by [`Pushed::push`]: the references a workload runs it by.
+pub struct Pushed {
+    /// `<host>/<path>`.
+    pub repo: String,
+    pub digest: String,
+}
+
+impl Pushed {
+    /// Pushes a one-layer image of `content` as `<repo>:v1` (see [`push_image`]).
+    pub fn push(repo: &str, content: &str) -> Self {
+        let digest = push_image(&format!("{repo}:v1"), content);
+        Pushed {
+            repo: repo.to_owned(),
+            digest,
+        }
+    }
+
+    /// `<repo>@<digest>`.
+    pub fn pinned(&self) -> String {
+        format!("{}@{}", self.repo, self.digest)
+    }
+
+    /// `<repo>:v1`.
+    pub fn tagged(&self) -> String {
+        format!("{}:v1", self.repo)
+    }
+}
+
 /// [`push_image`] logged in through a docker config folder (`DOCKER_CONFIG`), for private
 /// registries.
 pub fn push_image_as(docker_config: Option<&Path>, reference: &str, content: &str) -> String {
